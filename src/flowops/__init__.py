@@ -1,0 +1,1 @@
+"""flowops: GitOps for machine-learning models."""

@@ -1,0 +1,166 @@
+"""`flowops validate`: check experiment files (and the registry policy) with located messages.
+
+Light on purpose: runs on every PR push, so it imports neither TensorFlow nor MLflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flowops import yamlfile
+from flowops.catalog import ARCHITECTURES, BACKBONES
+from flowops.errors import Problem, ProblemsError
+from flowops.spec import DatasetPaths, ExperimentSpec
+from flowops.suggest import did_you_mean
+
+EXPERIMENTS_DIR = "experiments"
+POLICY_FILE = "registry_policy.yaml"
+
+_CHOICES = {"architecture": ARCHITECTURES, "backbone": BACKBONES, "encoder_weights": ("imagenet", "null")}
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",
+    "bool_type": "true or false", "string_type": "text", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}  # fmt: skip
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_PATTERNS = {"name": "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def default_paths(root: Path = Path(".")) -> list[Path]:
+    """Every experiment file under experiments/, plus the registry policy if present."""
+    folder = root / EXPERIMENTS_DIR
+    paths = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
+    policy = root / POLICY_FILE
+    return paths + ([policy] if policy.exists() else [])
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Read and validate one experiment file; ProblemsError lists every located problem."""
+    doc = yamlfile.load(path)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([_not_a_mapping(doc, "experiment settings")])
+    try:
+        return ExperimentSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ProblemsError(problems_from(doc, exc, ExperimentSpec)) from None
+
+
+def load_policy_document(path: str | Path) -> yamlfile.Document:
+    """The registry policy as a YAML mapping (its schema lives in policy.py)."""
+    doc = yamlfile.load(path)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([_not_a_mapping(doc, "registry policy settings")])
+    return doc
+
+
+def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Problem]]:
+    """Validate every file; all problems of all files, never stopping at the first."""
+    specs: list[ExperimentSpec] = []
+    problems: list[Problem] = []
+    names: dict[str, str] = {}
+    for path in paths:
+        try:
+            if Path(path).name == POLICY_FILE:
+                load_policy_document(path)
+                continue
+            spec = load_experiment(path)
+        except ProblemsError as exc:
+            problems.extend(exc.problems)
+            continue
+        if spec.name in names:  # run names must be unique, or runs would be confused
+            doc_line = yamlfile.load(path).line_of(("name",))
+            problems.append(Problem(str(path), f"{spec.name!r} is also the name in {names[spec.name]}", doc_line, "name"))
+        names.setdefault(spec.name, str(path))
+        specs.append(spec)
+    return specs, problems
+
+
+def _not_a_mapping(doc: yamlfile.Document, what: str) -> Problem:
+    if doc.data is None:
+        return Problem(doc.path, f"file is empty; expected a mapping of {what}", 1)
+    kind = "a list" if isinstance(doc.data, list) else f"a single value ({show(doc.data)})"
+    return Problem(doc.path, f"top level must be a mapping of {what}, got {kind}", 1)
+
+
+def problems_from(doc: yamlfile.Document, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Turn pydantic errors into `file:line: field: message` problems."""
+    out = []
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"], doc.data)
+        if loc is None:
+            continue
+        where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+        out.append(Problem(doc.path, _message(err, loc, model), doc.line_of(loc), where))
+    # One message per place is enough (a union reports each of its branches).
+    unique = list(dict.fromkeys(out))
+    return sorted(unique, key=lambda p: p.line or 0)
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple | None:
+    """Drop pydantic's union-branch names from the location; None to skip the error."""
+    if len(loc) >= 2 and loc[0] == "dataset":
+        given = data.get("dataset") if isinstance(data, dict) else None
+        branch = loc[1]
+        if isinstance(given, dict):  # the user meant a folder: report only that branch
+            return None if branch != "DatasetPaths" else ("dataset", *loc[2:])
+        return ("dataset",) if branch != "DatasetPaths" else None
+    return tuple(loc)
+
+
+def _message(err: dict, loc: tuple, model: type[BaseModel]) -> str:
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    field = loc[-1] if loc else ""
+    if loc == ("dataset",) and kind == "literal_error":
+        return f"must be 'coco' or a mapping with a root folder (got {show(value)})"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1], model)
+        hint = did_you_mean(field, known)
+        return f"unknown key{hint}" if hint else f"unknown key; known keys: {', '.join(known)}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {bound} (got {show(value)})"
+    if kind == "literal_error":
+        choices = _CHOICES.get(str(field), ())
+        listed = ", ".join(choices) if len(choices) <= 6 else f"one of the {len(choices)} names in experiments/schema.json"
+        return f"unknown {field} {show(value)}{did_you_mean(value, choices)}; expected {listed}"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]} (got {show(value)})"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters (got {len(value)})"
+    if kind == "too_short":
+        return f"must list at least {ctx['min_length']} item(s) (got {ctx.get('actual_length', 0)})"
+    if kind == "too_long":
+        return f"must list at most {ctx['max_length']} item(s) (got {ctx.get('actual_length')})"
+    if kind == "string_pattern_mismatch":
+        return f"must be {_PATTERNS.get(str(field), 'text matching ' + ctx['pattern'])} (got {show(value)})"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {show(value)})"
+
+
+def _fields_at(loc: tuple, model: type[BaseModel]) -> list[str]:
+    if loc == ("dataset",):
+        model = DatasetPaths
+    elif loc:
+        return []
+    return list(model.model_fields)

@@ -1,0 +1,157 @@
+"""Read a YAML file strictly, keeping the line of every key.
+
+PyYAML's loaders accept duplicate keys silently, construct arbitrary tags and expand
+aliases without limit. We compose the node graph (linear in the file size, aliases are
+shared nodes) and build plain values ourselves, so that:
+
+- every mapping key and sequence item keeps its line, for `file:line:` messages;
+- a duplicate key, a non-standard tag or a merge key is an error, not a surprise;
+- alias expansion is bounded (a "billion laughs" file fails fast in bounded memory).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowops.errors import Problem, ProblemsError
+
+MAX_BYTES = 1 << 20  # experiment files are hand-written; 1 MiB is generous
+MAX_NODES = 100_000  # values after alias expansion
+MAX_DEPTH = 64
+
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_CORE + t for t in ("null", "bool", "int", "float", "str", "timestamp")}
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its value and the 1-based line of each key or item."""
+
+    path: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Loc) -> int:
+        """Line of `loc`, or of its nearest ancestor that exists in the file."""
+        loc = tuple(loc)
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The file's text; one-line errors for a missing path, a folder, size, binary, encoding."""
+    p, path = Path(path), str(path)
+    if not p.exists():
+        raise ProblemsError([Problem(path, f"no such {what}")])
+    if p.is_dir():
+        raise ProblemsError([Problem(path, f"is a directory, expected a YAML {what}")])
+    size = p.stat().st_size
+    if size > MAX_BYTES:
+        raise ProblemsError([Problem(path, f"file is {size} bytes, over the {MAX_BYTES} byte limit")])
+    raw = p.read_bytes()
+    if b"\0" in raw:
+        raise ProblemsError([Problem(path, f"binary content (NUL byte at offset {raw.index(0)}), expected YAML text")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ProblemsError([Problem(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line)]) from None
+
+
+def load(path: str | Path, text: str | None = None) -> Document:
+    """Parse one YAML document strictly. Raises FlowopsError / ProblemsError."""
+    path = str(path)
+    if text is None:
+        text = read_text(path)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context
+        if "another document" in str(problem):
+            problem = "more than one document ('---'); expected exactly one"
+        raise ProblemsError([Problem(path, f"not valid YAML: {problem}", line)]) from None
+    except yaml.YAMLError as exc:  # e.g. a reader error for control characters
+        raise ProblemsError([Problem(path, f"not valid YAML: {str(exc).splitlines()[0]}")]) from None
+    doc = Document(path, None)
+    if node is None:
+        return doc
+    builder = _Builder(doc)
+    doc.data = builder.build(node, (), 0)
+    if builder.problems:
+        raise ProblemsError(builder.problems)
+    return doc
+
+
+class _Builder:
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.count = 0
+        self.problems: list[Problem] = []
+        self.scalars = yaml.constructor.SafeConstructor()
+
+    def fail(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.doc.path, message, node.start_mark.line + 1))
+
+    def bad_tag(self, node: yaml.Node) -> None:
+        tag = node.tag.replace(_CORE, "!!")
+        self.fail(node, f"tag {tag} is not allowed (only plain YAML values: no Python objects or custom tags)")
+
+    def build(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise ProblemsError([Problem(self.doc.path, f"aliases expand to more than {MAX_NODES} values", node.start_mark.line + 1)])
+        if depth > MAX_DEPTH:
+            raise ProblemsError([Problem(self.doc.path, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)])
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, loc, depth)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _CORE + "seq":
+                self.bad_tag(node)
+                return None
+            out = []
+            for i, item in enumerate(node.value):
+                self.doc.lines.setdefault(loc + (i,), item.start_mark.line + 1)
+                out.append(self.build(item, loc + (i,), depth + 1))
+            return out
+        if node.tag not in _SCALAR_TAGS:
+            self.bad_tag(node)
+            return None
+        value = self.scalars.construct_object(node)
+        if isinstance(value, datetime.date):  # dates are text to us, as written
+            return node.value
+        return value
+
+    def mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict | None:
+        if node.tag != _CORE + "map":
+            self.bad_tag(node)
+            return None
+        out: dict = {}
+        first_line: dict = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == _CORE + "merge":
+                self.fail(key_node, "merge keys ('<<') are not supported; write the values out")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, "a key must be a plain value, not a list or mapping")
+                continue
+            key = self.build(key_node, loc, depth + 1)
+            if key in first_line:
+                where = ".".join(str(p) for p in loc + (key,))
+                self.problems.append(Problem(self.doc.path, f"duplicate key (first at line {first_line[key]})", line, where))
+                continue
+            first_line[key] = line
+            self.doc.lines[loc + (key,)] = line
+            out[key] = self.build(value_node, loc + (key,), depth + 1)
+        return out

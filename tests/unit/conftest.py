@@ -1,0 +1,1 @@
+"""Unit tier: fast, no services, no TensorFlow unless the code under test needs it."""
