@@ -86,6 +86,50 @@ def schema(out: Path, check: bool) -> None:
     click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.argument("experiment", type=click.Path(path_type=Path))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db).")
+@click.option("--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local", show_default=True,
+              help="How MLflow provides the Python environment (local: this one).")
+@click.option("--backend", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
+              help="Where the MLflow Project runs (kubernetes: a Job on a cluster).")
+@click.option("--backend-config", type=click.Path(path_type=Path), help="Backend configuration file (kubernetes: context, repository, job template).")
+def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend: str, backend_config: Path | None) -> None:
+    """Train an experiment file through the MLflow Project and print the run."""
+    from flowops.projects import run_experiment
+    from flowops.tracking import resolve_uri, ui_hint
+
+    if backend_config is not None and not backend_config.is_file():
+        raise FlowopsError(f"{backend_config}: no such backend config file")
+    run = run_experiment(experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None)
+    click.echo(f"run {run.info.run_id} {run.info.status}: {run.info.run_name}")
+    click.echo(ui_hint(resolve_uri(tracking_uri), run))
+
+
+@cli.group()
+def data() -> None:
+    """Datasets: generate synthetic COCO-format data, fetch real COCO."""
+
+
+@data.command("synth")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the dataset to.")
+@click.option("--images", type=click.IntRange(5, 100_000), default=120, show_default=True, help="Number of images (80% train, 20% val).")
+@click.option("--size", default="160x120", show_default=True, help="Image size as WIDTHxHEIGHT.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same dataset).")
+def data_synth(out: Path, images: int, size: str, seed: int) -> None:
+    """Write a small synthetic COCO-format dataset (JPEGs + instances_{train,val}.json)."""
+    from flowops.data.synth import generate
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise FlowopsError(f"--size: expected WIDTHxHEIGHT such as 160x120 (got {size!r})") from None
+    if min(width, height) < 32:
+        raise FlowopsError(f"--size: width and height must be >= 32 (got {size})")
+    files = generate(out, images=images, width=width, height=height, seed=seed)
+    click.echo(f"wrote {images} images to {out} ({', '.join(str(p) for p in files.values())})")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="flowops")

@@ -1,0 +1,1 @@
+"""Data: COCO-format loading, semantic masks, the decoded cache, the synthetic generator."""

@@ -1,0 +1,110 @@
+"""Decoded, resized images and masks, cached so later epochs and reruns never decode a JPEG.
+
+The key is (annotation file sha256, categories, image size): a new annotation file, other
+categories or another size get their own entry. Entries are written to a temporary folder
+and renamed into place, so an interrupted build never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flowops.data.coco import Split
+from flowops.data.masks import class_mask
+from flowops.errors import FlowopsError
+
+CACHE_ENV = "FLOWOPS_CACHE_DIR"
+FORMAT = 1  # bump when the cached arrays change meaning
+MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
+
+
+@dataclass
+class CachedSplit:
+    images: np.ndarray  # (n, size, size, 3) uint8 RGB
+    masks: np.ndarray  # (n, size, size) uint8 class indices
+    file_names: list[str]
+    fingerprint: str  # sha256 over the annotation file and every image file used
+    skipped: list[str]  # unreadable images, left out
+    hit: bool  # served from the cache
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV, ".flowops/cache"))
+
+
+def cache_key(annotation_sha256: str, categories: list[str], size: int) -> str:
+    text = json.dumps([FORMAT, annotation_sha256, categories, size])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The one resize used in training and serving: PIL bilinear to size x size, uint8."""
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Class indices resized with nearest neighbour (never mixes classes)."""
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+
+
+def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
+    folder = cache_root() / cache_key(split.annotation_sha256, categories, size) / split.name
+    if (folder / "meta.json").exists():
+        meta = json.loads((folder / "meta.json").read_text())
+        return CachedSplit(np.load(folder / "images.npy"), np.load(folder / "masks.npy"), meta["file_names"],
+                           meta["fingerprint"], meta["skipped"], hit=True)  # fmt: skip
+    built = _build(split, size)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{split.name}-"))
+    np.save(tmp / "images.npy", built.images)
+    np.save(tmp / "masks.npy", built.masks)
+    meta = {"file_names": built.file_names, "fingerprint": built.fingerprint, "skipped": built.skipped}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process built it first: theirs is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
+    return built
+
+
+def _decode(split: Split, image: dict, size: int):
+    path = split.images_dir / image["file_name"]
+    try:
+        raw = path.read_bytes()
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))  # grayscale and palette images become RGB
+    except (OSError, SyntaxError, ValueError) as exc:
+        return image["file_name"], None, None, f"{image['file_name']}: {exc}"
+    mask = class_mask(split.coco, image, split.class_of)
+    if mask.shape != rgb.shape[:2]:
+        return image["file_name"], None, None, f"{image['file_name']}: image is {rgb.shape[1]}x{rgb.shape[0]}, annotations say {mask.shape[1]}x{mask.shape[0]}"
+    h = hashlib.sha256(raw).hexdigest()
+    return image["file_name"], (resize_image(rgb, size), resize_mask(mask, size, size)), h, None
+
+
+def _build(split: Split, size: int) -> CachedSplit:
+    # Decoding and resizing release the GIL in PIL: threads keep every core busy.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda im: _decode(split, im, size), split.images))
+    kept = [(name, arrays, h) for name, arrays, h, err in results if err is None]
+    skipped = [err for *_, err in results if err is not None]
+    if len(skipped) > MAX_SKIPPED_FRACTION * len(results) or not kept:
+        raise FlowopsError(
+            f"{split.images_dir}: {len(skipped)} of {len(results)} images unreadable (limit {MAX_SKIPPED_FRACTION:.0%}); first: {skipped[0]}"
+        )
+    digest = hashlib.sha256(split.annotation_sha256.encode())
+    for name, _, h in sorted(kept, key=lambda t: t[0]):
+        digest.update(f"{name}:{h}\n".encode())
+    images = np.stack([a[0] for _, a, _ in kept])
+    masks = np.stack([a[1] for _, a, _ in kept])
+    return CachedSplit(images, masks, [n for n, _, _ in kept], digest.hexdigest(), skipped, hit=False)

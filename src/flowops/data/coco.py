@@ -1,0 +1,84 @@
+"""COCO-format datasets: open a split, check the categories, list the images to use."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowops.errors import FlowopsError
+from flowops.spec import DatasetPaths, ExperimentSpec
+from flowops.suggest import did_you_mean
+
+COCO_DIR_ENV = "FLOWOPS_COCO_DIR"  # where `flowops data coco` keeps the COCO 2017 download
+COCO_PATHS = {"train_annotations": "annotations/instances_train2017.json", "val_annotations": "annotations/instances_val2017.json",
+              "train_images": "train2017", "val_images": "val2017"}  # fmt: skip
+
+
+@dataclass
+class Split:
+    """One split of a COCO-format dataset, restricted to the selected categories."""
+
+    name: str
+    annotation_file: Path
+    images_dir: Path
+    coco: object  # pycocotools.coco.COCO
+    class_of: dict[int, int]  # COCO category id -> class index (1..n)
+    images: list[dict]  # image records holding at least one selected category
+    annotation_sha256: str
+
+
+def dataset_paths(spec: ExperimentSpec) -> DatasetPaths:
+    """The dataset's folders; `coco` resolves to the managed COCO download."""
+    if spec.dataset != "coco":
+        return spec.dataset
+    root = os.environ.get(COCO_DIR_ENV, str(Path.home() / ".cache" / "flowops" / "coco"))
+    return DatasetPaths(root=root, **COCO_PATHS)
+
+
+def open_split(spec: ExperimentSpec, split: str) -> Split:
+    """Load one split's annotations; one-line FlowopsError for anything unusable."""
+    paths = dataset_paths(spec)
+    root = Path(paths.root)
+    if not root.is_dir():
+        hint = " (run 'flowops data coco' first)" if spec.dataset == "coco" else ""
+        raise FlowopsError(f"dataset {root}: no such folder{hint}")
+    ann_file = root / getattr(paths, f"{split}_annotations")
+    images_dir = root / getattr(paths, f"{split}_images")
+    if not ann_file.is_file():
+        raise FlowopsError(f"dataset {root}: no annotation file {ann_file.relative_to(root)} for the {split} split")
+    raw = ann_file.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise FlowopsError(f"{ann_file}: not COCO JSON: not valid JSON{where}") from None
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
+    if missing:
+        raise FlowopsError(f"{ann_file}: not COCO JSON: no {', '.join(repr(k) for k in missing)} list")
+    if not images_dir.is_dir():
+        raise FlowopsError(f"dataset {root}: no image folder {images_dir.relative_to(root)} for the {split} split")
+
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
+        coco.createIndex()
+    by_name = {c["name"]: c["id"] for c in doc["categories"]}
+    class_of = {}
+    for index, name in enumerate(spec.categories, start=1):
+        if name not in by_name:
+            raise FlowopsError(
+                f"{ann_file}: category {name!r} is not in this dataset{did_you_mean(name, by_name)}; it has: {', '.join(sorted(by_name))}"
+            )
+        class_of[by_name[name]] = index
+    image_ids = sorted({i for cid in class_of for i in coco.getImgIds(catIds=[cid])})
+    if not image_ids:
+        raise FlowopsError(f"{ann_file}: no image contains any of {', '.join(spec.categories)}")
+    images = coco.loadImgs(image_ids)
+    return Split(split, ann_file, images_dir, coco, class_of, images, hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,137 @@
+"""The segmentation model: segmentation-models through tf.keras, with its own preprocessing.
+
+Nothing here runs at import time except `configure_tensorflow()` being defined; callers
+invoke it before importing TensorFlow (segmentation-models 1.0.1 needs tf.keras, which
+TF 2.21 provides as tf-keras when TF_USE_LEGACY_KERAS=1).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+# How each backbone expects its input (segmentation_models.get_preprocessing), as plain
+# arithmetic so the saved model carries it as a layer. tests/integration checks this table
+# against segmentation-models itself for every backbone.
+PREPROCESSING = {
+    "none": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "seresnet18", "seresnet34", "resnext50", "resnext101"),
+    "caffe": ("vgg16", "vgg19"),
+    "tf": ("inceptionv3", "inceptionresnetv2", "mobilenet", "mobilenetv2"),
+    "torch": ("seresnet50", "seresnet101", "seresnet152", "seresnext50", "seresnext101", "senet154", "densenet121",
+              "densenet169", "densenet201", *(f"efficientnetb{i}" for i in range(8))),  # fmt: skip
+}
+MODE_OF = {backbone: mode for mode, names in PREPROCESSING.items() for backbone in names}
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+def configure_tensorflow() -> None:
+    """Environment segmentation-models and TF need; must run before TensorFlow is imported."""
+    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def preprocess_numpy(x: np.ndarray, mode: str) -> np.ndarray:
+    """Reference implementation of the Preprocess layer (float32 RGB in [0, 255])."""
+    x = x.astype(np.float32)
+    if mode == "torch":
+        return (x / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "caffe":
+        return x[..., ::-1] - _CAFFE_MEAN_BGR
+    return x
+
+
+def _keras():
+    configure_tensorflow()
+    import tf_keras
+
+    return tf_keras
+
+
+def _preprocess_layer_class():
+    keras = _keras()
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="flowops")
+    class Preprocess(keras.layers.Layer):
+        """Backbone input scaling inside the model, so serving cannot forget it."""
+
+        def __init__(self, mode: str = "none", **kwargs):
+            super().__init__(**kwargs)
+            self.mode = mode
+
+        def call(self, x):
+            x = tf.cast(x, tf.float32)
+            if self.mode == "torch":
+                return (x / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+            if self.mode == "tf":
+                return x / 127.5 - 1.0
+            if self.mode == "caffe":
+                return x[..., ::-1] - _CAFFE_MEAN_BGR
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return Preprocess
+
+
+_PREPROCESS = None
+
+
+def preprocess_layer():
+    global _PREPROCESS
+    if _PREPROCESS is None:
+        _PREPROCESS = _preprocess_layer_class()
+    return _PREPROCESS
+
+
+def distribution_strategy():
+    """MirroredStrategy over every visible GPU when there is more than one, else the default."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def build_model(architecture: str, backbone: str, n_classes: int, image_size: int, encoder_weights: str | None, learning_rate: float):
+    """A compiled Keras model: Preprocess -> segmentation-models network -> softmax."""
+    keras = _keras()
+    import segmentation_models as sm
+
+    with distribution_strategy().scope():
+        network = getattr(sm, architecture)(
+            backbone, encoder_weights=encoder_weights, classes=n_classes, activation="softmax", input_shape=(image_size, image_size, 3)
+        )
+        inputs = keras.Input((image_size, image_size, 3), name="image")
+        outputs = network(preprocess_layer()(MODE_OF[backbone], name="preprocess")(inputs))
+        model = keras.Model(inputs, outputs, name=f"{architecture}_{backbone}")
+        # Dice handles the class imbalance (small objects), focal loss sharpens boundaries.
+        loss = sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss()
+        metrics = [sm.metrics.IOUScore(threshold=0.5, name="iou"), sm.metrics.FScore(threshold=0.5, name="f1")]
+        model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    return model
+
+
+def load_model(path: str):
+    """Reload a saved model for inference (compile=False: no custom losses or metrics needed)."""
+    keras = _keras()
+    preprocess_layer()  # registers the custom layer
+    import segmentation_models  # noqa: F401  (registers the backbones' custom layers, e.g. EfficientNet's)
+
+    return keras.models.load_model(path, compile=False)
+
+
+def per_class_iou(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """IoU of each class over all pixels (NaN where a class is absent from both)."""
+    index = truth.astype(np.int64).ravel() * n_classes + predicted.astype(np.int64).ravel()
+    confusion = np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)

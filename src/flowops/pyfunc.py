@@ -1,0 +1,49 @@
+"""The logged model: an MLflow pyfunc that carries the training-time preprocessing.
+
+Input: a batch of RGB uint8 images, (n, h, w, 3). Output: class-index masks, (n, h, w)
+uint8, at the input's own size. Each image is resized exactly as the training cache did
+(`resize_image`), scaled by the model's own Preprocess layer, and the predicted mask is
+resized back with nearest neighbour, so `mlflow models serve`, `flowops serve` and the
+evaluation at training time see identical inputs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow.pyfunc
+import numpy as np
+
+from flowops.data.cache import resize_image, resize_mask
+
+META_FILE = "flowops_model.json"
+
+
+def predict_masks(keras_model, images, image_size: int, batch_size: int = 8) -> list[np.ndarray]:
+    """Class-index masks, one per input image, each at that image's size."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        batch = np.stack([resize_image(np.asarray(im, dtype=np.uint8), image_size) for im in chunk]).astype(np.float32)
+        classes = np.argmax(keras_model.predict_on_batch(batch), axis=-1).astype(np.uint8)
+        out.extend(resize_mask(c, im.shape[1], im.shape[0]) for c, im in zip(classes, chunk))
+    return out
+
+
+class SegmentationModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper around the saved Keras model and its class names."""
+
+    def load_context(self, context):
+        from flowops.model import load_model
+
+        with open(context.artifacts["meta"]) as fh:
+            self.meta = json.load(fh)
+        self.model = load_model(context.artifacts["keras_model"])
+
+    def predict(self, context, model_input, params=None):
+        images = np.asarray(model_input)
+        if images.ndim == 3:  # a single image
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected RGB images shaped (n, height, width, 3), got {images.shape}")
+        return np.stack(predict_masks(self.model, list(images.astype(np.uint8)), self.meta["image_size"]))

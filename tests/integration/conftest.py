@@ -1,0 +1,62 @@
+"""Integration tier: real MLflow stores, real MLproject runs, tiny CPU trainings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic COCO-format dataset shared by the session."""
+    from flowops.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, images=30, width=64, height=48, seed=11)
+    return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store (artifacts beside it) and cache, for this process and its children."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("FLOWOPS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # `mlflow run` finds this python
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def tiny_spec(root: Path, **changes) -> dict:
+    spec = {"name": "tiny", "categories": ["person", "car", "dog"], "image_size": 32, "epochs": 2, "batch_size": 4,
+            "max_batches_per_epoch": 3, "experiment_name": "integration", "dataset": {"root": str(root)}}  # fmt: skip
+    return {**spec, **changes}
+
+
+def write_experiment(folder: Path, spec: dict, name: str = "tiny.yaml") -> Path:
+    path = folder / "experiments" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def flowops(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real console script, as a user runs it."""
+    return subprocess.run([str(BIN / "flowops"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)

@@ -1,0 +1,220 @@
+"""Tiny CPU trainings through the real MLproject into a temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flowops.params import EXTRA_PARAMETERS, PARAMETERS
+from flowops.spec import ExperimentSpec
+
+from ..conftest import REPO
+from .conftest import BIN, flowops, tiny_spec, write_experiment
+
+EPOCH_METRICS = ("loss", "iou", "f1", "val_loss", "val_iou", "val_f1")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, synth_root):
+    """The same experiment trained twice with `flowops train` (for the record and for determinism)."""
+    tmp = tmp_path_factory.mktemp("train")
+    mp = pytest.MonkeyPatch()
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("FLOWOPS_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
+    spec = tiny_spec(synth_root)
+    path = write_experiment(tmp, spec)
+    results = [flowops("train", str(path)) for _ in range(2)]
+    mlflow.set_tracking_uri(uri)
+    yield uri, path, spec, results
+    mp.undo()
+
+
+def finished_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("integration")
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_flowops_train_records_params_metrics_lineage_and_artifacts(two_runs):
+    uri, path, spec, results = two_runs
+    assert [r.returncode for r in results] == [0, 0], results[0].stderr[-3000:]
+    runs = finished_runs(uri)
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    run = runs[0]
+    assert run.info.run_name == "tiny"
+    # the trainer's own output comes first; flowops train ends with the run and how to open it
+    summary = results[0].stdout.splitlines()[-2:]
+    assert summary[0] == f"run {run.info.run_id} FINISHED: tiny"
+    assert summary[1].startswith(f"mlflow ui --backend-store-uri {uri}   # then open experiment")
+    # params: the whole resolved spec
+    params = run.data.params
+    assert set(params) == set(PARAMETERS) | set(EXTRA_PARAMETERS)
+    assert (params["epochs"], params["image_size"], params["categories"], params["encoder_weights"]) == ("2", "32", "person,car,dog", "none")
+    # one value per epoch for every epoch metric, plus per-class IoU at the end
+    client = MlflowClient(uri)
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+    for name in ("background", "person", "car", "dog"):
+        assert 0.0 <= run.data.metrics[f"val_iou.{name}"] <= 1.0
+    # lineage
+    tags = run.data.tags
+    expected_sha = ExperimentSpec.model_validate(spec).sha256()
+    assert tags["flowops.spec_sha256"] == expected_sha
+    assert tags["flowops.experiment_file"] == str(path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert tags["flowops.git_commit"] == head
+    assert len(tags["flowops.code_tree"]) == 40 and len(tags["flowops.dataset_fingerprint"]) == 64
+    assert "tensorflow==2.21.0" in tags["flowops.versions"] and "x" in tags["flowops.hardware"]
+    assert int(tags["flowops.images_train"]) > 0 and tags["flowops.images_skipped"] == "0"
+    # artifacts
+    files = {a.path for top in ("plots", "samples", "experiment") for a in client.list_artifacts(run.info.run_id, top)}
+    assert files == {"plots/learning_curves.png", "plots/sample_predictions.png", "samples/samples.npz", "experiment/tiny.yaml"}
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="plots/learning_curves.png")
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    spec_yaml = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/spec.yaml")
+    assert "architecture: Unet" in spec_yaml
+
+
+def test_cache_is_reused_by_the_second_run(two_runs):
+    uri, *_ = two_runs
+    first, second = finished_runs(uri)
+    assert (first.data.tags["flowops.cache"], second.data.tags["flowops.cache"]) == ("built", "hit")
+    assert first.data.tags["flowops.dataset_fingerprint"] == second.data.tags["flowops.dataset_fingerprint"]
+
+
+def test_same_spec_and_seed_give_identical_metrics(two_runs):
+    uri, *_ = two_runs
+    first, second = finished_runs(uri)
+    client = MlflowClient(uri)
+    for key in EPOCH_METRICS:
+        a = [m.value for m in client.get_metric_history(first.info.run_id, key)]
+        b = [m.value for m in client.get_metric_history(second.info.run_id, key)]
+        assert a == b, key
+    assert first.data.metrics == second.data.metrics
+
+
+def test_pyfunc_reloads_and_returns_masks_at_the_input_size(two_runs):
+    uri, *_ = two_runs
+    run = finished_runs(uri)[0]
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    images = np.random.default_rng(0).integers(0, 255, (2, 50, 70, 3), dtype=np.uint8)
+    masks = model.predict(images)
+    assert masks.shape == (2, 50, 70) and masks.dtype == np.uint8
+    assert masks.min() >= 0 and masks.max() <= 3
+    meta = json.loads(open(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/artifacts/flowops_model.json")).read())
+    assert meta["class_names"] == ["background", "person", "car", "dog"] and meta["image_size"] == 32
+    # the same image alone gives the same mask: no batch effects in preprocessing
+    assert np.array_equal(model.predict(images[1:2])[0], masks[1])
+
+
+def test_mlflow_run_as_in_the_original_article(store, synth_root):
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "article",
+           "-P", "categories=person,car", "-P", "epochs=1", "-P", "image_size=32", "-P", "batch_size=4",
+           "-P", "max_batches_per_epoch=2", "-P", f"dataset={synth_root}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("article").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "adhoc"
+    assert run.data.params["categories"] == "person,car" and run.data.params["architecture"] == "Unet"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")] == [1]
+    assert set(run.data.metrics) >= {"val_iou.person", "val_iou.car", "val_miou"}
+    assert run.data.tags["flowops.experiment_file"] == "(none: run with mlflow run -P)"
+
+
+def test_bad_parameter_through_mlflow_run_ends_failed(store, synth_root):
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "bad",
+           "-P", "categories=person", "-P", "epochs=0", "-P", f"dataset={synth_root}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "flowops.train: parameter epochs: Input should be greater than or equal to 1 (got 0)" in proc.stderr
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("bad").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["flowops.failure"] == "parameter epochs: Input should be greater than or equal to 1 (got 0)"
+
+
+def test_category_missing_from_dataset_fails_before_training(store, synth_root, tmp_path):
+    path = write_experiment(tmp_path, tiny_spec(synth_root, name="zebras", categories=["zebra"]))
+    proc = flowops("train", str(path))
+    assert proc.returncode == 1
+    reason = f"{synth_root}/annotations/instances_train.json: category 'zebra' is not in this dataset; it has: bicycle, car, dog, person"
+    assert proc.stderr.splitlines()[-1].endswith(f"): {reason}")
+    assert proc.stderr.splitlines()[-1].startswith("training zebras failed (run ")
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["flowops.failure"] == reason
+    assert "val_iou" not in run.data.metrics  # nothing was trained
+
+
+def test_invalid_experiment_file_creates_no_run(store, tmp_path):
+    path = write_experiment(tmp_path, {"name": "x", "categories": ["person"], "epochs": 0})
+    proc = flowops("train", str(path))
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert path.read_text().splitlines()[4] == "epochs: 0"
+    assert proc.stderr == f"{path}:5: epochs: must be >= 1 (got 0)\n"
+    assert MlflowClient(store).search_experiments(filter_string="name = 'coco-segmentation'") == []
+
+
+def test_kubernetes_options_reach_mlflow(store, synth_root, tmp_path):
+    """Kubernetes cannot run here (no cluster, no registry, no network): we check that
+    `--backend kubernetes --backend-config` reach MLflow's Kubernetes backend, which tags the
+    run and then stops at its docker check, and that the run does not stay RUNNING."""
+    template = tmp_path / "job.yaml"
+    template.write_text((REPO / "deploy" / "kubernetes" / "job-template.yaml").read_text())
+    config = json.loads((REPO / "deploy" / "kubernetes" / "backend-config.json").read_text())
+    config["kube-job-template-path"] = str(template)
+    (tmp_path / "backend.json").write_text(json.dumps(config))
+    path = write_experiment(tmp_path, tiny_spec(synth_root, name="on-k8s"))
+    only_git = tmp_path / "bin"
+    only_git.mkdir()
+    (only_git / "git").symlink_to(shutil.which("git"))
+    env = {**os.environ, "PATH": f"{BIN}:{only_git}"}  # git but no docker: MLflow's docker check fails
+    proc = flowops("train", str(path), "--backend", "kubernetes", "--backend-config", str(tmp_path / "backend.json"), env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == "training on-k8s failed: Could not find Docker executable. Ensure Docker is installed as per the instructions at https://docs.docker.com/install/overview/."
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
+    assert run.data.tags["mlflow.project.backend"] == "kubernetes"
+    assert run.info.status == "FAILED"
+
+
+def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
+    """SIGTERM (a cancelled CI job) during training: the run ends FAILED, not RUNNING."""
+    import signal
+    import sys
+    import time
+
+    from flowops.params import spec_to_params
+
+    spec = ExperimentSpec.model_validate(tiny_spec(synth_root, name="long", epochs=500, max_batches_per_epoch=1))
+    argv = [x for k, v in spec_to_params(spec).items() for x in (f"--{k}", v)]
+    proc = subprocess.Popen([sys.executable, "-m", "flowops.train", *argv], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(store)
+    deadline = time.time() + 240
+    run = None
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("integration")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            run = runs[0]
+            break
+        time.sleep(0.5)
+    assert run is not None and run.info.status == "RUNNING", "training never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.splitlines()[-1] == "flowops.train: interrupted (signal 15)"
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FAILED"
+    assert final.data.tags["flowops.failure"] == "interrupted (signal 15)"

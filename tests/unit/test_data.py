@@ -1,0 +1,137 @@
+"""COCO-format loading, the decoded cache and the synthetic generator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flowops.data import cache
+from flowops.data.coco import open_split
+from flowops.data.synth import generate
+from flowops.errors import FlowopsError
+from flowops.spec import ExperimentSpec
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, images=30, width=96, height=64, seed=3)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def spec_for(root, categories=("person", "car"), **kw) -> ExperimentSpec:
+    return ExperimentSpec.model_validate({"name": "t", "categories": list(categories), "dataset": {"root": str(root)}, **kw})
+
+
+def test_synth_has_the_hard_cases(dataset):
+    doc = json.loads((dataset / "annotations" / "instances_train.json").read_text())
+    anns = doc["annotations"]
+    crowd = [a for a in anns if a["iscrowd"]]
+    assert {type(a["segmentation"]["counts"]) for a in crowd} == {str, list}  # both RLE encodings
+    assert any(len(a["segmentation"]) > 1 for a in anns if not a["iscrowd"])  # multi-part polygons
+    assert {c["name"] for c in doc["categories"]} == {"person", "car", "dog", "bicycle"}
+    with_selected = {a["image_id"] for a in anns if a["category_id"] in (1, 3, 18)}
+    assert len(with_selected) < len(doc["images"])  # some images hold none of them
+    from PIL import Image
+
+    modes = {Image.open(dataset / "train" / im["file_name"]).mode for im in doc["images"]}
+    assert modes == {"RGB", "L"}  # grayscale JPEGs too
+
+
+def test_synth_is_reproducible(tmp_path):
+    a = generate(tmp_path / "a", images=10, seed=5)
+    b = generate(tmp_path / "b", images=10, seed=5)
+    assert a["train"].read_bytes() == b["train"].read_bytes()
+    assert (tmp_path / "a/train/000001.jpg").read_bytes() == (tmp_path / "b/train/000001.jpg").read_bytes()
+
+
+def test_split_selects_images_with_the_categories(dataset):
+    split = open_split(spec_for(dataset, ["dog"]), "train")
+    ids = {a["image_id"] for a in split.coco.dataset["annotations"] if a["category_id"] == 18}
+    assert {im["id"] for im in split.images} == ids
+    assert split.class_of == {18: 1}
+
+
+def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
+    split = open_split(spec_for(dataset), "train")
+    first = cache.load_split(split, ["person", "car"], 32)
+    assert not first.hit
+    assert first.images.shape[1:] == (32, 32, 3) and first.images.dtype == np.uint8
+    assert first.masks.shape[1:] == (32, 32) and first.masks.max() <= 2
+    again = cache.load_split(split, ["person", "car"], 32)
+    assert again.hit and np.array_equal(again.images, first.images) and np.array_equal(again.masks, first.masks)
+    assert again.fingerprint == first.fingerprint
+    assert not cache.load_split(split, ["person", "car"], 64).hit  # other size
+    assert not cache.load_split(open_split(spec_for(dataset, ["car", "person"]), "train"), ["car", "person"], 32).hit
+    # a changed annotation file is a new key
+    ann = dataset / "annotations" / "instances_train.json"
+    original = ann.read_text()
+    try:
+        ann.write_text(original.replace('"synthetic"', '"synthetic2"', 1))
+        assert not cache.load_split(open_split(spec_for(dataset), "train"), ["person", "car"], 32).hit
+    finally:
+        ann.write_text(original)
+    assert len(list(cache_dir.iterdir())) == 4
+
+
+def test_unreadable_images_are_counted_then_fail_over_the_threshold(tmp_path):
+    root = tmp_path / "d"
+    generate(root, images=30, width=64, height=64, seed=1)
+    spec = spec_for(root, ["person", "car", "dog"])
+    used = [im["file_name"] for im in open_split(spec, "train").images]
+    first = root / "train" / used[0]
+    first.write_bytes(first.read_bytes()[:200])  # truncated JPEG
+    result = cache.load_split(open_split(spec, "train"), spec.categories, 32)
+    assert len(result.skipped) == 1 and result.skipped[0].startswith(used[0])
+    assert used[0] not in result.file_names and len(result.file_names) == len(used) - 1
+    for name in used[1:5]:
+        (root / "train" / name).write_bytes(b"not a jpeg")
+    with pytest.raises(FlowopsError, match=rf"5 of {len(used)} images unreadable \(limit 10%\)"):
+        cache.load_split(open_split(spec, "train"), spec.categories, 48)
+
+
+def test_fingerprint_changes_with_image_content(tmp_path):
+    root = tmp_path / "d"
+    generate(root, images=12, width=64, height=64, seed=2)
+    spec = spec_for(root, ["person", "car", "dog"])
+    before = cache.load_split(open_split(spec, "val"), spec.categories, 32).fingerprint
+    first = sorted((root / "val").iterdir())[0]
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(first)
+    after = cache._build(open_split(spec, "val"), 32).fingerprint
+    assert before != after
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: (r / "annotations" / "instances_train.json").unlink(), r"no annotation file annotations/instances_train\.json for the train split"),
+        (lambda r: (r / "annotations" / "instances_train.json").write_text("{oops"), r"not COCO JSON: not valid JSON \(line 1\)"),
+        (lambda r: (r / "annotations" / "instances_train.json").write_text('{"images": []}'), r"not COCO JSON: no 'annotations', 'categories' list"),
+    ],
+)
+def test_bad_datasets(tmp_path, mutate, message):
+    root = tmp_path / "d"
+    generate(root, images=10, width=64, height=64)
+    mutate(root)
+    with pytest.raises(FlowopsError, match=message):
+        open_split(spec_for(root), "train")
+
+
+def test_category_absent_from_dataset(dataset):
+    with pytest.raises(FlowopsError, match=r"category 'zebra' is not in this dataset; it has: bicycle, car, dog, person"):
+        open_split(spec_for(dataset, ["zebra"]), "train")
+    with pytest.raises(FlowopsError, match=r"category 'dgo' is not in this dataset \(did you mean 'dog'\?\)"):
+        open_split(spec_for(dataset, ["dgo"]), "train")
+
+
+def test_missing_dataset_folder(tmp_path):
+    with pytest.raises(FlowopsError, match=r"^dataset .*nope: no such folder$"):
+        open_split(spec_for(tmp_path / "nope"), "train")

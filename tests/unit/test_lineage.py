@@ -1,0 +1,67 @@
+"""Lineage facts from real git repositories in temp dirs."""
+
+import json
+import subprocess
+
+import pytest
+
+from flowops import lineage
+
+
+def sh(*args, cwd):
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    sh("git", "init", "-q", "-b", "main", cwd=tmp_path)
+    sh("git", "config", "user.email", "t@example.invalid", cwd=tmp_path)
+    sh("git", "config", "user.name", "t", cwd=tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "MLproject").write_text("name: p\n")
+    (tmp_path / "conda.yaml").write_text("name: c\n")
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "e.yaml").write_text("name: e\n")
+    sh("git", "add", "-A", cwd=tmp_path)
+    sh("git", "commit", "-qm", "init", cwd=tmp_path)
+    return tmp_path
+
+
+def test_code_tree_of_working_tree_equals_commit_when_clean(repo):
+    committed = lineage.code_tree("HEAD", repo=repo)
+    assert committed and len(committed) == 40
+    assert lineage.code_tree(repo=repo) == committed
+
+
+def test_code_tree_ignores_experiments_but_sees_code_edits(repo):
+    before = lineage.code_tree(repo=repo)
+    (repo / "experiments" / "e.yaml").write_text("name: changed\n")
+    assert lineage.code_tree(repo=repo) == before
+    (repo / "src" / "a.py").write_text("x = 2\n")
+    edited = lineage.code_tree(repo=repo)
+    assert edited != before
+    sh("git", "commit", "-qam", "edit", cwd=repo)
+    assert lineage.code_tree("HEAD", repo=repo) == edited  # what trained is what was committed
+    # the real index was not touched by computing the working-tree hash
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+
+
+def test_pull_request_number(tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 42}}))
+    assert lineage.pull_request_number({"GITHUB_EVENT_PATH": str(event)}) == "42"
+    assert lineage.pull_request_number({"GITHUB_REF": "refs/pull/7/merge"}) == "7"
+    assert lineage.pull_request_number({"GITHUB_REF": "refs/heads/main"}) is None
+
+
+def test_run_tags(repo, monkeypatch):
+    monkeypatch.setenv("GITHUB_REF", "refs/pull/9/merge")
+    monkeypatch.setenv("GITHUB_HEAD_REF", "feature/x")
+    tags = lineage.run_tags("abc", "experiments/e.yaml", "fp", repo=repo)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert tags["flowops.git_commit"] == head
+    assert tags["flowops.code_tree"] == lineage.code_tree("HEAD", repo=repo)
+    assert (tags["flowops.pr_number"], tags["flowops.git_branch"], tags["flowops.code_dirty"]) == ("9", "feature/x", "false")
+    assert tags["flowops.spec_sha256"] == "abc" and tags["flowops.dataset_fingerprint"] == "fp"
+    assert "python==" in tags["flowops.versions"] and tags["flowops.hardware"]
