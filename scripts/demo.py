@@ -8,8 +8,10 @@ Everything goes to the repository's own embedded store (mlruns.db, mlartifacts/)
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synth"
 LOGS = ROOT / ".flowops" / "demo-logs"
 EXPERIMENTS = ["experiments/baseline.yaml", "experiments/unet-longer.yaml"]
+# A deliberately weak experiment (one epoch at a tiny learning rate) that the policy keeps out.
+WEAK = """# yaml-language-server: $schema=schema.json
+name: weak
+description: One epoch at a tiny learning rate; the policy should keep it out of production.
+categories: [person, car, dog]
+image_size: 64
+epochs: 1
+learning_rate: 0.00005
+dataset:
+  root: data/synth
+"""
 URI = f"sqlite:///{ROOT / 'mlruns.db'}"
 
 console = Console()
@@ -29,10 +42,10 @@ def step(title: str) -> None:
     console.rule(f"[bold]{title}")
 
 
-def sh(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a command from the repository root; with `log`, keep its output there."""
+def sh(*args: str, log: Path | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run a command (from the repository root by default); with `log`, keep its output there."""
     if log is None:
-        return subprocess.run(args, cwd=ROOT)
+        return subprocess.run(args, cwd=cwd)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
         return subprocess.run(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
@@ -50,8 +63,22 @@ def main() -> int:
         return 1
 
     step("3. train each experiment through the MLflow Project (CPU)")
+    run_ids = train_all(EXPERIMENTS)
+    if run_ids is None:
+        return 1
+
+    step("4. the runs")
+    runs_table(run_ids)
+    console.print("Open them in the MLflow UI:")
+    console.print(f"  .venv/bin/mlflow ui --backend-store-uri {URI.replace(str(ROOT) + '/', '')}", markup=False)
+
+    step("5. merge to main -> promotion by registry_policy.yaml (a real git repository)")
+    return promotion()
+
+
+def train_all(paths: list[str]) -> dict[str, str] | None:
     run_ids = {}
-    for path in EXPERIMENTS:
+    for path in paths:
         log = LOGS / (Path(path).stem + ".log")
         start = time.time()
         with console.status(f"training {path} (log: {log.relative_to(ROOT)})"):
@@ -64,12 +91,75 @@ def main() -> int:
         summary = next(line for line in reversed(lines) if line.startswith("run ") and " FINISHED: " in line)
         run_ids[path] = summary.split()[1]
         console.print(f"{path}: {summary} in {time.time() - start:.0f} s", soft_wrap=True)
+    return run_ids
 
-    step("4. the runs")
-    runs_table(run_ids)
-    console.print("Open them in the MLflow UI:")
-    console.print(f"  .venv/bin/mlflow ui --backend-store-uri {URI.replace(str(ROOT) + '/', '')}", markup=False)
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def promotion() -> int:
+    """A team repository in a temp dir: three PRs merged three ways, each merge promoted."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from flowops.validate import load_policy
+
+    model = load_policy(ROOT / "registry_policy.yaml").model_name
+    try:  # the demo starts from an empty registry; its runs stay
+        MlflowClient(URI).delete_registered_model(model)
+        console.print(f"(reset registered model {model!r} in the demo store)")
+    except MlflowException:
+        pass
+    repo = Path(tempfile.mkdtemp(prefix="flowops-demo-repo-"))
+    # The same code as here (tracked and untracked-but-not-ignored files), so the code tree
+    # hash of the merged commits equals the one the runs were trained on.
+    files = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml").splitlines()
+    for name in files + ["registry_policy.yaml", "experiments/schema.json"]:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "add", "-A")
+    git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "commit", "-qm", "code and registry policy")
+    (repo / "weak.yaml").write_text(WEAK)
+    weak_path = repo / "weak.yaml"
+    if train_all([str(weak_path)]) is None:
+        return 1
+    merges = [("merge commit", "baseline.yaml", (ROOT / "experiments/baseline.yaml").read_text()),
+              ("squash merge", "unet-longer.yaml", (ROOT / "experiments/unet-longer.yaml").read_text()),
+              ("fast-forward", "weak.yaml", WEAK)]  # fmt: skip
+    for how, name, text in merges:
+        before = git(repo, "rev-parse", "HEAD")
+        merge(repo, how, f"experiments/{name}", text)
+        after = git(repo, "rev-parse", "HEAD")
+        console.print(f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range {before[:8]}..{after[:8]}")
+        sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
+    console.print("\n[bold]Rolling production back one step: flowops rollback --alias production")
+    sh("flowops", "rollback", "--alias", "production", "--reason", "demo: roll back once", "--tracking-uri", URI)
+    console.print("\n[bold]flowops history")
+    sh("flowops", "history", "--tracking-uri", URI)
+    console.print("\n[bold]flowops status")
+    sh("flowops", "status", "--tracking-uri", URI)
+    shutil.rmtree(repo, ignore_errors=True)
     return 0
+
+
+def merge(repo: Path, how: str, path: str, text: str) -> None:
+    """A PR branch adding one experiment, merged into main the way `how` says."""
+    ident = ["-c", "user.name=demo", "-c", "user.email=demo@example.invalid"]
+    git(repo, "checkout", "-q", "-b", "pr")
+    (repo / path).write_text(text)
+    git(repo, "add", path)
+    git(repo, *ident, "commit", "-qm", f"Add {path}")
+    git(repo, "checkout", "-q", "main")
+    if how == "merge commit":
+        git(repo, *ident, "merge", "-q", "--no-ff", "pr", "-m", f"Merge pull request: {path}")
+    elif how == "squash merge":
+        git(repo, "merge", "-q", "--squash", "pr")
+        git(repo, *ident, "commit", "-qm", f"{path} (squashed)")
+    else:
+        git(repo, "merge", "-q", "--ff-only", "pr")
+    git(repo, "branch", "-q", "-D", "pr")
 
 
 def runs_table(run_ids: dict[str, str]) -> None:

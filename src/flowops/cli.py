@@ -130,6 +130,16 @@ def data_synth(out: Path, images: int, size: str, seed: int) -> None:
     click.echo(f"wrote {images} images to {out} ({', '.join(str(p) for p in files.values())})")
 
 
+def _register_commands() -> None:
+    from flowops.cli_registry import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="flowops")

@@ -27,8 +27,13 @@ def is_embedded(uri: str) -> bool:
 
 def use(explicit: str | None = None) -> str:
     """Point MLflow (and any child process) at the resolved URI; returns it."""
+    import logging
+
     import mlflow
 
+    # Creating or upgrading a SQLite store logs at INFO; users see one line per error, not that.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = resolve_uri(explicit)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)

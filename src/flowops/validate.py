@@ -5,6 +5,7 @@ Light on purpose: runs on every PR push, so it imports neither TensorFlow nor ML
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,15 @@ from pydantic import BaseModel, ValidationError
 from flowops import yamlfile
 from flowops.catalog import ARCHITECTURES, BACKBONES
 from flowops.errors import Problem, ProblemsError
+from flowops.policy import RegistryPolicy, policy_problems
 from flowops.spec import DatasetPaths, ExperimentSpec
 from flowops.suggest import did_you_mean
 
 EXPERIMENTS_DIR = "experiments"
 POLICY_FILE = "registry_policy.yaml"
 
-_CHOICES = {"architecture": ARCHITECTURES, "backbone": BACKBONES, "encoder_weights": ("imagenet", "null")}
+_CHOICES = {"architecture": ARCHITECTURES, "backbone": BACKBONES, "encoder_weights": ("imagenet", "null"),
+            "mode": ("enabled", "dry_run", "disabled")}  # fmt: skip
 _TYPE_WORDS = {
     "int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",
     "bool_type": "true or false", "string_type": "text", "list_type": "a list",
@@ -50,9 +53,9 @@ def default_paths(root: Path = Path(".")) -> list[Path]:
     return paths + ([policy] if policy.exists() else [])
 
 
-def load_experiment(path: str | Path) -> ExperimentSpec:
-    """Read and validate one experiment file; ProblemsError lists every located problem."""
-    doc = yamlfile.load(path)
+def load_experiment(path: str | Path, text: str | None = None) -> ExperimentSpec:
+    """Read and validate one experiment file (or its `text`, e.g. from a git commit)."""
+    doc = yamlfile.load(path, text)
     if not isinstance(doc.data, dict):
         raise ProblemsError([_not_a_mapping(doc, "experiment settings")])
     try:
@@ -61,12 +64,31 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
         raise ProblemsError(problems_from(doc, exc, ExperimentSpec)) from None
 
 
-def load_policy_document(path: str | Path) -> yamlfile.Document:
-    """The registry policy as a YAML mapping (its schema lives in policy.py)."""
+def load_policy(path: str | Path = POLICY_FILE) -> RegistryPolicy:
+    """Read and validate the registry policy; ProblemsError lists every located problem."""
     doc = yamlfile.load(path)
     if not isinstance(doc.data, dict):
         raise ProblemsError([_not_a_mapping(doc, "registry policy settings")])
-    return doc
+    try:
+        policy = RegistryPolicy.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ProblemsError(problems_from(doc, exc, RegistryPolicy)) from None
+    problems = [Problem(doc.path, message, doc.line_of(loc), _where(loc)) for loc, message in policy_problems(policy)]
+    if problems:
+        raise ProblemsError(problems)
+    return policy
+
+
+def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | None:
+    """The policy caps epochs x max_batches_per_epoch; an uncapped epoch cannot be checked."""
+    if spec.training_budget is not None and spec.training_budget <= cap:
+        return None
+    doc = yamlfile.load(path)
+    if spec.training_budget is None:
+        return Problem(str(path), f"required: {POLICY_FILE} caps training at {cap} batches (max_training_batches)",
+                       doc.line_of(("max_batches_per_epoch",)), "max_batches_per_epoch")  # fmt: skip
+    return Problem(str(path), f"training budget {spec.epochs} epochs x {spec.max_batches_per_epoch} batches = {spec.training_budget}, "
+                   f"over the cap of {cap} in {POLICY_FILE}", doc.line_of(("epochs",)), "epochs")  # fmt: skip
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Problem]]:
@@ -74,11 +96,14 @@ def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Proble
     specs: list[ExperimentSpec] = []
     problems: list[Problem] = []
     names: dict[str, str] = {}
-    for path in paths:
+    policy = None
+    for path in [p for p in paths if Path(p).name == POLICY_FILE]:  # first: it may cap the experiments
         try:
-            if Path(path).name == POLICY_FILE:
-                load_policy_document(path)
-                continue
+            policy = load_policy(path)
+        except ProblemsError as exc:
+            problems.extend(exc.problems)
+    for path in [p for p in paths if Path(p).name != POLICY_FILE]:
+        try:
             spec = load_experiment(path)
         except ProblemsError as exc:
             problems.extend(exc.problems)
@@ -87,6 +112,9 @@ def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Proble
             doc_line = yamlfile.load(path).line_of(("name",))
             problems.append(Problem(str(path), f"{spec.name!r} is also the name in {names[spec.name]}", doc_line, "name"))
         names.setdefault(spec.name, str(path))
+        if policy is not None and policy.max_training_batches is not None:
+            problem = _budget_problem(Path(path), spec, policy.max_training_batches)
+            problems.extend([problem] if problem else [])
         specs.append(spec)
     return specs, problems
 
@@ -105,11 +133,14 @@ def problems_from(doc: yamlfile.Document, exc: ValidationError, model: type[Base
         loc = _clean_loc(err["loc"], doc.data)
         if loc is None:
             continue
-        where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
-        out.append(Problem(doc.path, _message(err, loc, model), doc.line_of(loc), where))
+        out.append(Problem(doc.path, _message(err, loc, model), doc.line_of(loc), _where(loc)))
     # One message per place is enough (a union reports each of its branches).
     unique = list(dict.fromkeys(out))
     return sorted(unique, key=lambda p: p.line or 0)
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
 
 
 def _clean_loc(loc: tuple, data: Any) -> tuple | None:
@@ -120,7 +151,7 @@ def _clean_loc(loc: tuple, data: Any) -> tuple | None:
         if isinstance(given, dict):  # the user meant a folder: report only that branch
             return None if branch != "DatasetPaths" else ("dataset", *loc[2:])
         return ("dataset",) if branch != "DatasetPaths" else None
-    return tuple(loc)
+    return tuple(p for p in loc if p != "[key]")  # a bad dict key is reported at the key
 
 
 def _message(err: dict, loc: tuple, model: type[BaseModel]) -> str:
@@ -151,6 +182,8 @@ def _message(err: dict, loc: tuple, model: type[BaseModel]) -> str:
         return f"must list at least {ctx['min_length']} item(s) (got {ctx.get('actual_length', 0)})"
     if kind == "too_long":
         return f"must list at most {ctx['max_length']} item(s) (got {ctx.get('actual_length')})"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "[key]" and loc[:1] == ("targets",):
+        return f"alias names are lowercase letters, digits, '_' or '-', starting with a letter (got {show(value)})"
     if kind == "string_pattern_mismatch":
         return f"must be {_PATTERNS.get(str(field), 'text matching ' + ctx['pattern'])} (got {show(value)})"
     if kind == "value_error":
@@ -159,8 +192,22 @@ def _message(err: dict, loc: tuple, model: type[BaseModel]) -> str:
 
 
 def _fields_at(loc: tuple, model: type[BaseModel]) -> list[str]:
-    if loc == ("dataset",):
-        model = DatasetPaths
-    elif loc:
-        return []
-    return list(model.model_fields)
+    """Field names of the (nested) model at `loc`; dict keys and list indexes step into their values."""
+    current: Any = model
+    for part in loc:
+        inner = _inner_model(current)
+        if inner is not None and part in inner.model_fields:
+            current = inner.model_fields[part].annotation
+    found = _inner_model(current)
+    return list(found.model_fields) if found else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside Optional[...], list[...], dict[..., ...] or a union, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

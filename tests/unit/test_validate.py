@@ -137,3 +137,57 @@ def test_traceback_flag_shows_the_stack(write):
         f"{bad}:1: categories: required field is missing",
         f"{bad}:1: epochs: must be >= 1 (got 0)",
     ]
+
+
+POLICY = "model_name: m\n"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (POLICY + "primary_metric: val_iuo\n",
+         ["{p}:2: primary_metric: unknown metric 'val_iuo' (did you mean 'val_iou'?); declare its direction under metrics:"]),
+        (POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou, min: 0.5, max: 0.2}\n",
+         ["{p}:5: targets.production.thresholds[0]: contradictory threshold on 'val_iou': min 0.5 > max 0.2"]),
+        (POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou}\n",
+         ["{p}:5: targets.production.thresholds[0]: threshold on 'val_iou' needs min or max"]),
+        (POLICY + "targets:\n  production:\n    improve: {absolut: 0.1}\n",
+         ["{p}:4: targets.production.improve.absolut: unknown key (did you mean 'absolute'?)"]),
+        (POLICY + "targets:\n  production:\n    max_regression:\n      - {metric: val_f2, max_absolute: 0.1}\n",
+         ["{p}:5: targets.production.max_regression[0].metric: unknown metric 'val_f2' (did you mean 'val_f1'?); declare its direction under metrics:"]),
+        (POLICY + "targets:\n  Production: {}\n",
+         ["{p}:3: targets.Production: alias names are lowercase letters, digits, '_' or '-', starting with a letter (got 'Production')"]),
+        (POLICY + "targets:\n  latest: {}\n", ["{p}:3: targets.latest: 'latest' is reserved by MLflow and cannot be an alias"]),
+        (POLICY + "mode: dryrun\n", ["{p}:2: mode: unknown mode 'dryrun' (did you mean 'dry_run'?); expected enabled, dry_run, disabled"]),
+        (POLICY + "targets: {}\n", ["{p}:2: targets: must list at least 1 item(s) (got 0)"]),
+        ("primary_metric: val_iou\n", ["{p}:1: model_name: required field is missing"]),
+    ],
+)
+def test_bad_policy(write, text, expected):
+    path = write("registry_policy.yaml", text)
+    code, out, err = run("validate", str(path))
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [e.format(p=path) for e in expected]
+
+
+def test_committed_policy_is_valid():
+    from flowops.validate import load_policy
+
+    from ..conftest import REPO
+
+    policy = load_policy(REPO / "registry_policy.yaml")
+    assert list(policy.targets) == ["staging", "production"]
+
+
+def test_policy_caps_the_training_budget(write, tmp_path, monkeypatch):
+    write("registry_policy.yaml", POLICY + "max_training_batches: 100\n")
+    write("experiments/ok.yaml", GOOD + "epochs: 10\nmax_batches_per_epoch: 10\n")
+    big = write("experiments/big.yaml", GOOD.replace("exp", "big") + "epochs: 20\nmax_batches_per_epoch: 10\n")
+    open_ended = write("experiments/open.yaml", GOOD.replace("exp", "open") + "epochs: 2\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("validate")
+    assert code == 1
+    assert err.splitlines() == [
+        f"{big.relative_to(tmp_path)}:4: epochs: training budget 20 epochs x 10 batches = 200, over the cap of 100 in registry_policy.yaml",
+        f"{open_ended.relative_to(tmp_path)}:1: max_batches_per_epoch: required: registry_policy.yaml caps training at 100 batches (max_training_batches)",
+    ]

@@ -1,0 +1,327 @@
+"""Promotion on merge: real git repositories in temp dirs and a real MLflow store.
+
+Most runs here carry metrics and a tiny real pyfunc model logged directly (training is
+not what these tests are about); `test_end_to_end_with_a_trained_model` trains for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from flowops import lineage
+from flowops.cli import cli
+from flowops.registry import AUDIT_PREFIX
+from flowops.spec import ExperimentSpec
+
+from ..conftest import REPO
+from .conftest import BIN, flowops, tiny_spec
+
+POLICY = {
+    "model_name": "team-model",
+    "targets": {
+        "staging": {"thresholds": [{"metric": "val_iou", "min": 0.1}]},
+        "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}},
+    },
+}
+
+
+class EchoModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+class TeamRepo:
+    """A git repository with this project's code, a policy, and PRs merged three ways."""
+
+    def __init__(self, path: Path, policy: dict):
+        self.path = path
+        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml"],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        for name in files:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, path / name)
+        (path / "registry_policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+        self.git("init", "-q", "-b", "main")
+        self.commit("code and policy")
+
+    def git(self, *args: str) -> str:
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        return subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True).stdout.strip()
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-qm", message)
+
+    @property
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def merge(self, how: str, changes: dict[str, dict | None]) -> str:
+        """A PR changing experiment files (None deletes), merged into main; returns 'before..after'."""
+        before = self.head
+        self.git("checkout", "-q", "-b", "pr")
+        for name, spec in changes.items():
+            target = self.path / "experiments" / name
+            if spec is None:
+                target.unlink()
+            else:
+                target.parent.mkdir(exist_ok=True)
+                target.write_text("# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec, sort_keys=False))
+        self.commit("PR: " + ", ".join(changes))
+        self.git("checkout", "-q", "main")
+        if how == "merge":
+            self.git("merge", "-q", "--no-ff", "pr", "-m", "Merge pull request #1")
+        elif how == "squash":
+            self.git("merge", "-q", "--squash", "pr")
+            self.git("commit", "-qm", "squashed PR")
+        else:
+            self.git("merge", "-q", "--ff-only", "pr")
+        self.git("branch", "-q", "-D", "pr")
+        return f"{before}..{self.head}"
+
+
+def spec(name: str, **kw) -> dict:
+    return {"name": name, "categories": ["person"], "experiment_name": "team", "dataset": {"root": "data/x"}, **kw}
+
+
+@pytest.fixture
+def repo(tmp_path, store) -> TeamRepo:
+    return TeamRepo(tmp_path / "team", POLICY)
+
+
+def fake_run(repo: TeamRepo, spec_dict: dict, val_iou: float, code_tree: str | None = None, model: bool = True, pr: str = "7") -> str:
+    """A FINISHED run as training would leave it: lineage tags, metrics, a (tiny) pyfunc model."""
+    s = ExperimentSpec.model_validate(spec_dict)
+    exp = mlflow.set_experiment(s.experiment_name)
+    with mlflow.start_run(experiment_id=exp.experiment_id, run_name=s.name) as run:
+        mlflow.set_tags({"flowops.spec_sha256": s.sha256(), "flowops.code_tree": code_tree or lineage.code_tree("HEAD", repo=repo.path),
+                         "flowops.pr_number": pr, "flowops.git_commit": repo.head})  # fmt: skip
+        mlflow.log_metrics({"val_iou": val_iou, "val_loss": 1 - val_iou, "val_iou.person": val_iou})
+        if model:
+            mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
+    return run.info.run_id
+
+
+def promote(repo: TeamRepo, *args: str):
+    result = CliRunner().invoke(cli, ["promote", "--repo", str(repo.path), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def holder(alias: str):
+    try:
+        return MlflowClient().get_model_version_by_alias("team-model", alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def audit(alias: str | None = None) -> list[dict]:
+    tags = MlflowClient().get_registered_model("team-model").tags
+    records = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(AUDIT_PREFIX)]
+    return [r for r in records if alias is None or r["alias"] == alias]
+
+
+def test_merge_commit_promotes_and_tags_everything(repo):
+    run_id = fake_run(repo, spec("a"), 0.5)
+    rng = repo.merge("merge", {"a.yaml": spec("a")})
+    code, out, err = promote(repo, "--git-range", rng)
+    assert (code, err) == (0, "")
+    assert f"experiments/a.yaml: run {run_id} -> v1 (new)" in out
+    assert "production: moved unset -> v1 (experiments/a.yaml)" in out
+    prod = holder("production")
+    assert (str(prod.version), prod.run_id) == ("1", run_id)
+    assert str(holder("staging").version) == "1"
+    tags = prod.tags
+    after = repo.head
+    assert (tags["flowops.spec_path"], tags["flowops.merge_commit"], tags["flowops.run_id"], tags["flowops.pr_number"]) == (
+        "experiments/a.yaml", after, run_id, "7")
+    assert tags["flowops.spec_sha256"] == ExperimentSpec.model_validate(spec("a")).sha256()
+    records = audit("production")
+    assert len(records) == 1
+    r = records[0]
+    assert (r["from_version"], r["to_version"], r["kind"], r["commit"], r["pr"]) == (None, "1", "promote", after, "7")
+    assert r["actor"] and len(r["policy_sha256"]) == 64 and "ok: val_iou 0.5 meets >= 0.2" in r["summary"]
+
+
+def test_same_promote_twice_changes_nothing(repo):
+    fake_run(repo, spec("a"), 0.5)
+    rng = repo.merge("merge", {"a.yaml": spec("a")})
+    assert promote(repo, "--git-range", rng)[0] == 0
+    before = (audit(), MlflowClient().search_model_versions("name = 'team-model'"))
+    code, out, _ = promote(repo, "--git-range", rng)
+    assert code == 0
+    assert "production: v1 (experiments/a.yaml) already holds it; nothing to do" in out
+    assert "-> v1\n" in out and "(new)" not in out
+    assert audit() == before[0]
+    assert len(MlflowClient().search_model_versions("name = 'team-model'")) == len(before[1]) == 1
+
+
+def test_squash_replaces_fast_forward_is_kept_out_with_reasons(repo):
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.6)
+    fake_run(repo, spec("c"), 0.15)
+    assert promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))[0] == 0
+    code, out, _ = promote(repo, "--git-range", repo.merge("squash", {"b.yaml": spec("b")}))
+    assert code == 0 and "production: moved v1 -> v2 (experiments/b.yaml)" in out
+    code, out, _ = promote(repo, "--git-range", repo.merge("ff", {"c.yaml": spec("c")}))
+    assert code == 0
+    assert "FAIL val_iou 0.15 fails >= 0.2" in out
+    assert "FAIL val_iou 0.15 vs 0.6 (v2): not better by -0.45, needs >= 0.01" in out
+    assert "production: stays at v2" in out and "staging: moved v2 -> v3 (experiments/c.yaml)" in out
+    assert [(r["from_version"], r["to_version"]) for r in audit("production")] == [(None, "1"), ("1", "2")]
+    assert MlflowClient().get_model_version("team-model", "1").tags["flowops.status"] == "archived"
+
+
+def test_one_merge_with_two_experiments_promotes_the_best(repo):
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.7)
+    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a"), "b.yaml": spec("b")}))
+    assert code == 0
+    assert "production: moved unset -> v2 (experiments/b.yaml) (also qualified, ranked lower: experiments/a.yaml)" in out
+    assert str(holder("production").version) == "2"
+
+
+def test_deleted_experiment_is_reported_and_skipped(repo):
+    fake_run(repo, spec("a"), 0.5)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": None}))
+    assert code == 0
+    assert "experiments/a.yaml: deleted in this merge: nothing to promote" in out
+    assert "no trained experiment in this merge" in out
+    assert str(holder("production").version) == "1"
+
+
+def test_untrained_experiment_is_an_error_and_moves_nothing(repo):
+    fake_run(repo, spec("a", epochs=3), 0.5)  # trained with other settings than merged
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    sha = ExperimentSpec.model_validate(spec("a")).sha256()[:12]
+    assert code == 1
+    assert err == f"experiments/a.yaml: no FINISHED run with spec sha256 {sha}: open a PR to train it\n"
+    assert MlflowClient().search_registered_models() == []
+
+
+def test_stale_code_is_refused(repo):
+    fake_run(repo, spec("a"), 0.9, code_tree="1" * 40)
+    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 0
+    assert "FAIL trained on code tree 111111111111, merged code is" in out and "retrain on the merged code" in out
+    assert holder("production") is None and holder("staging") is None
+
+
+def test_run_without_model_registers_nothing(repo):
+    run_id = fake_run(repo, spec("a"), 0.5, model=False)
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 1
+    assert err == f"run {run_id} has no logged model 'model': it did not finish training; retrain it\n"
+    assert MlflowClient().search_model_versions("name = 'team-model'") == []
+    assert audit() == []
+
+
+def test_dry_run_changes_nothing(repo):
+    fake_run(repo, spec("a"), 0.5)
+    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}), "--dry-run")
+    assert code == 0
+    assert "not registered (dry run)" in out and "production: would move unset -> v(new version) (experiments/a.yaml)" in out
+    assert MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.parametrize(
+    "rng, message",
+    [
+        ("HEAD", "--git-range 'HEAD': expected BEFORE..AFTER (two commits)"),
+        ("HEAD..nope", "--git-range HEAD..nope: 'nope' is not a commit in {repo}"),
+        ("deadbeef..HEAD", "--git-range deadbeef..HEAD: 'deadbeef' is not a commit in {repo}"),
+    ],
+)
+def test_bad_git_range(repo, rng, message):
+    code, out, err = promote(repo, "--git-range", rng)
+    assert (code, out, err) == (1, "", message.format(repo=repo.path) + "\n")
+
+
+def test_rollback_history_and_status(repo):
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.6)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    runner = CliRunner()
+    policy = ["--policy", str(repo.path / "registry_policy.yaml")]
+    result = runner.invoke(cli, ["rollback", "--alias", "production", "--reason", "bad canary", *policy])
+    assert (result.exit_code, result.stdout) == (0, "production: v2 -> v1 (rollback: bad canary)\n")
+    assert str(holder("production").version) == "1"
+    result = runner.invoke(cli, ["history", "--alias", "production", *policy])
+    lines = result.stdout.splitlines()
+    assert [line.split()[1:5] for line in lines[::2]] == [["production", "unset", "->", "v1"], ["production", "v1", "->", "v2"],
+                                                          ["production", "v2", "->", "v1"]]  # fmt: skip
+    assert "rollback by" in lines[4] and lines[5].strip() == "bad canary"
+    result = runner.invoke(cli, ["status", *policy])
+    assert result.stdout.startswith("staging: v2  val_iou 0.6000  spec experiments/b.yaml")
+    assert "production: v1  val_iou 0.5000  spec experiments/a.yaml" in result.stdout
+    result = runner.invoke(cli, ["rollback", "--alias", "production", "--to", "2", *policy])
+    assert (result.exit_code, str(holder("production").version)) == (0, "2")
+    result = runner.invoke(cli, ["rollback", "--alias", "prod", *policy])
+    assert (result.exit_code, result.stderr) == (1, "unknown alias 'prod' (did you mean 'production'?); the policy has: staging, production\n")
+    result = runner.invoke(cli, ["rollback", "--alias", "staging", "--to", "9", *policy])
+    assert (result.exit_code, result.stderr) == (1, "model 'team-model' has no version '9'\n")
+
+
+def test_legacy_stages_are_mirrored(tmp_path, store):
+    repo = TeamRepo(tmp_path / "legacy", {**POLICY, "legacy_stages": True})
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.6)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    client = MlflowClient()
+    assert client.get_model_version("team-model", "2").current_stage == "Production"  # holds staging too
+    assert client.get_model_version("team-model", "1").current_stage == "Archived"
+    assert CliRunner().invoke(cli, ["rollback", "--alias", "production", "--policy", str(repo.path / "registry_policy.yaml")]).exit_code == 0
+    assert client.get_model_version("team-model", "1").current_stage == "Production"
+    assert client.get_model_version("team-model", "2").current_stage == "Staging"
+
+
+def test_two_promotes_racing_end_in_a_state_the_policy_allows(repo, store):
+    """Two processes promote two merges at once; serialised, the better model must end in
+    production whichever goes first, and the trail must be one unbroken chain."""
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.7)
+    first = repo.merge("merge", {"a.yaml": spec("a")})
+    second = repo.merge("merge", {"b.yaml": spec("b")})
+    procs = [subprocess.Popen([str(BIN / "flowops"), "promote", "--repo", str(repo.path), "--git-range", rng],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rng in (second, first)]  # fmt: skip
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    prod = holder("production")
+    assert MlflowClient().get_run(prod.run_id).data.metrics["val_iou"] == 0.7
+    chain = audit("production")
+    assert chain[0]["from_version"] is None
+    assert all(later["from_version"] == earlier["to_version"] for earlier, later in zip(chain, chain[1:]))
+    assert chain[-1]["to_version"] == str(prod.version)
+    assert not any(k.startswith("flowops.intent.") for k in MlflowClient().get_registered_model("team-model").tags)
+
+
+def test_end_to_end_with_a_trained_model(tmp_path, store, synth_root):
+    """Train on the PR branch through the real MLproject, merge, promote, load @production."""
+    # A floor any trained model meets: this is about the loop, not about tiny-model quality.
+    repo = TeamRepo(tmp_path / "e2e", {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}})
+    experiment = tiny_spec(synth_root, name="real", experiment_name="team")
+    path = repo.path / "experiments" / "real.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    trained = flowops("train", "experiments/real.yaml", cwd=repo.path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    path.unlink()
+    code, out, _ = promote(repo, "--git-range", repo.merge("squash", {"real.yaml": experiment}))
+    assert code == 0, out
+    assert "production: moved unset -> v1 (experiments/real.yaml)" in out
+    assert holder("production").tags["flowops.code_tree"] == lineage.code_tree("HEAD", repo=repo.path)
+    model = mlflow.pyfunc.load_model("models:/team-model@production")
+    masks = model.predict(np.zeros((1, 40, 30, 3), dtype=np.uint8))
+    assert masks.shape == (1, 40, 30) and masks.max() <= 3
