@@ -72,8 +72,8 @@ def main() -> int:
     console.print("Open them in the MLflow UI:")
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {URI.replace(str(ROOT) + '/', '')}", markup=False)
 
-    step("5. merge to main -> promotion by registry_policy.yaml (a real git repository)")
-    return promotion()
+    step("5. PRs merged to main -> promotion by registry_policy.yaml (a real git repository)")
+    return promotion(run_ids)
 
 
 def train_all(paths: list[str]) -> dict[str, str] | None:
@@ -98,7 +98,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def promotion() -> int:
+def promotion(run_ids: dict[str, str]) -> int:
     """A team repository in a temp dir: three PRs merged three ways, each merge promoted."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -129,6 +129,8 @@ def promotion() -> int:
               ("squash merge", "unet-longer.yaml", (ROOT / "experiments/unet-longer.yaml").read_text()),
               ("fast-forward", "weak.yaml", WEAK)]  # fmt: skip
     for how, name, text in merges:
+        if name == "unet-longer.yaml":
+            show_report(repo, run_ids["experiments/unet-longer.yaml"])
         before = git(repo, "rev-parse", "HEAD")
         merge(repo, how, f"experiments/{name}", text)
         after = git(repo, "rev-parse", "HEAD")
@@ -142,6 +144,19 @@ def promotion() -> int:
     sh("flowops", "status", "--tracking-uri", URI)
     shutil.rmtree(repo, ignore_errors=True)
     return 0
+
+
+def show_report(repo: Path, run_id: str) -> None:
+    """The PR comment for the stronger experiment, while the baseline is in production."""
+    from rich.markdown import Markdown
+
+    from flowops.report import sections
+
+    out = ROOT / "report" / "unet-longer"
+    console.print(f"\n[bold]The PR's bot comment: flowops report --run {run_id[:8]}")
+    if sh("flowops", "report", "--run", run_id, "--out", str(out), "--tracking-uri", URI, cwd=repo).returncode == 0:
+        console.print(Markdown(sections((out / "report.md").read_text(), "Metrics", "Hyperparameters", "What merging will do")))
+        console.print(f"full report with plots: {out.relative_to(ROOT)}/report.md")
 
 
 def merge(repo: Path, how: str, path: str, text: str) -> None:

@@ -23,3 +23,13 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic COCO-format dataset shared by the session (integration and workflows)."""
+    from flowops.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, images=30, width=64, height=48, seed=11)
+    return root

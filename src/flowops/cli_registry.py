@@ -117,4 +117,20 @@ def rollback(alias: str, to_version: str | None, reason: str | None, tracking_ur
     click.echo(f"{alias}: v{record.from_version} -> v{record.to_version} (rollback: {record.summary})")
 
 
-COMMANDS = [promote, status, history, rollback]
+@click.command()
+@click.option("--run", "run_id", required=True, help="The candidate run (from flowops train).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("report"), show_default=True, help="Folder for report.md and its PNGs.")
+@click.option("--experiment", "experiment_file", help="Check that the run was trained from this experiment file.")
+@tracking_option
+@policy_option
+def report(run_id: str, out: Path, experiment_file: str | None, tracking_uri: str | None, policy_path: Path) -> None:
+    """Write the PR report: the run against the models holding the policy's aliases."""
+    from flowops import tracking
+    from flowops.report import build
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    build(registry.client, run_id, policy, out, tracking.resolve_uri(tracking_uri), experiment_file)
+    click.echo(f"wrote {out / 'report.md'}")
+
+
+COMMANDS = [promote, status, history, rollback, report]

@@ -63,3 +63,24 @@ def mask_grid(rows: list[list[np.ndarray]], titles: list[str], n_classes: int, c
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def per_class_bars(series: dict[str, dict[str, float]], path: Path) -> Path:
+    """Grouped bars: per-class IoU of each model (label -> {class: IoU}) side by side."""
+    plt = _pyplot()
+    classes = sorted({c for values in series.values() for c in values})
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(classes)), 3.2))
+    for i, (label, values) in enumerate(series.items()):
+        xs = np.arange(len(classes)) + i * width
+        ax.bar(xs, [values.get(c, 0.0) for c in classes], width, label=label)
+    ax.set_xticks(np.arange(len(classes)) + width * (len(series) - 1) / 2)
+    ax.set_xticklabels(classes, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("validation IoU")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

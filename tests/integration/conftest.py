@@ -21,16 +21,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def synth_root(tmp_path_factory) -> Path:
-    """A tiny synthetic COCO-format dataset shared by the session."""
-    from flowops.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, images=30, width=64, height=48, seed=11)
-    return root
-
-
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store (artifacts beside it) and cache, for this process and its children."""
@@ -38,10 +28,21 @@ def store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FLOWOPS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # `mlflow run` finds this python
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment leaves it behind
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def experiment_id(name: str) -> str:
+    """Get or create an experiment without mlflow.set_experiment's process-wide side effects."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
 
 
 def tiny_spec(root: Path, **changes) -> dict:

@@ -24,7 +24,7 @@ from flowops.registry import AUDIT_PREFIX
 from flowops.spec import ExperimentSpec
 
 from ..conftest import REPO
-from .conftest import BIN, flowops, tiny_spec
+from .conftest import BIN, experiment_id, flowops, tiny_spec
 
 POLICY = {
     "model_name": "team-model",
@@ -102,8 +102,8 @@ def repo(tmp_path, store) -> TeamRepo:
 def fake_run(repo: TeamRepo, spec_dict: dict, val_iou: float, code_tree: str | None = None, model: bool = True, pr: str = "7") -> str:
     """A FINISHED run as training would leave it: lineage tags, metrics, a (tiny) pyfunc model."""
     s = ExperimentSpec.model_validate(spec_dict)
-    exp = mlflow.set_experiment(s.experiment_name)
-    with mlflow.start_run(experiment_id=exp.experiment_id, run_name=s.name) as run:
+    exp_id = experiment_id(s.experiment_name)
+    with mlflow.start_run(experiment_id=exp_id, run_name=s.name) as run:
         mlflow.set_tags({"flowops.spec_sha256": s.sha256(), "flowops.code_tree": code_tree or lineage.code_tree("HEAD", repo=repo.path),
                          "flowops.pr_number": pr, "flowops.git_commit": repo.head})  # fmt: skip
         mlflow.log_metrics({"val_iou": val_iou, "val_loss": 1 - val_iou, "val_iou.person": val_iou})

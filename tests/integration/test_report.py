@@ -1,0 +1,174 @@
+"""The PR report against a real MLflow store with runs, versions and aliases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from markdown_it import MarkdownIt
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from flowops.cli import cli
+from flowops.policy import Candidate, Holder, RegistryPolicy, decide
+from flowops.report import delta_cell, params_diff
+
+from .conftest import experiment_id
+from .test_promote import EchoModel
+
+POLICY = {"model_name": "rep-model", "require_same_code": False,
+          "targets": {"staging": {}, "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}}}}  # fmt: skip
+CLASSES = np.array(["background", "person", "car"])
+
+
+def logged_run(name: str, metrics: dict, params: dict, files=("a.jpg", "b.jpg"), status="FINISHED", failure=None) -> str:
+    """A run as training leaves it: params, per-epoch history, samples, a model."""
+    exp_id = experiment_id("reports")
+    run = mlflow.start_run(experiment_id=exp_id, run_name=name)
+    mlflow.log_params(params)
+    mlflow.set_tags({"flowops.experiment_file": f"experiments/{name}.yaml", "flowops.pr_number": "12", "flowops.git_commit": "a" * 40})
+    for epoch in (1, 2):
+        mlflow.log_metrics({k: v * epoch / 2 for k, v in metrics.items() if not k.startswith("val_iou.")}, step=epoch)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_iou.")})
+    rng = np.random.default_rng(len(name))
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez_compressed(Path(tmp) / "samples.npz", file_names=np.array(files), images=rng.integers(0, 255, (len(files), 16, 16, 3), dtype=np.uint8),
+                            truth=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8),
+                            predicted=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8), class_names=CLASSES)  # fmt: skip
+        mlflow.log_artifact(str(Path(tmp) / "samples.npz"), "samples")
+    mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
+    if failure:
+        mlflow.set_tag("flowops.failure", failure)
+    mlflow.end_run(status)
+    return run.info.run_id
+
+
+def set_alias(run_id: str, alias: str) -> str:
+    client = MlflowClient()
+    try:
+        client.create_registered_model("rep-model")
+    except mlflow.exceptions.MlflowException:
+        pass
+    model_id = client.get_run(run_id).outputs.model_outputs[0].model_id
+    mv = client.create_model_version("rep-model", f"models:/{model_id}", run_id=run_id, model_id=model_id)
+    client.set_registered_model_alias("rep-model", alias, mv.version)
+    return str(mv.version)
+
+
+@pytest.fixture
+def policy_file(tmp_path, store):
+    import yaml
+
+    path = tmp_path / "registry_policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY, sort_keys=False))
+    return path
+
+
+def report(run_id: str, out: Path, policy_file: Path, *extra: str):
+    result = CliRunner().invoke(cli, ["report", "--run", run_id, "--out", str(out), "--policy", str(policy_file), *extra], catch_exceptions=False)
+    text = (out / "report.md").read_text() if (out / "report.md").exists() else ""
+    return result.exit_code, result.stderr, text
+
+
+BASE = {"val_iou": 0.40, "val_loss": 0.80, "val_f1": 0.50, "val_iou.person": 0.30, "val_iou.car": 0.50}
+PARAMS = {"epochs": "10", "learning_rate": "0.001", "backbone": "resnet18", "name": "base", "experiment_file": "experiments/base.yaml"}
+
+
+def test_report_against_production(tmp_path, policy_file, monkeypatch):
+    prod = logged_run("base", BASE, PARAMS)
+    version = set_alias(prod, "production")
+    cand_metrics = {"val_iou": 0.45, "val_loss": 0.90, "val_f1": 0.50, "val_iou.person": 0.35, "val_iou.car": 0.40}
+    cand = logged_run("cand", cand_metrics, {**PARAMS, "epochs": "20", "name": "cand", "augment": "false", "experiment_file": "x"})
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code, err, text = report(cand, tmp_path / "r", policy_file)
+    assert (code, err) == (0, "")
+    assert text.startswith("<!-- flowops-report: experiments/cand.yaml -->\n## flowops: `cand`")
+    assert summary.read_text().startswith(text)  # the job summary gets the same markdown
+    # deltas respect each metric's direction: higher val_iou is better, higher val_loss worse
+    assert f"| **val_iou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
+    assert "| val_loss | 0.9000 | 0.8000 | +0.1000 (+12.5%) ▼ worse |" in text
+    assert "| val_f1 | 0.5000 | 0.5000 | +0.0000 (+0.0%) = |" in text
+    assert f"| car | 0.4000 | 0.5000 | -0.1000 (-20.0%) ▼ worse |" in text
+    # only the changed hyperparameters, excluding name and file
+    assert "| `augment` | `None` | `false` |" in text and "| `epochs` | `10` | `20` |" in text
+    assert "learning_rate" not in text.split("### Hyperparameters")[1].split("###")[0]
+    # the preview is decide()'s verdict
+    policy = RegistryPolicy.model_validate(POLICY)
+    decision = decide(Candidate("c", cand_metrics), {"production": Holder(version, BASE), "staging": None}, policy)
+    assert decision.targets["production"].promote
+    assert f"- Merging this will move **`production`** from v{version} to the new version." in text
+    assert "- Merging this will move **`staging`** from unset to the new version." in text
+    # valid GitHub-flavoured markdown whose images all exist
+    md = MarkdownIt("commonmark").enable("table")
+    tokens = md.parse(text)
+    images = [c.attrs["src"] for t in tokens if t.type == "inline" for c in t.children or [] if c.type == "image"]
+    assert images == ["learning_curves.png", "per_class_iou.png", "predictions.png"]
+    assert sum(t.type == "table_open" for t in tokens) == 4  # header, metrics, per-class, hyperparameters
+    for name in images:
+        with Image.open(tmp_path / "r" / name) as im:
+            im.verify()
+    # panels: image | truth | production | candidate, one row per sample (figsize 2.6 x 2.4 in at 80 dpi)
+    with Image.open(tmp_path / "r" / "predictions.png") as im:
+        assert im.size == (round(2.6 * 80 * 4), round(2.4 * 80 * 2))
+
+
+def test_production_on_other_images_is_left_out_of_the_grid(tmp_path, policy_file):
+    set_alias(logged_run("base", BASE, PARAMS, files=("x.jpg", "y.jpg")), "production")
+    cand = logged_run("cand", BASE, PARAMS)
+    _, _, text = report(cand, tmp_path / "r", policy_file)
+    assert "Production was evaluated on other images" in text
+    with Image.open(tmp_path / "r" / "predictions.png") as im:
+        assert im.size == (round(2.6 * 80 * 3), round(2.4 * 80 * 2))
+
+
+def test_first_model_ever(tmp_path, policy_file):
+    cand = logged_run("first", {**BASE, "val_iou": 0.1}, PARAMS)
+    code, _, text = report(cand, tmp_path / "r", policy_file)
+    assert code == 0
+    assert "No model holds any alias yet: this would be the first." in text
+    assert "- **`production`** stays at unset: val_iou 0.1 fails >= 0.2" in text
+    assert "### Hyperparameters" not in text
+
+
+@pytest.mark.parametrize("status, expected", [("FAILED", "failed: out of memory: lower batch_size or image_size"), ("RUNNING", "is running: no reason recorded")])
+def test_failed_or_running_run(tmp_path, policy_file, status, expected):
+    run_id = logged_run("broken", BASE, PARAMS, status=status, failure="out of memory: lower batch_size or image_size" if status == "FAILED" else None)
+    code, _, text = report(run_id, tmp_path / "r", policy_file)
+    assert code == 0
+    assert f"> The training run {expected}" in text
+    assert "### Metrics" not in text
+
+
+def test_bad_inputs(tmp_path, policy_file, write):
+    code, err, _ = report("0" * 32, tmp_path / "r", policy_file)
+    assert code == 1 and err.startswith(f"run {'0' * 32}: not found in sqlite:///")
+    run_id = logged_run("base", BASE, PARAMS)
+    other = write("experiments/other.yaml", "name: other\ncategories: [person]\ndataset: {root: d}\n")
+    code, err, _ = report(run_id, tmp_path / "r", policy_file, "--experiment", str(other))
+    assert (code, err) == (1, f"run {run_id} was not trained from {other} (spec sha256 differs): pass that experiment's run\n")
+    bad_policy = write("bad_policy.yaml", "model_name: m\nmode: sometimes\n")
+    code, err, _ = report(run_id, tmp_path / "r", bad_policy)
+    assert code == 1 and err.startswith(f"{bad_policy}:2: mode: unknown mode 'sometimes'")
+
+
+def test_report_does_not_import_tensorflow(tmp_path, policy_file, store):
+    run_id = logged_run("base", BASE, PARAMS)
+    probe = ("import sys\nfrom flowops.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+             "    print('TF' if 'tensorflow' in sys.modules else 'noTF', e.code)\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", probe, "report", "--run", run_id, "--out", str(tmp_path / "r"), "--policy", str(policy_file)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "noTF 0", proc.stderr[-2000:]
+
+
+def test_helpers():
+    assert delta_cell(0.5, 0.4, "max").endswith("▲ better") and delta_cell(0.5, 0.4, "min").endswith("▼ worse")
+    assert delta_cell(0.1, 0.0, "max") == "+0.1000 ▲ better"  # no relative change against zero
+    assert delta_cell(None, 0.4, "max") == "–"
+    assert params_diff({"a": "1", "b": "2", "name": "x"}, {"a": "1", "b": "3", "c": "4", "name": "y"}) == {"b": ("3", "2"), "c": ("4", None)}
