@@ -36,10 +36,29 @@ class FlowopsGroup(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the one place that reports bugs
+            if type(exc).__module__.startswith("mlflow"):  # the tracking server said no, or did not answer
+                if ctx.obj and ctx.obj.get("traceback"):
+                    traceback.print_exc()
+                click.echo(mlflow_message(exc), err=True)
+                ctx.exit(1)
             if ctx.obj and ctx.obj.get("traceback"):
                 traceback.print_exc()
             click.echo(f"error: {type(exc).__name__}: {exc} ({BUG_HINT})", err=True)
             ctx.exit(2)
+
+
+def mlflow_message(exc: Exception) -> str:
+    """One line for an MLflow error, without credentials."""
+    from flowops.server import redact
+
+    text = (getattr(exc, "message", None) or str(exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "Max retries exceeded" in text or "Connection refused" in text or "Failed to establish" in text:
+        import os
+
+        return f"tracking server {redact(os.environ.get('MLFLOW_TRACKING_URI', '?'))} cannot be reached: {first[:200]}"
+    code = getattr(exc, "error_code", "")
+    return f"tracking server refused: {code}: {first[:300]}" if code else f"MLflow: {first[:300]}"
 
 
 @click.group(cls=FlowopsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,16 +113,42 @@ def schema(out: Path, check: bool) -> None:
 @click.option("--backend", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True,
               help="Where the MLflow Project runs (kubernetes: a Job on a cluster).")
 @click.option("--backend-config", type=click.Path(path_type=Path), help="Backend configuration file (kubernetes: context, repository, job template).")
-def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend: str, backend_config: Path | None) -> None:
+@click.option("--run-id-file", type=click.Path(path_type=Path, dir_okay=False), help="Write the run id here (also when training fails), for the report step.")
+def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend: str, backend_config: Path | None, run_id_file: Path | None) -> None:
     """Train an experiment file through the MLflow Project and print the run."""
-    from flowops.projects import run_experiment
+    from flowops.projects import TrainingFailed, run_experiment
     from flowops.tracking import resolve_uri, ui_hint
 
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")
-    run = run_experiment(experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None)
+    try:
+        run = run_experiment(experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None)
+    except TrainingFailed as exc:
+        if run_id_file and exc.run_id:
+            run_id_file.write_text(exc.run_id + "\n")
+        raise
+    if run_id_file:
+        run_id_file.write_text(run.info.run_id + "\n")
     click.echo(f"run {run.info.run_id} {run.info.status}: {run.info.run_name}")
     click.echo(ui_hint(resolve_uri(tracking_uri), run))
+
+
+@cli.command()
+@click.option("--base", required=True, help="The PR's base commit (github.event.pull_request.base.sha).")
+@click.option("--head", required=True, help="The PR's head commit (github.event.pull_request.head.sha).")
+@click.option("--repo", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True, help="The git repository.")
+@click.option("--retrain", is_flag=True, help="When training code changed, train every experiment (the PR's 'retrain' label).")
+@click.option("--github-output", type=click.Path(path_type=Path, dir_okay=False), help="Also append experiments=/stale=/code_changed= to this file ($GITHUB_OUTPUT).")
+def changed(base: str, head: str, repo: Path, retrain: bool, github_output: Path | None) -> None:
+    """List the experiment files a PR adds or changes (JSON), and those its code change makes stale."""
+    from flowops.changes import github_output as output_lines
+    from flowops.changes import pr_changes
+
+    result = pr_changes(repo, base, head, retrain)
+    click.echo(json.dumps({"experiments": result.experiments, "stale": result.stale, "code_changed": result.code_changed}))
+    if github_output:
+        with github_output.open("a") as fh:
+            fh.write(output_lines(result))
 
 
 @cli.group()
@@ -131,9 +176,9 @@ def data_synth(out: Path, images: int, size: str, seed: int) -> None:
 
 
 def _register_commands() -> None:
-    from flowops.cli_registry import COMMANDS
+    from flowops import cli_registry, cli_server
 
-    for command in COMMANDS:
+    for command in cli_registry.COMMANDS + cli_server.COMMANDS:
         cli.add_command(command)
 
 

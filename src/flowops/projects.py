@@ -19,6 +19,14 @@ from flowops.validate import load_experiment
 FAILURE_TAG = "flowops.failure"
 
 
+class TrainingFailed(FlowopsError):
+    """Training ran and failed; `run_id` names the FAILED run when one was created."""
+
+    def __init__(self, message: str, run_id: str | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+
+
 def run_experiment(path: str | Path, tracking_uri: str | None = None, env_manager: str = "local",
                    backend: str = "local", backend_config: str | None = None, project_dir: str | Path = "."):  # fmt: skip
     """Train one experiment file; returns the finished MLflow Run. FlowopsError on failure."""
@@ -42,9 +50,9 @@ def run_experiment(path: str | Path, tracking_uri: str | None = None, env_manage
                 env_manager=env_manager, backend=backend, backend_config=backend_config, synchronous=True,
             )  # fmt: skip
         except (ExecutionException, MlflowException) as exc:
-            message = failure_message(spec.name, exc)
+            message, run_id = failure_message(spec.name, exc)
             end_orphans(uri, experiment_id, spec.name, started, message)
-            raise FlowopsError(message) from None
+            raise TrainingFailed(message, run_id) from None
         except ImportError as exc:  # a backend's client library is missing
             message = f"training {spec.name} failed: --backend {backend} needs {exc.name!r}: pip install 'flowops[k8s]'"
             end_orphans(uri, experiment_id, spec.name, started, message)
@@ -90,8 +98,8 @@ def end_orphans(uri: str, experiment_id: str, name: str, since_ms: int, reason: 
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def failure_message(name: str, exc: Exception) -> str:
-    """'training <name> failed: <reason from the run's tag>' where the run says why."""
+def failure_message(name: str, exc: Exception) -> tuple[str, str | None]:
+    """('training <name> failed: <reason from the run's tag>', run id) where the run says why."""
     import re
 
     import mlflow
@@ -101,6 +109,6 @@ def failure_message(name: str, exc: Exception) -> str:
     if found:
         run = mlflow.tracking.MlflowClient().get_run(found.group(1))
         reason = run.data.tags.get(FAILURE_TAG, "see the run's output above")
-        return f"training {name} failed (run {found.group(1)}): {reason}"
+        return f"training {name} failed (run {found.group(1)}): {reason}", found.group(1)
     first = getattr(exc, "message", text).strip().splitlines()
-    return f"training {name} failed: {first[0] if first else type(exc).__name__}"
+    return f"training {name} failed: {first[0] if first else type(exc).__name__}", None

@@ -1,0 +1,110 @@
+"""Static checks of the workflow files: schema, security audit, and that they call real commands."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from flowops.cli import cli
+
+from ..conftest import REPO
+from .conftest import PINNED, WORKFLOWS, load
+
+BIN = Path(sys.executable).parent
+ACTION = REPO / ".github" / "actions" / "setup-flowops" / "action.yml"
+
+
+def steps(workflow: dict):
+    for job_id, job in workflow["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_id, step
+
+
+def test_the_three_workflows_exist():
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "experiment.yml", "promote.yml"]
+
+
+def test_zizmor_finds_nothing_of_medium_severity_or_higher():
+    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--min-severity", "medium", "--no-progress", ".github/workflows", ".github/actions"],
+                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No findings to report" in proc.stdout
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, ACTION], ids=lambda p: p.name)
+def test_github_schema_accepts_the_file(path):
+    schema = "vendor.github-actions" if path.name == "action.yml" else "vendor.github-workflows"
+    proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", schema, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def flowops_calls() -> list[tuple[str, list[str]]]:
+    calls = []
+    for path in WORKFLOWS:
+        for _, step in steps(load(path)):
+            for line in step.get("run", "").splitlines():
+                for match in re.finditer(r"(?:^|[;&|]\s*)flowops\s+([^;&|]+)", line.strip()):
+                    calls.append((path.name, shlex.split(match.group(1).replace("$(", "").replace(")", ""))))
+    return calls
+
+
+def test_every_flowops_call_names_a_real_command_and_options():
+    calls = flowops_calls()
+    assert {c[1][0] for c in calls} >= {"validate", "changed", "train", "report", "promote"}
+    for name, argv in calls:
+        command = cli.commands.get(argv[0])
+        assert isinstance(command, click.Command), f"{name}: flowops {argv[0]} does not exist"
+        options = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+        for word in argv[1:]:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"{name}: flowops {argv[0]} has no option {word}"
+
+
+def test_every_remote_action_is_pinned_to_a_listed_sha():
+    for path in WORKFLOWS:
+        for _, step in steps(load(path)):
+            uses = step.get("uses")
+            if not uses or uses.startswith("./"):
+                continue
+            action, _, ref = uses.partition("@")
+            assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{path.name}: {uses} is not pinned to a commit"
+            if PINNED:
+                assert PINNED.get(action) == ref, f"{path.name}: {action}@{ref} is not the SHA in pinned-actions.md"
+
+
+def test_permissions_are_read_only_by_default_and_widened_per_job():
+    for path in WORKFLOWS:
+        workflow = load(path)
+        assert workflow["permissions"] == {}, path.name
+        assert "pull_request_target" not in workflow["on"], path.name
+        for job_id, job in workflow["jobs"].items():
+            assert "permissions" in job and "timeout-minutes" in job, f"{path.name}:{job_id}"
+    experiment = load(REPO / ".github/workflows/experiment.yml")["jobs"]
+    assert experiment["validate"]["permissions"] == {"contents": "read"}
+    assert experiment["train"]["permissions"]["pull-requests"] == "write"
+    assert "secrets." not in (REPO / ".github/workflows/experiment.yml").read_text().split("\n  train:")[0]  # no secrets in validate
+    assert experiment["train"]["runs-on"] == ["self-hosted", "gpu"]
+    assert experiment["train"]["concurrency"]["cancel-in-progress"] is True
+    promote = load(REPO / ".github/workflows/promote.yml")
+    assert promote["concurrency"] == {"group": "promote", "cancel-in-progress": False}
+    assert promote["jobs"]["promote"]["environment"] == "production"
+
+
+def test_no_expressions_inside_run_scripts():
+    for path in WORKFLOWS:
+        for job_id, step in steps(load(path)):
+            assert "${{" not in step.get("run", ""), f"{path.name}:{job_id}: pass values through env:, not ${{{{ }}}} in run:"
+
+
+def test_network_steps_are_skipped_under_act():
+    for path in WORKFLOWS[1:]:  # ci.yml never runs under act
+        for _, step in steps(load(path)):
+            needs_network = any(a in step.get("uses", "") for a in ("setup-python", "setup-cml", "upload-artifact")) or "cml " in step.get("run", "")
+            if needs_network:
+                assert "!env.ACT" in step.get("if", ""), f"{path.name}: {step}"
