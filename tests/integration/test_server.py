@@ -134,3 +134,105 @@ def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(tmp_path
     # no password ever reaches the output
     for text in outputs:
         assert ADMIN["FLOWOPS_ADMIN_PASSWORD"] not in text and "reader-pw-1234" not in text
+
+
+def wait_for_metric(client, experiment: str, key: str, step: int, proc, timeout: float = 240):
+    """The run of `experiment` once `key` has reached `step` (training is under way)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name(experiment)
+        for r in client.search_runs([exp.experiment_id]) if exp else []:
+            history = client.get_metric_history(r.info.run_id, key)
+            if history and max(m.step for m in history) >= step:
+                return r
+        time.sleep(0.5)
+    pytest.fail(f"training did not reach {key} step {step}: {proc.communicate()[1][-2000:] if proc.poll() is not None else 'timeout'}")
+
+
+def start_training(repo: TeamRepo, name: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "flowops"), "train", f"experiments/{name}.yaml"], cwd=repo.path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_training_survives_a_server_restart(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
+    server = mlflow_server(postgres_db, "proxied")
+    repo = TeamRepo(tmp_path / "team", POLICY)
+    spec = tiny_spec(synth_root, name="restart", experiment_name="team", epochs=8, max_batches_per_epoch=2)
+    (repo.path / "experiments").mkdir(exist_ok=True)
+    (repo.path / "experiments" / "restart.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = start_training(repo, "restart", client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path)))
+    client = MlflowClient(server.uri)
+    run_under_way = wait_for_metric(client, "team", "loss", 2, proc)
+    server.kill()  # a crash mid-training
+    time.sleep(3)
+    server.start()  # back within seconds, same port and database
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    final = MlflowClient(server.uri).get_run(run_under_way.info.run_id)
+    assert final.info.status == "FINISHED"
+    for key in ("loss", "val_loss", "val_iou"):
+        assert [m.step for m in MlflowClient(server.uri).get_metric_history(final.info.run_id, key)] == list(range(1, 9)), key
+
+
+def test_promote_with_the_server_down_fails_clearly_then_succeeds(tmp_path, sftp, postgres_db, mlflow_server):
+    import mlflow
+
+    from .test_promote import fake_run, spec
+
+    server = mlflow_server(postgres_db, "proxied")
+    repo = TeamRepo(tmp_path / "team", POLICY)
+    mlflow.set_tracking_uri(server.uri)
+    try:
+        os.environ["MLFLOW_TRACKING_URI"] = server.uri
+        fake_run(repo, spec("a"), 0.5)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    rng = repo.merge("merge", {"a.yaml": spec("a")})
+    server.kill()
+    env = client_env(server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0", HOME=str(tmp_path))
+    down = run("promote", "--git-range", rng, env=env, cwd=repo.path)
+    assert down.returncode == 1
+    assert down.stderr.startswith(f"tracking server {server.uri} cannot be reached: "), down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    server.start()
+    client = MlflowClient(server.uri)
+    assert client.search_registered_models() == []  # nothing half-done
+    again = run("promote", "--git-range", rng, env=env, cwd=repo.path)
+    assert again.returncode == 0, again.stderr
+    assert str(client.get_model_version_by_alias("team-model", "production").version) == "1"
+
+
+def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
+    server = mlflow_server(postgres_db, "proxied")
+    repo = TeamRepo(tmp_path / "team", POLICY)
+    spec = tiny_spec(synth_root, name="nosftp", experiment_name="team", epochs=3, max_batches_per_epoch=2)
+    (repo.path / "experiments").mkdir(exist_ok=True)
+    (repo.path / "experiments" / "nosftp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path), MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+    proc = start_training(repo, "nosftp", env)
+    client = MlflowClient(server.uri)
+    try:
+        under_way = wait_for_metric(client, "team", "loss", 1, proc)
+        sftp.stop()  # the artifact store goes away before the plots and the model are logged
+        _, err = proc.communicate(timeout=600)
+    finally:
+        sftp.start()
+    assert proc.returncode == 1
+    final = client.get_run(under_way.info.run_id)
+    assert final.info.status == "FAILED"
+    reason = final.data.tags["flowops.failure"]
+    assert reason == "could not store artifact plots/learning_curves.png on the tracking server (its artifact store failed or is down)"
+    assert err.strip().splitlines()[-1].startswith("training nosftp failed (run ")
+
+
+def test_concurrent_writers_lose_no_metric(postgres_db, mlflow_server, sftp, monkeypatch):
+    """8 writer processes on loopback, bounded: 160 requests of 50 points; every point must arrive."""
+    from ..conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # spawned writers import it by name
+    import server_load as bench
+
+    server = mlflow_server(postgres_db, "proxied")
+    stats = bench.load(server.uri, writers=8, batches=20, per_batch=50)
+    assert (stats["points"], stats["missing"], stats["requests"]) == (8000, 0, 160)
+    assert stats["seconds"] < 300
