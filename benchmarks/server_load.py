@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import time
 
 KEYS = 10  # metric keys per run; a batch holds per_batch // KEYS steps of each
@@ -102,25 +101,10 @@ def main() -> None:
             f"{stats['points']} points in {stats['seconds']:.1f} s | {stats['points_per_s']:.0f} points/s, "
             f"{stats['requests_per_s']:.1f} requests/s | {stats['missing']} missing |")  # fmt: skip
     print(line)
+    from results import record
+
     record("Tracking server load", ["| load | time | throughput | check |", "|---|---|---|---|", line],
            "`.venv/bin/python benchmarks/server_load.py` (mlflow server, 2 workers, PostgreSQL 15 on 127.0.0.1)")
-
-
-def record(title: str, lines: list[str], how: str) -> None:
-    """Replace (or add) the section `title` of docs/BENCHMARKS.md."""
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured on the machine named in each section; rerun with the command given.\n"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    section = f"## {title}\n\nMachine: {machine}. Command: {how}. Date: {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
-    parts = text.split(f"## {title}\n")
-    if len(parts) == 2:
-        rest = parts[1].split("\n## ", 1)
-        text = parts[0] + section + ("\n## " + rest[1] if len(rest) == 2 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

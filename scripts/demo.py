@@ -128,22 +128,83 @@ def promotion(run_ids: dict[str, str]) -> int:
     merges = [("merge commit", "baseline.yaml", (ROOT / "experiments/baseline.yaml").read_text()),
               ("squash merge", "unet-longer.yaml", (ROOT / "experiments/unet-longer.yaml").read_text()),
               ("fast-forward", "weak.yaml", WEAK)]  # fmt: skip
-    for how, name, text in merges:
-        if name == "unet-longer.yaml":
-            show_report(repo, run_ids["experiments/unet-longer.yaml"])
-        before = git(repo, "rev-parse", "HEAD")
-        merge(repo, how, f"experiments/{name}", text)
-        after = git(repo, "rev-parse", "HEAD")
-        console.print(f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range {before[:8]}..{after[:8]}")
-        sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
-    console.print("\n[bold]Rolling production back one step: flowops rollback --alias production")
-    sh("flowops", "rollback", "--alias", "production", "--reason", "demo: roll back once", "--tracking-uri", URI)
+    service = None
+    try:
+        for how, name, text in merges:
+            if name == "unet-longer.yaml":
+                show_report(repo, run_ids["experiments/unet-longer.yaml"])
+            before = git(repo, "rev-parse", "HEAD")
+            merge(repo, how, f"experiments/{name}", text)
+            after = git(repo, "rev-parse", "HEAD")
+            console.print(f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range {before[:8]}..{after[:8]}")
+            sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
+            if service is None:
+                service = Service(model)
+            else:
+                service.ask(f"after merging {name}")
+        console.print("\n[bold]Rolling production back one step: flowops rollback --alias production")
+        sh("flowops", "rollback", "--alias", "production", "--reason", "demo: roll back once", "--tracking-uri", URI)
+        if service is not None:
+            service.ask("after the rollback")
+    finally:
+        if service is not None:
+            service.stop()
     console.print("\n[bold]flowops history")
     sh("flowops", "history", "--tracking-uri", URI)
     console.print("\n[bold]flowops status")
     sh("flowops", "status", "--tracking-uri", URI)
     shutil.rmtree(repo, ignore_errors=True)
     return 0
+
+
+class Service:
+    """`flowops serve` following production, asked about one demo image after each change."""
+
+    PORT = 8765
+
+    def __init__(self, model: str):
+        import requests
+
+        self.url = f"http://127.0.0.1:{self.PORT}"
+        console.print(f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.PORT}")
+        log = (LOGS / "serve.log").open("w")
+        self.proc = subprocess.Popen(["flowops", "serve", "--model", model, "--alias", "production", "--poll", "1", "--port", str(self.PORT),
+                                      "--tracking-uri", URI], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.image = next((DATA / "val").glob("*.jpg")).read_bytes()
+        for _ in range(600):
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.version = None
+        self.ask("first answer")
+
+    def ask(self, when: str) -> None:
+        import requests
+
+        for _ in range(100):  # the service polls every second: wait for it to follow the alias
+            health = requests.get(f"{self.url}/health", timeout=5).json()
+            answer = requests.post(f"{self.url}/predict", data=self.image, headers={"Content-Type": "image/jpeg"}, timeout=60).json()
+            if answer["version"] == self.expected():
+                break
+            time.sleep(0.3)
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in answer["fractions"].items() if v > 0)
+        console.print(f"  POST /predict ({when}): served by v{answer['version']} (health: v{health['version']}, swaps {health['swaps']}): {shares}")
+
+    def expected(self) -> str:
+        from mlflow.tracking import MlflowClient
+
+        from flowops.validate import load_policy
+
+        model = load_policy(ROOT / "registry_policy.yaml").model_name
+        return str(MlflowClient(URI).get_model_version_by_alias(model, "production").version)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        console.print("  (service stopped)")
 
 
 def show_report(repo: Path, run_id: str) -> None:

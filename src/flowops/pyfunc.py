@@ -19,13 +19,13 @@ from flowops.data.cache import resize_image, resize_mask
 META_FILE = "flowops_model.json"
 
 
-def predict_masks(keras_model, images, image_size: int, batch_size: int = 8) -> list[np.ndarray]:
-    """Class-index masks, one per input image, each at that image's size."""
+def predict_masks(forward, images, image_size: int, batch_size: int = 8) -> list[np.ndarray]:
+    """Class-index masks, one per input image, each at that image's size (`forward`: model.inference_function)."""
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         batch = np.stack([resize_image(np.asarray(im, dtype=np.uint8), image_size) for im in chunk]).astype(np.float32)
-        classes = np.argmax(keras_model.predict_on_batch(batch), axis=-1).astype(np.uint8)
+        classes = np.argmax(forward(batch), axis=-1).astype(np.uint8)
         out.extend(resize_mask(c, im.shape[1], im.shape[0]) for c, im in zip(classes, chunk))
     return out
 
@@ -34,11 +34,12 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper around the saved Keras model and its class names."""
 
     def load_context(self, context):
-        from flowops.model import load_model
+        from flowops.model import inference_function, load_model
 
         with open(context.artifacts["meta"]) as fh:
             self.meta = json.load(fh)
         self.model = load_model(context.artifacts["keras_model"])
+        self.forward = inference_function(self.model)
 
     def predict(self, context, model_input, params=None):
         images = np.asarray(model_input)
@@ -46,4 +47,4 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected RGB images shaped (n, height, width, 3), got {images.shape}")
-        return np.stack(predict_masks(self.model, list(images.astype(np.uint8)), self.meta["image_size"]))
+        return np.stack(predict_masks(self.forward, list(images.astype(np.uint8)), self.meta["image_size"]))

@@ -1,0 +1,123 @@
+"""`flowops serve` latency: a 640x480 JPEG on CPU, steady and during a hot swap.
+
+    .venv/bin/python benchmarks/serve.py [--requests 60]
+
+trains a Unet/resnet18 at 256 px (1 short epoch on the synthetic data: speed, not quality),
+registers it twice in a temporary store, starts `flowops serve`, times sequential requests,
+then moves the alias while a client keeps sending and times those too. Target: p50 <= 150 ms.
+Results go to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FLOWOPS_CACHE_DIR": str(tmp / "cache"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    data = ROOT / "data" / "synth"
+    if not (data / "annotations" / "instances_val.json").exists():
+        subprocess.run([str(BIN / "flowops"), "data", "synth", "--out", str(data)], check=True)
+    spec = {"name": "bench-serve", "categories": ["person", "car", "dog"], "image_size": 256, "epochs": 1, "batch_size": 4,
+            "max_batches_per_epoch": 2, "experiment_name": "bench", "dataset": {"root": str(data)}}  # fmt: skip
+    (tmp / "bench.yaml").write_text(yaml.safe_dump(spec))
+    subprocess.run([str(BIN / "flowops"), "train", str(tmp / "bench.yaml")], cwd=ROOT, env=env, check=True, capture_output=True)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
+    model_id = run.outputs.model_outputs[0].model_id
+    client.create_registered_model("bench")
+    for _ in range(2):
+        client.create_model_version("bench", f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id)
+    client.set_registered_model_alias("bench", "production", "1")
+    port = 8799
+    service = subprocess.Popen([str(BIN / "flowops"), "serve", "--model", "bench", "--port", str(port), "--poll", "0.5"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        image = np.asarray(Image.open(next((data / "val").glob("*.jpg"))).convert("RGB").resize((640, 480)))
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG", quality=90)
+        body = buf.getvalue()
+
+        def call() -> tuple[float, int, str]:
+            start = time.perf_counter()
+            r = requests.post(f"{url}/predict", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
+            return time.perf_counter() - start, r.status_code, r.headers.get("x-model-version", "")
+
+        for _ in range(3):
+            call()  # warm the connection pool and the model
+        start = time.perf_counter()
+        steady = [call() for _ in range(args.requests)]
+        wall = time.perf_counter() - start
+        during, stop = [], threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                during.append(call())
+
+        worker = threading.Thread(target=loop)
+        worker.start()
+        time.sleep(1)
+        client.set_registered_model_alias("bench", "production", "2")
+        while not during or during[-1][2] != "2":
+            time.sleep(0.1)
+        time.sleep(1)
+        stop.set()
+        worker.join()
+    finally:
+        service.terminate()
+        service.wait()
+    lat = [t for t, _, _ in steady]
+    swap = [t for t, _, _ in during]
+    failed = sum(code != 200 for _, code, _ in during + steady)
+    rows = [f"| steady, {len(lat)} sequential requests | {percentile(lat, 50):.0f} ms | {percentile(lat, 95):.0f} ms | {len(lat) / wall:.1f} | {failed} |",
+            f"| during a hot swap, {len(swap)} requests | {percentile(swap, 50):.0f} ms | {percentile(swap, 95):.0f} ms | "
+            f"{len(swap) / max(sum(swap), 1e-9):.1f} | {sum(c != 200 for _, c, _ in during)} |"]  # fmt: skip
+    print("\n".join(rows))
+    print(f"p50_ms={percentile(lat, 50):.0f} target_ms=150")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from results import record
+
+    record("Serving latency (flowops serve)", ["Unet/resnet18 at 256 px, a 640x480 JPEG, CPU; target p50 <= 150 ms.", "",
+           "| load | p50 | p95 | requests/s | failed |", "|---|---|---|---|---|", *rows], "`.venv/bin/python benchmarks/serve.py`")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`flowops serve`: an HTTP service that follows a registry alias and hot-swaps the model.
+
+It serves the pyfunc logged at training time (so preprocessing is the training one), polls
+`models:/NAME@ALIAS`, loads a new version in the background and swaps it in with one
+reference assignment: a request in flight finishes on the model it started with.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from flowops.errors import FlowopsError
+
+PNG_MEDIA = "image/png"
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+
+
+@dataclass
+class Loaded:
+    """One loaded model version; its lock serialises predictions on it."""
+
+    model: object
+    version: str
+    run_id: str
+    git_commit: str
+    class_names: list[str]
+    loaded_at: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AliasFollower:
+    """Holds the model behind NAME@ALIAS and keeps it current."""
+
+    def __init__(self, client, name: str, alias: str, poll_s: float):
+        self.client, self.name, self.alias, self.poll_s = client, name, alias, poll_s
+        self.current: Loaded | None = None
+        self.poll_error: str | None = None
+        self.swaps = 0
+        self._stop = threading.Event()
+
+    def check_alias(self):
+        """The version holding the alias now; FlowopsError if there is none (checked before serving)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException as exc:
+            raise FlowopsError(f"model {self.name!r} has no alias {self.alias!r}: promote a model first") from None
+
+    def load(self, mv) -> Loaded:
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(f"models:/{self.name}/{mv.version}")
+        meta = model.unwrap_python_model().meta
+        model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))  # warm up (graph tracing) before taking traffic
+        return Loaded(model, str(mv.version), mv.run_id, mv.tags.get("flowops.git_commit", "unknown"), meta["class_names"],
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+
+    def run(self, first) -> None:
+        """Background thread: load `first`, then poll and swap until stopped; errors keep the old model."""
+        target = first
+        while True:
+            try:
+                if target is None:
+                    target = self.client.get_model_version_by_alias(self.name, self.alias)
+                if self.current is None or str(target.version) != self.current.version:
+                    loaded = self.load(target)  # fully loaded before anyone sees it
+                    self.swaps += self.current is not None
+                    self.current = loaded
+                self.poll_error = None
+            except Exception as exc:  # noqa: BLE001 - keep serving what is loaded; report it in /health
+                text = (getattr(exc, "message", None) or str(exc)).strip()
+                when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                self.poll_error = f"{when}: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+            target = None
+            if self._stop.wait(self.poll_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class BadImage(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
+    """RGB uint8 array of a JPEG or PNG; BadImage(400/413) for anything else."""
+    from PIL import Image
+
+    if not body:
+        raise BadImage(400, "empty body: send a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            if im.format not in ("JPEG", "PNG"):
+                raise BadImage(400, f"unsupported image format {im.format}: send a JPEG or PNG")
+            if im.width * im.height > max_pixels:
+                raise BadImage(413, f"image is {im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {max_pixels}")
+            return np.asarray(im.convert("RGB"))
+    except BadImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises several types for broken files
+        raise BadImage(400, f"not a readable image: {exc}") from None
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a boolean mask."""
+    from pycocotools import mask as mask_utils
+
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def describe(loaded: Loaded, mask: np.ndarray, name: str, alias: str) -> dict:
+    total = mask.size
+    fractions, masks = {}, {}
+    for index, cls in enumerate(loaded.class_names):
+        pixels = mask == index
+        fractions[cls] = round(float(pixels.sum()) / total, 6)
+        if index and pixels.any():
+            masks[cls] = rle(pixels)
+    return {"model": name, "alias": alias, "version": loaded.version, "run_id": loaded.run_id, "class_names": loaded.class_names,
+            "width": int(mask.shape[1]), "height": int(mask.shape[0]), "fractions": fractions, "masks": masks}  # fmt: skip

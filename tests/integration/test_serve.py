@@ -1,0 +1,269 @@
+"""`flowops serve` with a really trained pyfunc in a temporary store."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from ..conftest import REPO
+from .conftest import BIN, tiny_spec, write_experiment
+from .services import free_port
+
+MODEL = "serve-model"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, synth_root):
+    """A tiny trained model registered twice (v1 holds production, v2 is ready for a swap)."""
+    tmp = tmp_path_factory.mktemp("serve")
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FLOWOPS_CACHE_DIR": str(tmp / "cache"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    path = write_experiment(tmp, tiny_spec(synth_root, name="to-serve"))
+    trained = subprocess.run([str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    mp = pytest.MonkeyPatch()  # models:/ sources resolve through the global tracking URI
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
+    model_id = run.outputs.model_outputs[0].model_id
+    client.create_registered_model(MODEL)
+    for _ in range(2):
+        client.create_model_version(MODEL, f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id,
+                                    tags={"flowops.git_commit": "c0ffee"})  # fmt: skip
+    client.set_registered_model_alias(MODEL, "production", "1")
+    yield uri, tmp
+    mp.undo()
+
+
+class Service:
+    def __init__(self, uri: str, *extra: str, alias: str = "production"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        self.proc = subprocess.Popen([str(BIN / "flowops"), "serve", "--model", MODEL, "--alias", alias, "--port", str(self.port), "--poll", "0.5", *extra],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        deadline = time.time() + timeout
+        seen_loading = False
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
+            try:
+                r = requests.get(f"{self.url}/health", timeout=2)
+                if r.status_code == 200:
+                    return {**r.json(), "seen_loading": seen_loading}
+                seen_loading |= r.status_code == 503 and r.json()["status"] == "loading"
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        pytest.fail("service never became ready")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def service(registry):
+    uri, _ = registry
+    svc = Service(uri, "--max-pixels", "200000", "--max-body-mb", "0.5")
+    health = svc.wait_ready()
+    yield svc, health
+    svc.stop()
+
+
+def image_bytes(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_health_reports_the_loaded_version(service):
+    svc, health = service
+    assert health["status"] == "ok" and health["version"] == "1" and health["git_commit"] == "c0ffee"
+    assert health["model"] == MODEL and health["alias"] == "production" and health["registry_poll_error"] is None
+    assert health["loaded_at"].startswith("20")
+
+
+@pytest.mark.parametrize("fmt, content_type", [("JPEG", "image/jpeg"), ("PNG", "image/png")])
+def test_predictions_have_the_input_size_and_valid_classes(service, fmt, content_type):
+    svc, _ = service
+    body = image_bytes(70, 50, fmt)
+    r = requests.post(f"{svc.url}/predict", data=body, headers={"Content-Type": content_type}, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["width"], out["height"], out["version"]) == (70, 50, "1")
+    assert out["class_names"] == ["background", "person", "car", "dog"]
+    assert sum(out["fractions"].values()) == pytest.approx(1.0, abs=1e-4)
+    for name, encoded in out["masks"].items():
+        decoded = mask_utils.decode({"size": encoded["size"], "counts": encoded["counts"].encode()})
+        assert decoded.shape == (50, 70)
+        assert decoded.sum() / (50 * 70) == pytest.approx(out["fractions"][name], abs=1e-4)
+    png = requests.post(f"{svc.url}/predict?format=png", data=body, headers={"Content-Type": content_type}, timeout=60)
+    assert png.headers["content-type"] == "image/png" and png.headers["x-model-version"] == "1"
+    mask = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert mask.shape == (50, 70) and mask.max() <= 3
+    fractions = {n: float((mask == i).mean()) for i, n in enumerate(out["class_names"])}
+    assert fractions == pytest.approx(out["fractions"], abs=1e-4)  # JSON and PNG describe the same mask
+
+
+def test_multipart_upload(service):
+    svc, _ = service
+    r = requests.post(f"{svc.url}/predict", files={"image": ("a.jpg", image_bytes(40, 30), "image/jpeg")}, timeout=60)
+    assert r.status_code == 200 and (r.json()["width"], r.json()["height"]) == (40, 30)
+
+
+@pytest.mark.parametrize(
+    "body, content_type, query, status, message",
+    [
+        (b"this is not an image", "image/jpeg", "", 400, "not a readable image"),
+        (image_bytes(60, 40)[:300], "image/jpeg", "", 400, "not a readable image"),
+        (b"", "image/jpeg", "", 400, "empty body: send a JPEG or PNG image"),
+        (image_bytes(60, 40), "text/plain", "", 415, "content type text/plain: send image/jpeg, image/png or multipart/form-data"),
+        (image_bytes(600, 400), "image/jpeg", "", 413, "image is 600x400 = 240000 pixels, over the limit of 200000"),
+        (os.urandom(600_000), "image/jpeg", "", 413, "over the limit of 524288"),
+        (image_bytes(20, 20, "GIF"), "image/png", "", 400, "unsupported image format GIF: send a JPEG or PNG"),
+        (image_bytes(20, 20), "image/jpeg", "?format=bmp", 400, "format must be json or png (got 'bmp')"),
+    ],
+    ids=["not-an-image", "truncated-jpeg", "empty", "wrong-type", "too-many-pixels", "body-too-large", "gif", "bad-format"],
+)
+def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, body, content_type, query, status, message):
+    svc, _ = service
+    r = requests.post(f"{svc.url}/predict{query}", data=body, headers={"Content-Type": content_type}, timeout=60)
+    assert r.status_code == status
+    assert message in r.json()["error"]
+    assert requests.post(f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60).status_code == 200
+
+
+def test_metrics_in_prometheus_format(service):
+    svc, _ = service
+    text = requests.get(f"{svc.url}/metrics", timeout=10).text
+    assert 'flowops_requests_total{endpoint="predict",status="200"}' in text
+    assert "flowops_predict_seconds_bucket" in text and "flowops_model_version 1.0" in text
+
+
+def test_missing_alias_at_start_is_a_clear_error(registry):
+    uri, _ = registry
+    svc = Service(uri, alias="canary")
+    _, err = svc.proc.communicate(timeout=120)
+    assert svc.proc.returncode == 1
+    assert err.strip().splitlines()[-1] == f"model '{MODEL}' has no alias 'canary': promote a model first"
+
+
+def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
+    uri, _ = registry
+    svc = Service(uri)
+    try:
+        svc.wait_ready()
+        versions, failures, stop = [], [], threading.Event()
+        body = image_bytes(64, 48)
+
+        def client():
+            while not stop.is_set():
+                try:
+                    r = requests.post(f"{svc.url}/predict", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
+                    (versions if r.status_code == 200 else failures).append(r.json().get("version") if r.status_code == 200 else r.status_code)
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+
+        worker = threading.Thread(target=client)
+        worker.start()
+        time.sleep(2)
+        MlflowClient(uri).set_registered_model_alias(MODEL, "production", "2")
+        deadline = time.time() + 120
+        while time.time() < deadline and (not versions or versions[-1] != "2"):
+            time.sleep(0.2)
+        time.sleep(2)
+        stop.set()
+        worker.join(timeout=60)
+        assert failures == []
+        assert versions[0] == "1" and versions[-1] == "2"
+        switches = sum(a != b for a, b in zip(versions, versions[1:]))
+        assert switches == 1, versions
+        assert requests.get(f"{svc.url}/health", timeout=5).json()["swaps"] == 1
+    finally:
+        svc.stop()
+        MlflowClient(uri).set_registered_model_alias(MODEL, "production", "1")
+
+
+def test_registry_unreachable_while_polling_keeps_the_model_serving(registry):
+    """The registry is an mlflow server that goes down: keep serving, say so in /health."""
+    uri, tmp = registry
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    svc = None
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        svc = Service(f"http://127.0.0.1:{port}")
+        svc.wait_ready()
+        os.killpg(server.pid, 9)  # the registry is gone
+        server.wait()
+        health = {}
+        deadline = time.time() + 90
+        while time.time() < deadline and not health.get("registry_poll_error"):
+            time.sleep(0.3)
+            health = requests.get(f"{svc.url}/health", timeout=5).json()
+        assert health["status"] == "ok" and health["version"] == "1"
+        assert "cannot be reached" in health["registry_poll_error"] or "Connection" in health["registry_poll_error"], health
+        r = requests.post(f"{svc.url}/predict", data=image_bytes(32, 32), headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200 and r.json()["version"] == "1"
+    finally:
+        if svc:
+            svc.stop()
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+
+
+def test_parity_with_mlflow_models_serve(service, registry):
+    """MLflow's own server, fed the documented request format, returns the same mask."""
+    svc, _ = service
+    uri, _ = registry
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@production", "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        body = image_bytes(50, 40, "PNG", seed=3)
+        rgb = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        theirs = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": rgb[None].tolist()}, timeout=120)
+        assert theirs.status_code == 200, theirs.text
+        their_mask = np.asarray(theirs.json()["predictions"], dtype=np.uint8)[0]
+        ours = requests.post(f"{svc.url}/predict?format=png", data=body, headers={"Content-Type": "image/png"}, timeout=60)
+        our_mask = np.asarray(Image.open(io.BytesIO(ours.content)))
+        assert their_mask.shape == our_mask.shape == (40, 50)
+        assert np.array_equal(their_mask, our_mask)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
