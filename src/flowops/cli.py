@@ -175,6 +175,23 @@ def data_synth(out: Path, images: int, size: str, seed: int) -> None:
     click.echo(f"wrote {images} images to {out} ({', '.join(str(p) for p in files.values())})")
 
 
+@cli.command()
+@click.option("--check", is_flag=True, help="Only check that docs/reference.md is current; exit 1 if not.")
+def docs(check: bool) -> None:
+    """Write docs/reference.md: every experiment and policy field, every command and option."""
+    from flowops.reference import REFERENCE, render
+
+    text = render()
+    if check:
+        if not REFERENCE.exists() or REFERENCE.read_text() != text:
+            raise FlowopsError(f"{REFERENCE}: out of date; run 'flowops docs' and commit the result")
+        click.echo(f"ok: {REFERENCE} is current")
+        return
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    REFERENCE.write_text(text)
+    click.echo(f"wrote {REFERENCE}")
+
+
 def _register_commands() -> None:
     from flowops import cli_registry, cli_server
 

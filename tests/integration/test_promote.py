@@ -41,16 +41,23 @@ class EchoModel(mlflow.pyfunc.PythonModel):
 
 
 class TeamRepo:
-    """A git repository with this project's code, a policy, and PRs merged three ways."""
+    """A git repository with this project's code, a policy, and PRs merged three ways.
 
-    def __init__(self, path: Path, policy: dict):
+    With policy=None it is a copy of the whole repository (tracked and untracked-but-not-ignored
+    files, as a fresh clone plus the working changes), its own policy included.
+    """
+
+    def __init__(self, path: Path, policy: dict | None):
         self.path = path
-        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml"],
+        paths = ["src", "MLproject", "conda.yaml"] if policy is not None else []
+        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *paths],
                                cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
         for name in files:
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, path / name)
-        (path / "registry_policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+            if (REPO / name).is_file():
+                (path / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, path / name)
+        if policy is not None:
+            (path / "registry_policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
         self.git("init", "-q", "-b", "main")
         self.commit("code and policy")
 
