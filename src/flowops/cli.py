@@ -93,16 +93,19 @@ def schema(out: Path, check: bool) -> None:
     """Write the experiment JSON Schema that editors use to validate and complete YAML."""
     from flowops.spec import json_schema
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    write_generated(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", check, "flowops schema")
+
+
+def write_generated(path: Path, text: str, check: bool, command: str) -> None:
+    """Write a file generated from the code, or (check) fail if the committed one differs."""
     if check:
-        current = out.read_text() if out.exists() else ""
-        if current != text:
-            raise FlowopsError(f"{out}: out of date; run 'flowops schema' and commit the result")
-        click.echo(f"ok: {out} is current")
+        if not path.exists() or path.read_text() != text:
+            raise FlowopsError(f"{path}: out of date; run '{command}' and commit the result")
+        click.echo(f"ok: {path} is current")
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    click.echo(f"wrote {out}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -181,15 +184,7 @@ def docs(check: bool) -> None:
     """Write docs/reference.md: every experiment and policy field, every command and option."""
     from flowops.reference import REFERENCE, render
 
-    text = render()
-    if check:
-        if not REFERENCE.exists() or REFERENCE.read_text() != text:
-            raise FlowopsError(f"{REFERENCE}: out of date; run 'flowops docs' and commit the result")
-        click.echo(f"ok: {REFERENCE} is current")
-        return
-    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    REFERENCE.write_text(text)
-    click.echo(f"wrote {REFERENCE}")
+    write_generated(REFERENCE, render(), check, "flowops docs")
 
 
 def _register_commands() -> None:
