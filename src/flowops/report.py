@@ -98,7 +98,7 @@ def _header(run, uri: str) -> str:
     duration = f"{(run.info.end_time - run.info.start_time) / 1000:.0f} s" if run.info.end_time else "still running"
     pr = f"PR #{tags['flowops.pr_number']}" if tags.get("flowops.pr_number") else "no PR"
     lines = [f"## flowops: `{run.info.run_name}`", "",
-             f"| | |\n|---|---|",
+             "| | |\n|---|---|",
              f"| experiment file | `{tags.get('flowops.experiment_file', '?')}` |",
              f"| {pr} | commit `{tags.get('flowops.git_commit', '?')[:12]}` on `{tags.get('flowops.git_branch', '?')}` |",
              f"| run | `{run.info.run_id}` **{run.info.status}**, started {start:%Y-%m-%d %H:%M} UTC, {duration} |",

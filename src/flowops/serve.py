@@ -49,7 +49,7 @@ class AliasFollower:
 
         try:
             return self.client.get_model_version_by_alias(self.name, self.alias)
-        except MlflowException as exc:
+        except MlflowException:
             raise FlowopsError(f"model {self.name!r} has no alias {self.alias!r}: promote a model first") from None
 
     def load(self, mv) -> Loaded:

@@ -15,7 +15,7 @@ from flowops import yamlfile
 from flowops.catalog import ARCHITECTURES, BACKBONES
 from flowops.errors import Problem, ProblemsError
 from flowops.policy import RegistryPolicy, policy_problems
-from flowops.spec import DatasetPaths, ExperimentSpec
+from flowops.spec import ExperimentSpec
 from flowops.suggest import did_you_mean
 
 EXPERIMENTS_DIR = "experiments"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from ..conftest import REPO
+from .services import mlflow_server, postgres_db, sftp  # noqa: F401 - fixtures for every integration test
 
 BIN = Path(sys.executable).parent
 

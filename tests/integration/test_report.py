@@ -92,10 +92,10 @@ def test_report_against_production(tmp_path, policy_file, monkeypatch):
     assert text.startswith("<!-- flowops-report: experiments/cand.yaml -->\n## flowops: `cand`")
     assert summary.read_text().startswith(text)  # the job summary gets the same markdown
     # deltas respect each metric's direction: higher val_iou is better, higher val_loss worse
-    assert f"| **val_iou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
+    assert "| **val_iou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
     assert "| val_loss | 0.9000 | 0.8000 | +0.1000 (+12.5%) ▼ worse |" in text
     assert "| val_f1 | 0.5000 | 0.5000 | +0.0000 (+0.0%) = |" in text
-    assert f"| car | 0.4000 | 0.5000 | -0.1000 (-20.0%) ▼ worse |" in text
+    assert "| car | 0.4000 | 0.5000 | -0.1000 (-20.0%) ▼ worse |" in text
     # only the changed hyperparameters, excluding name and file
     assert "| `augment` | `None` | `false` |" in text and "| `epochs` | `10` | `20` |" in text
     assert "learning_rate" not in text.split("### Hyperparameters")[1].split("###")[0]

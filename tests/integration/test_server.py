@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -13,7 +12,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from .conftest import BIN, tiny_spec
-from .services import mlflow_server, postgres_db, sftp  # noqa: F401 - fixtures
 from .test_promote import TeamRepo
 
 POLICY = {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}

@@ -26,7 +26,7 @@ def test_the_tutorial_runs_from_a_copy_of_the_repository(tmp_path):
     proc = subprocess.run(["bash", "-c", script], cwd=repo.path, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, (out + proc.stderr)[-5000:]
-    assert f"/tmp/oops.yaml:3: epochs: must be >= 1 (got 0)" in proc.stderr and "exit code 1" in out
+    assert "/tmp/oops.yaml:3: epochs: must be >= 1 (got 0)" in proc.stderr and "exit code 1" in out
     assert "staging: moved unset -> v1 (experiments/my-first.yaml)" in out
     assert "staging: moved v1 -> v2 (experiments/my-second.yaml)" in out
     served = re.findall(r'"status":"ok","version":"(\d+)"', out)  # each /health the tutorial printed

@@ -110,7 +110,7 @@ def test_nothing_to_validate(tmp_path, monkeypatch):
 def test_process_exit_code_no_traceback_and_no_heavy_imports(write):
     bad = write("bad.yaml", "name: exp\ncategories: [person]\nepochs: 0\n")
     probe = textwrap.dedent(
-        f"""
+        """
         import sys
         from flowops.cli import main
         try:
