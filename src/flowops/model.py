@@ -25,6 +25,7 @@ MODE_OF = {backbone: mode for mode, names in PREPROCESSING.items() for backbone 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+BN_MOMENTUM = 0.9
 
 
 def configure_tensorflow() -> None:
@@ -108,6 +109,12 @@ def build_model(architecture: str, backbone: str, n_classes: int, image_size: in
         network = getattr(sm, architecture)(
             backbone, encoder_weights=encoder_weights, classes=n_classes, activation="softmax", input_shape=(image_size, image_size, 3)
         )
+        # Moving statistics must keep up with the weights: with Keras' default momentum (0.99)
+        # and a few dozen steps per epoch, validation sees stale statistics and its IoU swings
+        # from epoch to epoch while training IoU climbs. 0.9 follows within ~10 steps.
+        for layer in _all_layers(network):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = BN_MOMENTUM
         inputs = keras.Input((image_size, image_size, 3), name="image")
         outputs = network(preprocess_layer()(MODE_OF[backbone], name="preprocess")(inputs))
         model = keras.Model(inputs, outputs, name=f"{architecture}_{backbone}")
@@ -116,6 +123,13 @@ def build_model(architecture: str, backbone: str, n_classes: int, image_size: in
         metrics = [sm.metrics.IOUScore(threshold=0.5, name="iou"), sm.metrics.FScore(threshold=0.5, name="f1")]
         model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def load_model(path: str):
