@@ -100,14 +100,18 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def build_model(architecture: str, backbone: str, n_classes: int, image_size: int, encoder_weights: str | None, learning_rate: float):
-    """A compiled Keras model: Preprocess -> segmentation-models network -> softmax."""
+def build_model(architecture: str, backbone: str, n_classes: int, image_size: int, encoder_weights: str | None):
+    """Preprocess -> segmentation-models network -> softmax, not compiled (`training_model` does that).
+
+    The softmax is its own float32 layer, so under mixed precision the probabilities (and
+    the loss computed from them) stay float32 while the network computes in float16.
+    """
     keras = _keras()
     import segmentation_models as sm
 
     with distribution_strategy().scope():
         network = getattr(sm, architecture)(
-            backbone, encoder_weights=encoder_weights, classes=n_classes, activation="softmax", input_shape=(image_size, image_size, 3)
+            backbone, encoder_weights=encoder_weights, classes=n_classes, activation="linear", input_shape=(image_size, image_size, 3)
         )
         # Moving statistics must keep up with the weights: with Keras' default momentum (0.99)
         # and a few dozen steps per epoch, validation sees stale statistics and its IoU swings
@@ -116,13 +120,67 @@ def build_model(architecture: str, backbone: str, n_classes: int, image_size: in
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = BN_MOMENTUM
         inputs = keras.Input((image_size, image_size, 3), name="image")
-        outputs = network(preprocess_layer()(MODE_OF[backbone], name="preprocess")(inputs))
-        model = keras.Model(inputs, outputs, name=f"{architecture}_{backbone}")
+        logits = network(preprocess_layer()(MODE_OF[backbone], name="preprocess")(inputs))
+        outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(logits)
+        return keras.Model(inputs, outputs, name=f"{architecture}_{backbone}")
+
+
+def training_model(model, n_classes: int, learning_rate: float, *, augment: bool, seed: int, jit_compile: bool = False):
+    """`model` compiled for fit() on uint8 batches: the step casts, augments and one-hot encodes.
+
+    The returned model shares `model`'s layers and weights; save `model`, not this one.
+    Augmentation seeds come from one seeded generator, one draw per step, so the same seed
+    gives the same run.
+    """
+    keras = _keras()
+    import segmentation_models as sm
+    import tensorflow as tf
+
+    from flowops.augment import prepare_batch
+
+    class Trainer(keras.Model):
+        def train_step(self, data):
+            images, masks = data
+            seed = self.seeds.make_seeds(1)[:, 0] if augment else None
+            return super().train_step(prepare_batch(images, masks, n_classes, seed))
+
+        def test_step(self, data):
+            return super().test_step(prepare_batch(*data, n_classes))
+
+    with distribution_strategy().scope():
+        trainer = Trainer(model.inputs, model.outputs, name=model.name)
+        trainer.seeds = tf.random.Generator.from_seed(seed)
         # Dice handles the class imbalance (small objects), focal loss sharpens boundaries.
         loss = sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss()
         metrics = [sm.metrics.IOUScore(threshold=0.5, name="iou"), sm.metrics.FScore(threshold=0.5, name="f1")]
-        model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    return model
+        trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=jit_compile)
+    return trainer
+
+
+def precision_policy(gpus: int, setting: str | None) -> str:
+    """Keras dtype policy for training: mixed_float16 on a GPU unless FLOWOPS_MIXED_PRECISION=0.
+
+    Tensor cores do float16 math several times faster than float32; on a CPU it is slower.
+    """
+    if setting not in (None, "", "0", "1"):
+        from flowops.errors import FlowopsError
+
+        raise FlowopsError(f"environment FLOWOPS_MIXED_PRECISION: {setting!r} is not allowed: use 1 (on), 0 (off) or leave it unset (on with a GPU)")
+    wanted = gpus > 0 if setting in (None, "") else setting == "1"
+    return "mixed_float16" if wanted else "float32"
+
+
+def float32_copy(model, architecture: str, backbone: str, n_classes: int, image_size: int):
+    """The same weights in a float32 model: what a CPU serves, whatever the GPU trained with."""
+    keras = _keras()
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(architecture, backbone, n_classes, image_size, None)
+        copy.set_weights(model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return copy
 
 
 def _all_layers(model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
 
 
 def fit(spec: ExperimentSpec, cached):
-    from flowops.model import build_model, configure_tensorflow
+    from flowops.model import build_model, configure_tensorflow, float32_copy, precision_policy, training_model
 
     configure_tensorflow()
     import mlflow
@@ -147,18 +148,24 @@ def fit(spec: ExperimentSpec, cached):
     # Same spec and seed, same metrics (on CPU): seeded everything, deterministic kernels.
     tf_keras.utils.set_random_seed(spec.seed)
     tf.config.experimental.enable_op_determinism()
+    policy = precision_policy(len(tf.config.list_physical_devices("GPU")), os.environ.get("FLOWOPS_MIXED_PRECISION"))
+    tf_keras.mixed_precision.set_global_policy(policy)
+    mlflow.set_tag("flowops.precision", policy)
     n_classes = len(spec.class_names)
-    train_ds = make_dataset(cached["train"].images, cached["train"].masks, n_classes, spec.batch_size, training=True,
-                            augment_images=spec.augment, seed=spec.seed, max_batches=spec.max_batches_per_epoch)  # fmt: skip
-    val_ds = make_dataset(cached["val"].images, cached["val"].masks, n_classes, spec.batch_size, training=False,
-                          augment_images=False, seed=spec.seed)  # fmt: skip
-    model = build_model(spec.architecture, spec.backbone, n_classes, spec.image_size, spec.encoder_weights, spec.learning_rate)
+    train_ds = make_dataset(cached["train"].images, cached["train"].masks, spec.batch_size, training=True, seed=spec.seed,
+                            max_batches=spec.max_batches_per_epoch)  # fmt: skip
+    val_ds = make_dataset(cached["val"].images, cached["val"].masks, spec.batch_size, training=False, seed=spec.seed)
+    model = build_model(spec.architecture, spec.backbone, n_classes, spec.image_size, spec.encoder_weights)
+    trainer = training_model(model, n_classes, spec.learning_rate, augment=spec.augment, seed=spec.seed)
 
     class LogEpoch(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
 
-    history = model.fit(train_ds, validation_data=val_ds, epochs=spec.epochs, callbacks=[LogEpoch()], verbose=2)
+    history = trainer.fit(train_ds, validation_data=val_ds, epochs=spec.epochs, callbacks=[LogEpoch()], verbose=2)
+    if policy != "float32":  # evaluate and serve in float32, whatever the GPU trained in
+        tf_keras.mixed_precision.set_global_policy("float32")
+        model = float32_copy(model, spec.architecture, spec.backbone, n_classes, spec.image_size)
     return model, history.history
 
 

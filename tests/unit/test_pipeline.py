@@ -1,11 +1,12 @@
-"""The tf.data pipeline: augmentation keeps image and mask aligned; batches are one-hot; seeded."""
+"""Host pipeline (uint8 batches, seeded order) and in-step preparation (augmentation aligned, one-hot)."""
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")  # noqa: F841 - the train extra is installed by `make test`
 
-from flowops.data.pipeline import augment, make_dataset  # noqa: E402
+from flowops.augment import augment, prepare_batch  # noqa: E402
+from flowops.data.pipeline import make_dataset  # noqa: E402
 
 SIZE = 64
 STEP = 60  # image value per class: class k is painted k * STEP
@@ -50,27 +51,44 @@ def test_augmentation_changes_something_and_keeps_value_range():
     assert sum(not np.allclose(o, image) for o in outs) >= 3
 
 
-def test_batches_are_one_hot_and_runs_are_reproducible():
+def test_host_batches_are_uint8_in_a_seeded_order_that_changes_every_epoch():
     images = np.random.default_rng(1).integers(0, 255, (10, SIZE, SIZE, 3), dtype=np.uint8)
     masks = np.stack([scene(i) for i in range(10)])
 
     def epochs(seed):
-        ds = make_dataset(images, masks, 4, 4, training=True, augment_images=True, seed=seed, max_batches=2)
+        ds = make_dataset(images, masks, 4, training=True, seed=seed, max_batches=2)
         return [[(x.numpy(), y.numpy()) for x, y in ds] for _ in range(2)]
 
     first, again, other = epochs(3), epochs(3), epochs(4)
     x, y = first[0][0]
-    assert x.shape == (4, SIZE, SIZE, 3) and x.dtype == np.float32
-    assert y.shape == (4, SIZE, SIZE, 4) and (y.sum(-1) == 1).all() and set(np.unique(y)) == {0.0, 1.0}
+    assert x.shape == (4, SIZE, SIZE, 3) and x.dtype == np.uint8
+    assert y.shape == (4, SIZE, SIZE) and y.dtype == np.uint8
     assert len(first[0]) == 2  # max_batches caps an epoch
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first[0] + first[1], again[0] + again[1]))  # same seed, same data
+    # Every batch holds cached pairs, untouched: the image and its own mask.
+    for xb, yb in first[0] + first[1]:
+        for xi, yi in zip(xb, yb):
+            i = next(k for k in range(10) if np.array_equal(images[k], xi))
+            assert np.array_equal(masks[i], yi)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first[0] + first[1], again[0] + again[1]))  # same seed, same order
     assert not np.array_equal(first[0][0][0], first[1][0][0])  # epochs differ
     assert not np.array_equal(first[0][0][0], other[0][0][0])  # seeds differ
 
 
-def test_validation_batches_are_untouched():
+def test_validation_batches_keep_the_cache_order():
     images = np.random.default_rng(2).integers(0, 255, (5, SIZE, SIZE, 3), dtype=np.uint8)
     masks = np.stack([scene(i) for i in range(5)])
-    (x, y), *_ = list(make_dataset(images, masks, 4, 5, training=False, augment_images=True, seed=0))
-    assert np.array_equal(x.numpy().astype(np.uint8), images)
-    assert np.array_equal(y.numpy().argmax(-1), masks)
+    (x, y), *_ = list(make_dataset(images, masks, 5, training=False, seed=0))
+    assert np.array_equal(x.numpy(), images) and np.array_equal(y.numpy(), masks)
+
+
+def test_prepare_batch_converts_and_one_hot_encodes_with_or_without_augmentation():
+    images = np.random.default_rng(3).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    masks = np.stack([scene(i) for i in range(3)])
+    x, y = prepare_batch(tf.constant(images), tf.constant(masks), 4)
+    assert x.dtype == tf.float32 and np.array_equal(x.numpy(), images.astype(np.float32))
+    assert y.shape == (3, SIZE, SIZE, 4) and np.array_equal(y.numpy().argmax(-1), masks) and (y.numpy().sum(-1) == 1).all()
+    xa, ya = prepare_batch(tf.constant(images), tf.constant(masks), 4, tf.constant([5, 0], tf.int64))
+    again, _ = prepare_batch(tf.constant(images), tf.constant(masks), 4, tf.constant([5, 0], tf.int64))
+    assert xa.dtype == tf.float32 and not np.allclose(xa.numpy(), x.numpy())  # augmented
+    assert np.array_equal(xa.numpy(), again.numpy())  # same seed, same augmentation
+    assert (ya.numpy().sum(-1) == 1).all() and set(np.unique(ya.numpy())) == {0.0, 1.0}
