@@ -64,6 +64,7 @@ def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
     assert not first.hit
     assert first.images.shape[1:] == (32, 32, 3) and first.images.dtype == np.uint8
     assert first.masks.shape[1:] == (32, 32) and first.masks.max() <= 2
+    cache.wait_for_writes()  # the entry is written in the background
     again = cache.load_split(split, ["person", "car"], 32)
     assert again.hit and np.array_equal(again.images, first.images) and np.array_equal(again.masks, first.masks)
     assert again.fingerprint == first.fingerprint
@@ -77,7 +78,31 @@ def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
         assert not cache.load_split(open_split(spec_for(dataset), "train"), ["person", "car"], 32).hit
     finally:
         ann.write_text(original)
+    cache.wait_for_writes()
     assert len(list(cache_dir.iterdir())) == 4
+
+
+def test_a_cache_that_cannot_be_written_costs_the_entry_not_the_data(dataset, tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(cache.CACHE_ENV, str(blocked))
+    built = cache.load_split(open_split(spec_for(dataset), "train"), ["person", "car"], 32)
+    cache.wait_for_writes()
+    assert not built.hit and len(built.images) == len(built.file_names) > 0
+    assert "could not write the decoded cache" in capsys.readouterr().err
+    assert blocked.is_file()  # nothing half-written in its place
+
+
+def test_image_size_disagreeing_with_annotations_is_skipped_with_the_reason(tmp_path):
+    root = tmp_path / "d"
+    generate(root, images=30, width=64, height=64, seed=3)
+    spec = spec_for(root, ["person", "car", "dog"])
+    used = [im["file_name"] for im in open_split(spec, "train").images]
+    from PIL import Image
+
+    Image.new("RGB", (48, 64), (9, 9, 9)).save(root / "train" / used[0])
+    result = cache.load_split(open_split(spec, "train"), spec.categories, 32)
+    assert result.skipped == [f"{used[0]}: image is 48x64, annotations say 64x64"]
 
 
 def test_unreadable_images_are_counted_then_fail_over_the_threshold(tmp_path):

@@ -83,3 +83,18 @@ def test_one_hot_is_exactly_one_hot():
     assert set(np.unique(encoded)) == {0.0, 1.0}
     assert (encoded.sum(-1) == 1).all()
     assert np.array_equal(encoded.argmax(-1), mask)
+
+
+def test_masks_drawn_at_the_cache_size_match_full_size_masks_shrunk():
+    from flowops.data.cache import resize_mask
+
+    parts = [[2, 2, 22, 3, 20, 25, 3, 18], [30, 5, 48, 8, 45, 36, 31, 30]]  # two parts, slanted edges
+    crowd = blob(28, 40, 0, 12)
+    coco = coco_with([{"category_id": 1, "segmentation": parts}, {"category_id": 3, "segmentation": rle_compressed(crowd), "iscrowd": 1}])
+    full = class_mask(coco, coco.imgs[1], {1: 1, 3: 2})
+    for size in (20, 32, 64):
+        small = class_mask(coco, coco.imgs[1], {1: 1, 3: 2}, size)
+        shrunk = resize_mask(full, size, size)
+        assert small.shape == (size, size) and set(np.unique(small)) == {0, 1, 2}
+        assert (small == shrunk).mean() > 0.9  # only edge pixels may differ
+        assert np.array_equal(small == 2, shrunk == 2)  # RLE: shrunk the same way exactly

@@ -8,10 +8,13 @@ and renamed into place, so an interrupted build never looks complete.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +27,9 @@ from flowops.data.masks import class_mask
 from flowops.errors import FlowopsError
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
-FORMAT = 1  # bump when the cached arrays change meaning
+FORMAT = 2  # bump when the cached arrays change meaning (2: masks rasterised at the cache size)
 MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
+_WRITERS: list[threading.Thread] = []
 
 
 @dataclass
@@ -58,38 +62,59 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
+    """The split decoded at size x size: from the cache, or built now and written in the background.
+
+    Training starts on the arrays in memory while a thread writes them to the cache; the
+    process waits for that thread before it exits (or call `wait_for_writes`).
+    """
     folder = cache_root() / cache_key(split.annotation_sha256, categories, size) / split.name
     if (folder / "meta.json").exists():
         meta = json.loads((folder / "meta.json").read_text())
         return CachedSplit(np.load(folder / "images.npy"), np.load(folder / "masks.npy"), meta["file_names"],
                            meta["fingerprint"], meta["skipped"], hit=True)  # fmt: skip
     built = _build(split, size)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{split.name}-"))
-    np.save(tmp / "images.npy", built.images)
-    np.save(tmp / "masks.npy", built.masks)
-    meta = {"file_names": built.file_names, "fingerprint": built.fingerprint, "skipped": built.skipped}
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    writer = threading.Thread(target=_write, args=(built, folder), name=f"flowops-cache-{split.name}")
+    writer.start()  # not a daemon: the interpreter joins it at exit
+    _WRITERS.append(writer)
+    return built
+
+
+def wait_for_writes() -> None:
+    """Block until every cache entry this process started writing is on disk."""
+    while _WRITERS:
+        _WRITERS.pop().join()
+
+
+def _write(built: CachedSplit, folder: Path) -> None:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+        np.save(tmp / "images.npy", built.images)
+        np.save(tmp / "masks.npy", built.masks)
+        meta = {"file_names": built.file_names, "fingerprint": built.fingerprint, "skipped": built.skipped}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except OSError as exc:  # a full disk loses the cache entry, not the training
+        print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
+        return
     try:
         tmp.rename(folder)
     except OSError:  # another process built it first: theirs is as good as ours
         shutil.rmtree(tmp, ignore_errors=True)
-    return built
 
 
 def _decode(split: Split, image: dict, size: int):
     path = split.images_dir / image["file_name"]
     try:
-        raw = path.read_bytes()
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))  # grayscale and palette images become RGB
+        raw = path.read_bytes()  # read once: hashed and decoded from memory
+        with Image.open(io.BytesIO(raw)) as im:
+            if (im.width, im.height) != (image["width"], image["height"]):
+                return image["file_name"], None, None, f"{image['file_name']}: image is {im.width}x{im.height}, annotations say {image['width']}x{image['height']}"
+            rgb = im if im.mode == "RGB" else im.convert("RGB")  # grayscale and palette images become RGB
+            resized = np.asarray(rgb.resize((size, size), Image.BILINEAR))  # as resize_image does
     except (OSError, SyntaxError, ValueError) as exc:
         return image["file_name"], None, None, f"{image['file_name']}: {exc}"
-    mask = class_mask(split.coco, image, split.class_of)
-    if mask.shape != rgb.shape[:2]:
-        return image["file_name"], None, None, f"{image['file_name']}: image is {rgb.shape[1]}x{rgb.shape[0]}, annotations say {mask.shape[1]}x{mask.shape[0]}"
-    h = hashlib.sha256(raw).hexdigest()
-    return image["file_name"], (resize_image(rgb, size), resize_mask(mask, size, size)), h, None
+    mask = class_mask(split.coco, image, split.class_of, size)
+    return image["file_name"], (resized, mask), hashlib.sha256(raw).hexdigest(), None
 
 
 def _build(split: Split, size: int) -> CachedSplit:

@@ -12,19 +12,36 @@ it); on equal areas, the category listed first in the experiment wins.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
-def class_mask(coco, image: dict, class_of: dict[int, int]) -> np.ndarray:
-    """uint8 (height, width) class-index mask of one image.
+def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = None) -> np.ndarray:
+    """uint8 class-index mask of one image: (height, width), or (size, size) when size is given.
 
     `class_of` maps COCO category id -> class index (1..n) for the selected categories.
+    With a size, polygons are scaled and rasterised at that size directly (the cache's path:
+    a fraction of the work of drawing at full size and shrinking) and RLE masks, which come
+    at full size, are shrunk with nearest neighbour; areas for the overlap rule are counted
+    at that size.
     """
+    from pycocotools import mask as mask_utils
+
     ann_ids = coco.getAnnIds(imgIds=[image["id"]], catIds=list(class_of), iscrowd=None)
+    height, width = (size, size) if size else (image["height"], image["width"])
     decoded = []
     for ann in coco.loadAnns(ann_ids):
-        pixels = coco.annToMask(ann).astype(bool)
+        segmentation = ann["segmentation"]
+        if size and isinstance(segmentation, list):
+            scale = np.array([size / image["width"], size / image["height"]])
+            parts = [(np.asarray(part, dtype=np.float64).reshape(-1, 2) * scale).ravel().tolist() for part in segmentation]
+            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, size, size)))
+        else:
+            pixels = coco.annToMask(ann)
+            if size:
+                pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.NEAREST))
+        pixels = pixels.astype(bool)
         decoded.append((int(pixels.sum()), class_of[ann["category_id"]], pixels))
-    mask = np.zeros((image["height"], image["width"]), dtype=np.uint8)
+    mask = np.zeros((height, width), dtype=np.uint8)
     # Paint largest first and, on equal areas, later-listed categories first, so that the
     # object painted last on any pixel is the one the rule says wins it.
     for _, cls, pixels in sorted(decoded, key=lambda t: (-t[0], -t[1])):
