@@ -142,7 +142,10 @@ def training_model(model, n_classes: int, learning_rate: float, *, augment: bool
         def train_step(self, data):
             images, masks = data
             seed = self.seeds.make_seeds(1)[:, 0] if augment else None
-            return super().train_step(prepare_batch(images, masks, n_classes, seed))
+            return self.model_step(prepare_batch(images, masks, n_classes, seed))
+
+        def model_step(self, batch):
+            return super().train_step(batch)
 
         def test_step(self, data):
             return super().test_step(prepare_batch(*data, n_classes))
@@ -150,10 +153,12 @@ def training_model(model, n_classes: int, learning_rate: float, *, augment: bool
     with distribution_strategy().scope():
         trainer = Trainer(model.inputs, model.outputs, name=model.name)
         trainer.seeds = tf.random.Generator.from_seed(seed)
+        if jit_compile:  # XLA has no CropAndResize: compile the model's step, not the augmentation
+            trainer.model_step = tf.function(trainer.model_step, jit_compile=True)
         # Dice handles the class imbalance (small objects), focal loss sharpens boundaries.
         loss = sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss()
         metrics = [sm.metrics.IOUScore(threshold=0.5, name="iou"), sm.metrics.FScore(threshold=0.5, name="f1")]
-        trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=jit_compile)
+        trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return trainer
 
 
