@@ -25,6 +25,8 @@ import requests
 import yaml
 from PIL import Image
 
+from flowops.health import wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -63,13 +65,8 @@ def main() -> None:
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
+        if not wait_healthy(url, 300, service):
+            sys.exit(f"flowops serve did not become healthy at {url} within 300 s (exit code {service.poll()})")
         image = np.asarray(Image.open(next((data / "val").glob("*.jpg"))).convert("RGB").resize((640, 480)))
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=90)

@@ -18,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from flowops.health import wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synth"
 LOGS = ROOT / ".flowops" / "demo-logs"
@@ -163,21 +165,14 @@ class Service:
     PORT = 8765
 
     def __init__(self, model: str):
-        import requests
-
         self.url = f"http://127.0.0.1:{self.PORT}"
         console.print(f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.PORT}")
         log = (LOGS / "serve.log").open("w")
         self.proc = subprocess.Popen(["flowops", "serve", "--model", model, "--alias", "production", "--poll", "1", "--port", str(self.PORT),
                                       "--tracking-uri", URI], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         self.image = next((DATA / "val").glob("*.jpg")).read_bytes()
-        for _ in range(600):
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
+        if not wait_healthy(self.url, 300, self.proc):
+            raise SystemExit(f"flowops serve did not become healthy within 300 s; see {LOGS / 'serve.log'}")
         self.version = None
         self.ask("first answer")
 

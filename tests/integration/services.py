@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
+
+from flowops.health import wait_healthy
 
 BIN = Path(sys.executable).parent
 SFTP_USER = "flowopssftp"
@@ -164,16 +165,10 @@ class MlflowServer:
     def start(self, timeout: float = 90) -> None:
         self.proc = subprocess.Popen([str(BIN / "flowops"), "server", *self.args, "--port", str(self.port)], env=self.env,
                                      stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"flowops server exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
+        if wait_healthy(self.uri, timeout, self.proc):
+            return
+        if self.proc.poll() is not None:
+            pytest.fail(f"flowops server exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
         pytest.fail(f"mlflow server did not answer in {timeout} s: {self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
