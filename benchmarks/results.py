@@ -8,11 +8,20 @@ import time
 from pathlib import Path
 
 
+def cpu_name() -> str:
+    """The CPU's model name (two machines with "2 cores" can differ threefold)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def record(title: str, lines: list[str], how: str) -> None:
     """Replace (or add) the section `title` of docs/BENCHMARKS.md."""
     path = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured on the machine named in each section; rerun with the command given.\n"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
     section = f"## {title}\n\nMachine: {machine}. Command: {how}. Date: {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
     parts = text.split(f"## {title}\n")
     if len(parts) == 2:
