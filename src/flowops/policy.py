@@ -216,7 +216,8 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
             continue
         worse = -better_by(m[r.metric], h[r.metric], policy.direction(r.metric))
         ok = worse <= r.max_absolute
-        checks.append(Check(f"{r.metric} regression", ok, f"{r.metric} {_fmt(m[r.metric])} vs {_fmt(h[r.metric])}: worse by {_fmt(max(worse, 0))}, allowed {_fmt(r.max_absolute)}"))
+        change = f"worse by {_fmt(worse)}" if worse > 0 else ("better by " + _fmt(-worse) if worse < 0 else "unchanged")
+        checks.append(Check(f"{r.metric} regression", ok, f"{r.metric} {_fmt(m[r.metric])} vs {_fmt(h[r.metric])}: {change}, allowed worse by {_fmt(r.max_absolute)}"))
     if target.per_class:
         dropped = []
         # Categories only: background IoU rewards predicting nothing, so it is not a guard.

@@ -34,7 +34,7 @@ PROD = Target(thresholds=[Threshold(metric="val_iou", min=0.3)], improve=Improve
         ({"val_iou": 0.52, "val_loss": 1.0}, {"val_iou": 0.5, "val_loss": 1.0}, False,
          ["val_iou 0.52 vs 0.5 (v3): better by 0.02, needs >= 0.025"]),
         # secondary regression (val_loss lower is better): worse by 0.2 > 0.1
-        ({"val_iou": 0.6, "val_loss": 1.2}, {"val_iou": 0.5, "val_loss": 1.0}, False, ["val_loss 1.2 vs 1: worse by 0.2, allowed 0.1"]),
+        ({"val_iou": 0.6, "val_loss": 1.2}, {"val_iou": 0.5, "val_loss": 1.0}, False, ["val_loss 1.2 vs 1: worse by 0.2, allowed worse by 0.1"]),
         # per-class: person dropped by 0.05 > 0.02; background is not a guard
         ({"val_iou": 0.6, "val_loss": 1.0, "val_iou.person": 0.45, "val_iou.background": 0.1},
          {"val_iou": 0.5, "val_loss": 1.0, "val_iou.person": 0.5, "val_iou.background": 0.9}, False,
@@ -118,3 +118,12 @@ def test_relative_margins_with_zero_and_negative_baselines(holder, relative, gai
 def test_better_by():
     assert better_by(0.6, 0.5, "max") == pytest.approx(0.1)
     assert better_by(0.4, 0.5, "min") == pytest.approx(0.1)
+
+
+def test_regression_check_says_better_or_unchanged_when_nothing_got_worse():
+    def detail(loss):
+        d = decide(cand(val_iou=0.6, val_loss=loss), {"production": Holder("3", {"val_iou": 0.5, "val_loss": 1.0})}, policy(production=PROD))
+        return next(c.detail for c in d.targets["production"].checks if c.name == "val_loss regression")
+
+    assert detail(0.8) == "val_loss 0.8 vs 1: better by 0.2, allowed worse by 0.1"
+    assert detail(1.0) == "val_loss 1 vs 1: unchanged, allowed worse by 0.1"
