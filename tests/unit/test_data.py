@@ -67,6 +67,7 @@ def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
     cache.wait_for_writes()  # the entry is written in the background
     again = cache.load_split(split, ["person", "car"], 32)
     assert again.hit and np.array_equal(again.images, first.images) and np.array_equal(again.masks, first.masks)
+    assert isinstance(again.images, np.memmap) and not again.images.flags.writeable  # mapped, read-only: no second copy
     assert again.fingerprint == first.fingerprint
     assert not cache.load_split(split, ["person", "car"], 64).hit  # other size
     assert not cache.load_split(open_split(spec_for(dataset, ["car", "person"]), "train"), ["car", "person"], 32).hit

@@ -68,9 +68,9 @@ def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     process waits for that thread before it exits (or call `wait_for_writes`).
     """
     folder = cache_root() / cache_key(split.annotation_sha256, categories, size) / split.name
-    if (folder / "meta.json").exists():
+    if (folder / "meta.json").exists():  # memory-mapped: the page cache holds it, not a second copy
         meta = json.loads((folder / "meta.json").read_text())
-        return CachedSplit(np.load(folder / "images.npy"), np.load(folder / "masks.npy"), meta["file_names"],
+        return CachedSplit(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "masks.npy", mmap_mode="r"), meta["file_names"],
                            meta["fingerprint"], meta["skipped"], hit=True)  # fmt: skip
     built = _build(split, size)
     writer = threading.Thread(target=_write, args=(built, folder), name=f"flowops-cache-{split.name}")
