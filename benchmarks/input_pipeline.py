@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/input_pipeline.py [--images 600] [--epochs 3]
 
-One generated COCO-format dataset (640x480 JPEGs, person/car/dog), both sides producing
-256x256 image / one-hot mask batches of 8 with augmentation on, measured in one process:
+One generated COCO-format dataset (640x480 JPEGs, person/car/dog), both sides feeding a
+training step 256x256 batches of 8 with augmentation on, measured in one process. (a) hands
+over augmented float32 images and one-hot masks made on the host; (b) hands over uint8
+batches that the step itself augments and encodes, on the GPU:
 
 (a) the original approach, re-implemented faithfully: a Keras Sequence whose __getitem__
     decodes every JPEG, redraws every mask with cv2.fillPoly, and augments in Python
