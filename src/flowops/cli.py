@@ -122,8 +122,13 @@ def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend:
     from flowops.projects import TrainingFailed, run_experiment
     from flowops.tracking import resolve_uri, ui_hint
 
+    import os
+
+    from flowops.model import MIXED_PRECISION_ENV, check_precision_setting
+
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")
+    check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))  # before a run exists
     try:
         run = run_experiment(experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None)
     except TrainingFailed as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from flowops.errors import FlowopsError
+from flowops.model import MIXED_PRECISION_ENV, check_precision_setting
 from flowops.params import parse_args, spec_to_params
 from flowops.spec import ExperimentSpec
 
@@ -31,6 +32,7 @@ PIP_REQUIREMENTS = ["tensorflow==2.21.0", "tf-keras==2.21.0", "segmentation-mode
 def main(argv: list[str] | None = None) -> int:
     try:
         spec, experiment_file = parse_args(sys.argv[1:] if argv is None else argv)
+        check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))
     except FlowopsError as exc:
         return _fail_before_start(str(exc))
     import mlflow
@@ -67,8 +69,6 @@ def _start(mlflow, spec: ExperimentSpec, uri: str):
 
 def _fail_before_start(reason: str) -> int:
     """Bad parameters: if `mlflow run` already created a run, end it FAILED with the reason."""
-    import os
-
     print(f"flowops.train: {reason}", file=sys.stderr)
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
@@ -148,7 +148,7 @@ def fit(spec: ExperimentSpec, cached):
     # Same spec and seed, same metrics (on CPU): seeded everything, deterministic kernels.
     tf_keras.utils.set_random_seed(spec.seed)
     tf.config.experimental.enable_op_determinism()
-    policy = precision_policy(len(tf.config.list_physical_devices("GPU")), os.environ.get("FLOWOPS_MIXED_PRECISION"))
+    policy = precision_policy(len(tf.config.list_physical_devices("GPU")), os.environ.get(MIXED_PRECISION_ENV))
     tf_keras.mixed_precision.set_global_policy(policy)
     mlflow.set_tag("flowops.precision", policy)
     n_classes = len(spec.class_names)

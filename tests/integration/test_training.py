@@ -166,6 +166,23 @@ def test_invalid_experiment_file_creates_no_run(store, tmp_path):
     assert MlflowClient(store).search_experiments(filter_string="name = 'coco-segmentation'") == []
 
 
+def test_bad_mixed_precision_setting_is_refused_before_any_run(store, synth_root, tmp_path):
+    path = write_experiment(tmp_path, tiny_spec(synth_root))
+    env = {**os.environ, "FLOWOPS_MIXED_PRECISION": "yes"}
+    proc = flowops("train", str(path), env=env)
+    message = "environment FLOWOPS_MIXED_PRECISION: 'yes' is not allowed: use 1 (on), 0 (off) or leave it unset (on with a GPU)"
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", message + "\n")
+    assert MlflowClient(store).search_experiments(filter_string="name = 'integration'") == []
+    # Through `mlflow run`, which creates the run first: it ends FAILED with the reason.
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "precision",
+           "-P", "categories=person", "-P", f"dataset={synth_root}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("precision").experiment_id])
+    assert proc.returncode != 0 and f"flowops.train: {message}" in proc.stderr
+    assert (run.info.status, run.data.tags["flowops.failure"]) == ("FAILED", message)
+
+
 def test_kubernetes_options_reach_mlflow(store, synth_root, tmp_path):
     """Kubernetes cannot run here (no cluster, no registry, no network): we check that
     `--backend kubernetes --backend-config` reach MLflow's Kubernetes backend, which tags the
