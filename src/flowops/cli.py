@@ -118,7 +118,12 @@ def write_generated(path: Path, text: str, check: bool, command: str) -> None:
 @click.option("--backend-config", type=click.Path(path_type=Path), help="Backend configuration file (kubernetes: context, repository, job template).")
 @click.option("--run-id-file", type=click.Path(path_type=Path, dir_okay=False), help="Write the run id here (also when training fails), for the report step.")
 def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend: str, backend_config: Path | None, run_id_file: Path | None) -> None:
-    """Train an experiment file through the MLflow Project and print the run."""
+    """Train an experiment file through the MLflow Project and print the run.
+
+    Environment: FLOWOPS_CACHE_DIR holds the decoded datasets (default .flowops/cache; on a
+    runner, keep it outside the job's work folder); FLOWOPS_MIXED_PRECISION=1 or 0 turns mixed
+    precision on or off (default: on when TensorFlow sees a GPU).
+    """
     from flowops.projects import TrainingFailed, run_experiment
     from flowops.tracking import resolve_uri, ui_hint
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import typing
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def model_table(model: type[BaseModel]) -> list[str]:
 
 
 def cli_section(command: click.Command, path: str) -> list[str]:
-    lines = [f"### `{path}`", "", (command.help or "").strip(), ""]
+    lines = [f"### `{path}`", "", inspect.cleandoc(command.help or ""), ""]
     params = [p for p in command.params if p.name not in ("help",)]
     if params:
         lines += ["| option | help |", "|---|---|"]
