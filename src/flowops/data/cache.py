@@ -51,9 +51,10 @@ def cache_key(annotation_sha256: str, categories: list[str], size: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
+def resize_image(rgb: np.ndarray | Image.Image, size: int) -> np.ndarray:
     """The one resize used in training and serving: PIL bilinear to size x size, uint8."""
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    image = Image.fromarray(rgb) if isinstance(rgb, np.ndarray) else rgb
+    return np.asarray(image.resize((size, size), Image.BILINEAR))
 
 
 def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -86,6 +87,7 @@ def wait_for_writes() -> None:
 
 
 def _write(built: CachedSplit, folder: Path) -> None:
+    tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
@@ -94,6 +96,8 @@ def _write(built: CachedSplit, folder: Path) -> None:
         meta = {"file_names": built.file_names, "fingerprint": built.fingerprint, "skipped": built.skipped}
         (tmp / "meta.json").write_text(json.dumps(meta))
     except OSError as exc:  # a full disk loses the cache entry, not the training
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
         return
     try:
@@ -110,7 +114,7 @@ def _decode(split: Split, image: dict, size: int):
             if (im.width, im.height) != (image["width"], image["height"]):
                 return image["file_name"], None, None, f"{image['file_name']}: image is {im.width}x{im.height}, annotations say {image['width']}x{image['height']}"
             rgb = im if im.mode == "RGB" else im.convert("RGB")  # grayscale and palette images become RGB
-            resized = np.asarray(rgb.resize((size, size), Image.BILINEAR))  # as resize_image does
+            resized = resize_image(rgb, size)
     except (OSError, SyntaxError, ValueError) as exc:
         return image["file_name"], None, None, f"{image['file_name']}: {exc}"
     mask = class_mask(split.coco, image, split.class_of, size)
