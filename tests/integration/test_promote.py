@@ -7,7 +7,6 @@ not what these tests are about); `test_end_to_end_with_a_trained_model` trains f
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from flowops.cli import cli
 from flowops.registry import AUDIT_PREFIX
 from flowops.spec import ExperimentSpec
 
-from ..conftest import REPO
+from ..gitrepo import GitRepo
 from .conftest import BIN, experiment_id, flowops, tiny_spec
 
 POLICY = {
@@ -40,7 +39,7 @@ class EchoModel(mlflow.pyfunc.PythonModel):
         return model_input
 
 
-class TeamRepo:
+class TeamRepo(GitRepo):
     """A git repository with this project's code, a policy, and PRs merged three ways.
 
     With policy=None it is a copy of the whole repository (tracked and untracked-but-not-ignored
@@ -48,30 +47,10 @@ class TeamRepo:
     """
 
     def __init__(self, path: Path, policy: dict | None):
-        self.path = path
-        paths = ["src", "MLproject", "conda.yaml"] if policy is not None else []
-        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *paths],
-                               cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        for name in files:
-            if (REPO / name).is_file():
-                (path / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / name, path / name)
+        super().__init__(path, ["src", "MLproject", "conda.yaml"] if policy is not None else [])
         if policy is not None:
             (path / "registry_policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
-        self.git("init", "-q", "-b", "main")
         self.commit("code and policy")
-
-    def git(self, *args: str) -> str:
-        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-        return subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True).stdout.strip()
-
-    def commit(self, message: str) -> None:
-        self.git("add", "-A")
-        self.git("commit", "-qm", message)
-
-    @property
-    def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
 
     def merge(self, how: str, changes: dict[str, dict | None]) -> str:
         """A PR changing experiment files (None deletes), merged into main; returns 'before..after'."""

@@ -10,7 +10,6 @@ MLflow store, flowops, the training.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from flowops.spec import ExperimentSpec
 
-from ..conftest import REPO
+from ..gitrepo import GitRepo
 from ..integration.conftest import tiny_spec
 from .conftest import PINNED
 
@@ -45,32 +44,17 @@ def stand_in(tmp_path_factory) -> Path:
     return folder
 
 
-class Repo:
+class Repo(GitRepo):
     """A team repository: this project's code and workflows, a policy, PR branches."""
 
     def __init__(self, path: Path):
-        self.path = path
-        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml", ".github"],
-                                cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        for name in listed:
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, path / name)
+        super().__init__(path, ["src", "MLproject", "conda.yaml", ".github"])
         (path / "registry_policy.yaml").write_text(yaml.safe_dump(POLICY, sort_keys=False))
         (path / ".gitignore").write_text("/mlruns.db\n/mlartifacts/\n/report/\n/run_id.txt\n/promote.log\n/promote.md\n")
         (path / "experiments").mkdir()
         (path / "experiments" / ".keep").write_text("")
-        self.git("init", "-q", "-b", "main")
         self.git("remote", "add", "origin", "https://github.com/acme/flowops.git")
         self.commit("code, workflows and policy")
-
-    def git(self, *args: str) -> str:
-        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-        return subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True).stdout.strip()
-
-    def commit(self, message: str) -> str:
-        self.git("add", "-A")
-        self.git("commit", "-qm", message)
-        return self.git("rev-parse", "HEAD")
 
     def pr(self, branch: str, files: dict[str, str]) -> tuple[str, str]:
         """Branch off main and commit the files; stays checked out on the branch."""
