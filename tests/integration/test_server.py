@@ -8,10 +8,9 @@ import time
 
 import pytest
 import requests
-import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import BIN, tiny_spec
+from .conftest import BIN, tiny_spec, write_experiment
 from .test_promote import TeamRepo
 
 POLICY = {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}
@@ -32,8 +31,7 @@ def run(*args: str, env: dict, cwd=None) -> subprocess.CompletedProcess:
 def team_repo(tmp_path, synth_root, name="srv") -> tuple[TeamRepo, dict]:
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name=name, experiment_name="team")
-    (repo.path / "experiments").mkdir(exist_ok=True)
-    (repo.path / "experiments" / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_experiment(repo.path, spec, f"{name}.yaml")
     return repo, spec
 
 
@@ -147,8 +145,10 @@ def wait_for_metric(client, experiment: str, key: str, step: int, proc, timeout:
     pytest.fail(f"training did not reach {key} step {step}: {proc.communicate()[1][-2000:] if proc.poll() is not None else 'timeout'}")
 
 
-def start_training(repo: TeamRepo, name: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "flowops"), "train", f"experiments/{name}.yaml"], cwd=repo.path, env=env,
+def start_training(repo: TeamRepo, spec: dict, env: dict) -> subprocess.Popen:
+    """Write experiments/<name>.yaml into the repository and start `flowops train` on it."""
+    path = write_experiment(repo.path, spec, f"{spec['name']}.yaml")
+    return subprocess.Popen([str(BIN / "flowops"), "train", str(path.relative_to(repo.path))], cwd=repo.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -156,9 +156,7 @@ def test_training_survives_a_server_restart(tmp_path, synth_root, sftp, postgres
     server = mlflow_server(postgres_db, "proxied")
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name="restart", experiment_name="team", epochs=8, max_batches_per_epoch=2)
-    (repo.path / "experiments").mkdir(exist_ok=True)
-    (repo.path / "experiments" / "restart.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = start_training(repo, "restart", client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path)))
+    proc = start_training(repo, spec, client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path)))
     client = MlflowClient(server.uri)
     run_under_way = wait_for_metric(client, "team", "loss", 2, proc)
     server.kill()  # a crash mid-training
@@ -204,10 +202,8 @@ def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, s
     server = mlflow_server(postgres_db, "proxied")
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name="nosftp", experiment_name="team", epochs=3, max_batches_per_epoch=2)
-    (repo.path / "experiments").mkdir(exist_ok=True)
-    (repo.path / "experiments" / "nosftp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     env = client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path), MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
-    proc = start_training(repo, "nosftp", env)
+    proc = start_training(repo, spec, env)
     client = MlflowClient(server.uri)
     try:
         under_way = wait_for_metric(client, "team", "loss", 1, proc)
