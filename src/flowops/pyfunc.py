@@ -14,7 +14,8 @@ import json
 import mlflow.pyfunc
 import numpy as np
 
-from flowops.data.cache import resize_image, resize_mask
+from flowops.data.cache import resize_image
+from flowops.data.masks import resize_mask
 
 META_FILE = "flowops_model.json"
 

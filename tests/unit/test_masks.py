@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from flowops.data.masks import class_mask, one_hot
+from flowops.data.masks import class_mask, one_hot, resize_mask
 from flowops.data.synth import rle_compressed, rle_uncompressed
 
 H, W = 40, 50
@@ -86,8 +86,6 @@ def test_one_hot_is_exactly_one_hot():
 
 
 def test_masks_drawn_at_the_cache_size_match_full_size_masks_shrunk():
-    from flowops.data.cache import resize_mask
-
     parts = [[2, 2, 22, 3, 20, 25, 3, 18], [30, 5, 48, 8, 45, 36, 31, 30]]  # two parts, slanted edges
     crowd = blob(28, 40, 0, 12)
     coco = coco_with([{"category_id": 1, "segmentation": parts}, {"category_id": 3, "segmentation": rle_compressed(crowd), "iscrowd": 1}])

@@ -57,10 +57,6 @@ def resize_image(rgb: np.ndarray | Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.BILINEAR))
 
 
-def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Class indices resized with nearest neighbour (never mixes classes)."""
-    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
-
 
 def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     """The split decoded at size x size: from the cache, or built now and written in the background.

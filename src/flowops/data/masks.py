@@ -38,7 +38,7 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
         else:
             pixels = coco.annToMask(ann)
             if size:
-                pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.NEAREST))
+                pixels = resize_mask(pixels, size, size)
         pixels = pixels.astype(bool)
         decoded.append((int(pixels.sum()), class_of[ann["category_id"]], pixels))
     mask = np.zeros((height, width), dtype=np.uint8)
@@ -47,6 +47,11 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
     for _, cls, pixels in sorted(decoded, key=lambda t: (-t[0], -t[1])):
         mask[pixels] = cls
     return mask
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Class indices resized with nearest neighbour (never mixes classes)."""
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
 def one_hot(mask: np.ndarray, n_classes: int) -> np.ndarray:
