@@ -76,6 +76,7 @@ def test_flowops_train_records_params_metrics_lineage_and_artifacts(two_runs):
     assert len(tags["flowops.code_tree"]) == 40 and len(tags["flowops.dataset_fingerprint"]) == 64
     assert "tensorflow==2.21.0" in tags["flowops.versions"] and "x" in tags["flowops.hardware"]
     assert int(tags["flowops.images_train"]) > 0 and tags["flowops.images_skipped"] == "0"
+    assert tags["flowops.precision"] == "float32"  # no GPU here: mixed precision stays off
     # artifacts
     files = {a.path for top in ("plots", "samples", "experiment") for a in client.list_artifacts(run.info.run_id, top)}
     assert files == {"plots/learning_curves.png", "plots/sample_predictions.png", "samples/samples.npz", "experiment/tiny.yaml"}
