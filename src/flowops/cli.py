@@ -124,12 +124,11 @@ def train(experiment: Path, tracking_uri: str | None, env_manager: str, backend:
     runner, keep it outside the job's work folder); FLOWOPS_MIXED_PRECISION=1 or 0 turns mixed
     precision on or off (default: on when TensorFlow sees a GPU).
     """
-    from flowops.projects import TrainingFailed, run_experiment
-    from flowops.tracking import resolve_uri, ui_hint
-
     import os
 
     from flowops.model import MIXED_PRECISION_ENV, check_precision_setting
+    from flowops.projects import TrainingFailed, run_experiment
+    from flowops.tracking import resolve_uri, ui_hint
 
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")
