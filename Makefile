@@ -24,5 +24,11 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+# ruff (lint + format check) and mypy over the package; the same pinned versions as pre-commit.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/mypy
+
 clean:
 	rm -rf $(VENV) mlruns.db mlartifacts data/synth report .pytest_cache

@@ -42,8 +42,8 @@ def fill(uri: str, runs: int, spec: dict) -> str:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from flowops.params import spec_to_params
-    from flowops.spec import ExperimentSpec
+    from flowops.spec.experiment import ExperimentSpec
+    from flowops.spec.params import spec_to_params
 
     client = MlflowClient(uri)
     exp = client.create_experiment("bench-cli")
@@ -52,10 +52,16 @@ def fill(uri: str, runs: int, spec: dict) -> str:
         s = ExperimentSpec.model_validate({**spec, "name": spec["name"] if i == runs - 1 else f"run-{i}"})
         run = client.create_run(exp, run_name=s.name)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, 0.1 + (i % 50) / 100, now, e) for e in (1, 2) for k in ("loss", "val_loss", "iou", "val_iou")]
+        metrics = [
+            Metric(k, 0.1 + (i % 50) / 100, now, e) for e in (1, 2) for k in ("loss", "val_loss", "iou", "val_iou")
+        ]
         metrics += [Metric(f"val_iou.{c}", 0.3, now, 0) for c in ("background", "person")]
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in spec_to_params(s).items()],
-                         tags=[RunTag("flowops.spec_sha256", s.sha256()), RunTag("flowops.code_tree", "0" * 40)])  # fmt: skip
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in spec_to_params(s).items()],
+            tags=[RunTag("flowops.spec_sha256", s.sha256()), RunTag("flowops.code_tree", "0" * 40)],
+        )
         client.set_terminated(run.info.run_id)
         target = run.info.run_id
     return target
@@ -74,7 +80,11 @@ def measure(uri: str, runs: int, tmp: Path) -> tuple[float, float]:
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "add"], cwd=repo, check=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    report = timed(["report", "--run", run_id, "--out", str(tmp / "report"), "--policy", str(repo / "registry_policy.yaml")], env, repo)
+    report = timed(
+        ["report", "--run", run_id, "--out", str(tmp / "report"), "--policy", str(repo / "registry_policy.yaml")],
+        env,
+        repo,
+    )
     promote = timed(["promote", "--git-range", "HEAD~1..HEAD", "--dry-run"], env, repo)
     return report, promote
 
@@ -88,14 +98,20 @@ def main() -> None:
     for i in range(20):
         path = tmp / "experiments" / f"e{i}.yaml"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump({"name": f"e{i}", "categories": ["person", "car"], "epochs": 5 + i, "dataset": {"root": "data/x"}}))
+        path.write_text(
+            yaml.safe_dump(
+                {"name": f"e{i}", "categories": ["person", "car"], "epochs": 5 + i, "dataset": {"root": "data/x"}}
+            )
+        )
         files.append(str(path))
     validate = timed(["validate", *files], dict(os.environ), tmp, reps=5)
     rows = [f"| `flowops validate`, 20 files | {validate:.2f} s | <= 0.5 s |"]
     print(rows[-1], flush=True)
     sqlite = measure(f"sqlite:///{tmp / 'mlruns.db'}", args.runs, tmp)
-    rows += [f"| `flowops report`, {args.runs} runs, SQLite | {sqlite[0]:.2f} s | <= 10 s |",
-             f"| `flowops promote --dry-run`, {args.runs} runs, SQLite | {sqlite[1]:.2f} s | <= 5 s |"]  # fmt: skip
+    rows += [
+        f"| `flowops report`, {args.runs} runs, SQLite | {sqlite[0]:.2f} s | <= 10 s |",
+        f"| `flowops promote --dry-run`, {args.runs} runs, SQLite | {sqlite[1]:.2f} s | <= 5 s |",
+    ]
     print("\n".join(rows[-2:]), flush=True)
     import psycopg
 
@@ -108,14 +124,25 @@ def main() -> None:
     finally:
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    rows += [f"| `flowops report`, {args.runs} runs, PostgreSQL | {pg[0]:.2f} s | <= 10 s |",
-             f"| `flowops promote --dry-run`, {args.runs} runs, PostgreSQL | {pg[1]:.2f} s | <= 5 s |"]  # fmt: skip
+    rows += [
+        f"| `flowops report`, {args.runs} runs, PostgreSQL | {pg[0]:.2f} s | <= 10 s |",
+        f"| `flowops promote --dry-run`, {args.runs} runs, PostgreSQL | {pg[1]:.2f} s | <= 5 s |",
+    ]
     print("\n".join(rows[-2:]), flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
-    record("CLI latency", ["Cold processes (medians of 3; validate: of 5), as a CI job runs them.", "",
-                           "| command | time | target |", "|---|---|---|", *rows], "`.venv/bin/python benchmarks/cli_latency.py`")  # fmt: skip
+    record(
+        "CLI latency",
+        [
+            "Cold processes (medians of 3; validate: of 5), as a CI job runs them.",
+            "",
+            "| command | time | target |",
+            "|---|---|---|",
+            *rows,
+        ],
+        "`.venv/bin/python benchmarks/cli_latency.py`",
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ batches that the step itself augments and encodes, on the GPU:
 (b) flowops: the decoded uint8 cache (built during the first epoch, cold) and the tf.data
     pipeline that shuffles and batches it. Augmentation (the same zoom-crop, flip and
     brightness/contrast), the float cast and the one-hot encoding run inside the training
-    step, on the GPU (flowops.augment): that is what the host must sustain to feed it;
+    step, on the GPU (flowops.training.augment): that is what the host must sustain to feed it;
 (c) for the record, flowops with that in-step preparation also run on this CPU, as a
     CPU-only runner trains;
 (d) the host pipeline's first epoch from a warm cache (a runner that has trained on this
@@ -52,12 +52,18 @@ class OriginalSequence:
         import cv2  # noqa: F401
 
         doc = json.loads((root / "annotations" / "instances_train.json").read_text())
-        ids = {c["id"]: i + 1 for c in doc["categories"] if c["name"] in CATEGORIES for i in [CATEGORIES.index(c["name"])]}
+        ids = {
+            c["id"]: i + 1 for c in doc["categories"] if c["name"] in CATEGORIES for i in [CATEGORIES.index(c["name"])]
+        }
         by_image: dict[int, list] = {}
         for ann in doc["annotations"]:
             if ann["category_id"] in ids and not ann["iscrowd"]:
                 by_image.setdefault(ann["image_id"], []).append(ann)
-        self.items = [(root / "train" / im["file_name"], by_image.get(im["id"], [])) for im in doc["images"] if im["id"] in by_image]
+        self.items = [
+            (root / "train" / im["file_name"], by_image.get(im["id"], []))
+            for im in doc["images"]
+            if im["id"] in by_image
+        ]
         self.ids, self.rng = ids, np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -70,7 +76,11 @@ class OriginalSequence:
         mask = np.zeros(image.shape[:2], dtype=np.uint8)
         for ann in anns:
             for part in ann["segmentation"]:
-                cv2.fillPoly(mask, [np.array(part, dtype=np.float32).reshape(-1, 2).astype(np.int32)], self.ids[ann["category_id"]])
+                cv2.fillPoly(
+                    mask,
+                    [np.array(part, dtype=np.float32).reshape(-1, 2).astype(np.int32)],
+                    self.ids[ann["category_id"]],
+                )
         image = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
         return self.augment(image, mask)
@@ -83,8 +93,12 @@ class OriginalSequence:
             image, mask = image[:, ::-1], mask[:, ::-1]
         scale, angle = rng.uniform(1.0, 1.25), rng.uniform(-10, 10)
         matrix = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), angle, scale)
-        image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        mask = cv2.warpAffine(np.ascontiguousarray(mask), matrix, (SIZE, SIZE), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+        image = cv2.warpAffine(
+            np.ascontiguousarray(image), matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        mask = cv2.warpAffine(
+            np.ascontiguousarray(mask), matrix, (SIZE, SIZE), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT
+        )
         if rng.random() < 0.3:
             image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.1, 1.0))
         image = image.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.uniform(-25, 25)
@@ -110,15 +124,19 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
     os.environ["FLOWOPS_CACHE_DIR"] = str(cache)
     import tensorflow as tf
 
-    from flowops.augment import prepare_batch
     from flowops.data.cache import load_split, wait_for_writes
     from flowops.data.coco import open_split
     from flowops.data.pipeline import make_dataset
-    from flowops.spec import ExperimentSpec
+    from flowops.spec.experiment import ExperimentSpec
+    from flowops.training.augment import prepare_batch
 
-    spec = ExperimentSpec.model_validate({"name": "bench", "categories": CATEGORIES, "image_size": SIZE, "dataset": {"root": str(root)}})
+    spec = ExperimentSpec.model_validate(
+        {"name": "bench", "categories": CATEGORIES, "image_size": SIZE, "dataset": {"root": str(root)}}
+    )
     seeds = tf.random.Generator.from_seed(0)
-    step = tf.function(lambda x, y: prepare_batch(x, y, len(CATEGORIES) + 1, seeds.make_seeds(1)[:, 0]))  # as Trainer.train_step
+    step = tf.function(
+        lambda x, y: prepare_batch(x, y, len(CATEGORIES) + 1, seeds.make_seeds(1)[:, 0])
+    )  # as Trainer.train_step
     # TensorFlow's one-time start (runtime, tf.data) is paid by any Keras training, the original's
     # included (fit wraps its Sequence in tf.data): it is not part of either input pipeline.
     list(tf.data.Dataset.from_tensor_slices(np.zeros((2, 2), np.uint8)).shuffle(2).batch(1))
@@ -141,7 +159,12 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=600, help="training images generated (about 85%% hold a selected category; 25%% more for validation)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=600,
+        help="training images generated (about 85%% hold a selected category; 25%% more for validation)",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", type=Path, help="reuse a generated dataset here")
     args = parser.parse_args()
@@ -159,10 +182,18 @@ def main() -> None:
         start = time.perf_counter()
         n = original_epoch(seq)
         original.append((n, time.perf_counter() - start))
-        print(f"original epoch {len(original)}: {n} images in {original[-1][1]:.1f} s = {n / original[-1][1]:.0f} images/s", flush=True)
+        print(
+            f"original epoch {len(original)}: {n} images in {original[-1][1]:.1f} s = "
+            f"{n / original[-1][1]:.0f} images/s",
+            flush=True,
+        )
     rate = lambda runs: sum(n for n, _ in runs) / sum(s for _, s in runs)  # noqa: E731
     results = {}
-    for label, cache, on_cpu in [("host", tmp / "cache", False), ("cpu", tmp / "cache-cpu", True), ("warm", tmp / "cache", False)]:
+    for label, cache, on_cpu in [
+        ("host", tmp / "cache", False),
+        ("cpu", tmp / "cache-cpu", True),
+        ("warm", tmp / "cache", False),
+    ]:
         results[label] = runs = flowops_run(root, cache, args.epochs, on_cpu)
         for i, (n, s) in enumerate(runs, 1):
             print(f"flowops ({label}) epoch {i}: {n} images in {s:.2f} s = {n / s:.0f} images/s", flush=True)
@@ -173,13 +204,26 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
-    record("Input pipeline", [f"{len(seq.items)} training images of 640x480 (person, car, dog), 256x256 batches of 8, augmentation on.", "",
-                              "| | first epoch | steady state (epochs 2-3) | ratio first / steady |", "|---|---|---|---|",
-                              f"| (a) original approach (Sequence, cv2.fillPoly, Python augmentation, 4 threads) | {rate(original[:1]):.0f} images/s | {rate(original[1:]):.0f} images/s | 1 / 1 |",
-                              f"| **(b) flowops host pipeline** (cold cache built in epoch 1, tf.data; augmentation in the GPU step) | {rate(results['host'][:1]):.0f} images/s | {rate(results['host'][1:]):.0f} images/s | **{first:.1f}x / {steady:.1f}x** |",
-                              f"| (c) flowops with the step's augmentation, cast and one-hot also on this CPU (CPU-only runner) | {rate(results['cpu'][:1]):.0f} images/s | {rate(results['cpu'][1:]):.0f} images/s | {cpu_first:.1f}x / {cpu_steady:.1f}x |",
-                              f"| (d) flowops host pipeline, warm cache (a runner that has seen the dataset) | {rate(results['warm'][:1]):.0f} images/s | | {warm_first:.1f}x / |"],
-           "`.venv/bin/python benchmarks/input_pipeline.py`")  # fmt: skip
+    record(
+        "Input pipeline",
+        [
+            f"{len(seq.items)} training images of 640x480 (person, car, dog), 256x256 batches of 8, augmentation on.",
+            "",
+            "| | first epoch | steady state (epochs 2-3) | ratio first / steady |",
+            "|---|---|---|---|",
+            f"| (a) original approach (Sequence, cv2.fillPoly, Python augmentation, 4 threads) | "
+            f"{rate(original[:1]):.0f} images/s | {rate(original[1:]):.0f} images/s | 1 / 1 |",
+            f"| **(b) flowops host pipeline** (cold cache built in epoch 1, tf.data; augmentation in the GPU "
+            f"step) | {rate(results['host'][:1]):.0f} images/s | {rate(results['host'][1:]):.0f} images/s "
+            f"| **{first:.1f}x / {steady:.1f}x** |",
+            f"| (c) flowops with the step's augmentation, cast and one-hot also on this CPU (CPU-only runner) "
+            f"| {rate(results['cpu'][:1]):.0f} images/s | {rate(results['cpu'][1:]):.0f} images/s "
+            f"| {cpu_first:.1f}x / {cpu_steady:.1f}x |",
+            f"| (d) flowops host pipeline, warm cache (a runner that has seen the dataset) | "
+            f"{rate(results['warm'][:1]):.0f} images/s | | {warm_first:.1f}x / |",
+        ],
+        "`.venv/bin/python benchmarks/input_pipeline.py`",
+    )
     print(f"steady_state_ratio={steady:.1f} first_epoch_ratio={first:.1f}")
 
 

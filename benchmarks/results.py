@@ -20,9 +20,17 @@ def cpu_name() -> str:
 def record(title: str, lines: list[str], how: str) -> None:
     """Replace (or add) the section `title` of docs/BENCHMARKS.md."""
     path = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured on the machine named in each section; rerun with the command given.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nMeasured on the machine named in each section; rerun with the command given.\n"
+    )
     machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
-    section = f"## {title}\n\nMachine: {machine}. Command: {how}. Date: {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
+    section = (
+        f"## {title}\n\nMachine: {machine}. Command: {how}. Date: {time.strftime('%Y-%m-%d')}.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     parts = text.split(f"## {title}\n")
     if len(parts) == 2:
         rest = parts[1].split("\n## ", 1)
@@ -30,5 +38,3 @@ def record(title: str, lines: list[str], how: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
-
-

@@ -41,14 +41,29 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FLOWOPS_CACHE_DIR": str(tmp / "cache"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "FLOWOPS_CACHE_DIR": str(tmp / "cache"),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     data = ROOT / "data" / "synth"
     if not (data / "annotations" / "instances_val.json").exists():
         subprocess.run([str(BIN / "flowops"), "data", "synth", "--out", str(data)], check=True)
-    spec = {"name": "bench-serve", "categories": ["person", "car", "dog"], "image_size": 256, "epochs": 1, "batch_size": 4,
-            "max_batches_per_epoch": 2, "experiment_name": "bench", "dataset": {"root": str(data)}}  # fmt: skip
+    spec = {
+        "name": "bench-serve",
+        "categories": ["person", "car", "dog"],
+        "image_size": 256,
+        "epochs": 1,
+        "batch_size": 4,
+        "max_batches_per_epoch": 2,
+        "experiment_name": "bench",
+        "dataset": {"root": str(data)},
+    }
     (tmp / "bench.yaml").write_text(yaml.safe_dump(spec))
-    subprocess.run([str(BIN / "flowops"), "train", str(tmp / "bench.yaml")], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "flowops"), "train", str(tmp / "bench.yaml")], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -61,8 +76,12 @@ def main() -> None:
         client.create_model_version("bench", f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id)
     client.set_registered_model_alias("bench", "production", "1")
     port = 8799
-    service = subprocess.Popen([str(BIN / "flowops"), "serve", "--model", "bench", "--port", str(port), "--poll", "0.5"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    service = subprocess.Popen(
+        [str(BIN / "flowops"), "serve", "--model", "bench", "--port", str(port), "--poll", "0.5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         if not wait_healthy(url, 300, service):
@@ -103,16 +122,28 @@ def main() -> None:
     lat = [t for t, _, _ in steady]
     swap = [t for t, _, _ in during]
     failed = sum(code != 200 for _, code, _ in during + steady)
-    rows = [f"| steady, {len(lat)} sequential requests | {percentile(lat, 50):.0f} ms | {percentile(lat, 95):.0f} ms | {len(lat) / wall:.1f} | {failed} |",
-            f"| during a hot swap, {len(swap)} requests | {percentile(swap, 50):.0f} ms | {percentile(swap, 95):.0f} ms | "
-            f"{len(swap) / max(sum(swap), 1e-9):.1f} | {sum(c != 200 for _, c, _ in during)} |"]  # fmt: skip
+    rows = [
+        f"| steady, {len(lat)} sequential requests | {percentile(lat, 50):.0f} ms | {percentile(lat, 95):.0f} "
+        f"ms | {len(lat) / wall:.1f} | {failed} |",
+        f"| during a hot swap, {len(swap)} requests | {percentile(swap, 50):.0f} ms | {percentile(swap, 95):.0f} ms | "
+        f"{len(swap) / max(sum(swap), 1e-9):.1f} | {sum(c != 200 for _, c, _ in during)} |",
+    ]
     print("\n".join(rows))
     print(f"p50_ms={percentile(lat, 50):.0f} target_ms=150")
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
-    record("Serving latency (flowops serve)", ["Unet/resnet18 at 256 px, a 640x480 JPEG, CPU; target p50 <= 150 ms.", "",
-           "| load | p50 | p95 | requests/s | failed |", "|---|---|---|---|---|", *rows], "`.venv/bin/python benchmarks/serve.py`")  # fmt: skip
+    record(
+        "Serving latency (flowops serve)",
+        [
+            "Unet/resnet18 at 256 px, a 640x480 JPEG, CPU; target p50 <= 150 ms.",
+            "",
+            "| load | p50 | p95 | requests/s | failed |",
+            "|---|---|---|---|---|",
+            *rows,
+        ],
+        "`.venv/bin/python benchmarks/serve.py`",
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def _writer(args: tuple) -> tuple[str, float]:
     start = time.perf_counter()
     for b in range(batches):
         now = int(time.time() * 1000)
-        metrics = [Metric(f"m{k}", float(b * steps + s + k), now, b * steps + s) for s in range(steps) for k in range(KEYS)]
+        metrics = [
+            Metric(f"m{k}", float(b * steps + s + k), now, b * steps + s) for s in range(steps) for k in range(KEYS)
+        ]
         client.log_batch(run.info.run_id, metrics=metrics)
     client.set_terminated(run.info.run_id)
     return run.info.run_id, time.perf_counter() - start
@@ -53,8 +55,15 @@ def load(uri: str, writers: int = 8, batches: int = 20, per_batch: int = 50, exp
             history = client.get_metric_history(run_id, f"m{k}")
             missing += steps - len({m.step for m in history})
     points = writers * batches * (per_batch // KEYS) * KEYS
-    return {"writers": writers, "requests": writers * batches, "points": points, "missing": missing, "seconds": seconds,
-            "points_per_s": points / seconds, "requests_per_s": writers * batches / seconds}  # fmt: skip
+    return {
+        "writers": writers,
+        "requests": writers * batches,
+        "points": points,
+        "missing": missing,
+        "seconds": seconds,
+        "points_per_s": points / seconds,
+        "requests_per_s": writers * batches / seconds,
+    }
 
 
 def main() -> None:
@@ -79,9 +88,23 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{db}"')
     artifacts = Path(tempfile.mkdtemp())
     port = 5599
-    server = subprocess.Popen([str(Path(sys.executable).with_name("flowops")), "server", "--backend-store-uri", f"{admin}/{db}",
-                               "--artifacts-destination", artifacts.as_uri(), "--port", str(port), "--workers", "2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("flowops")),
+            "server",
+            "--backend-store-uri",
+            f"{admin}/{db}",
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         uri = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -97,14 +120,19 @@ def main() -> None:
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(artifacts, ignore_errors=True)
-    line = (f"| {stats['writers']} writers, {stats['requests']} log_batch requests of {args.per_batch} points | "
-            f"{stats['points']} points in {stats['seconds']:.1f} s | {stats['points_per_s']:.0f} points/s, "
-            f"{stats['requests_per_s']:.1f} requests/s | {stats['missing']} missing |")  # fmt: skip
+    line = (
+        f"| {stats['writers']} writers, {stats['requests']} log_batch requests of {args.per_batch} points | "
+        f"{stats['points']} points in {stats['seconds']:.1f} s | {stats['points_per_s']:.0f} points/s, "
+        f"{stats['requests_per_s']:.1f} requests/s | {stats['missing']} missing |"
+    )
     print(line)
     from results import record
 
-    record("Tracking server load", ["| load | time | throughput | check |", "|---|---|---|---|", line],
-           "`.venv/bin/python benchmarks/server_load.py` (mlflow server, 2 workers, PostgreSQL 15 on 127.0.0.1)")
+    record(
+        "Tracking server load",
+        ["| load | time | throughput | check |", "|---|---|---|---|", line],
+        "`.venv/bin/python benchmarks/server_load.py` (mlflow server, 2 workers, PostgreSQL 15 on 127.0.0.1)",
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def main() -> None:
     from flowops.data.cache import load_split
     from flowops.data.coco import open_split
     from flowops.data.synth import generate
-    from flowops.model import build_model, configure_tensorflow, training_model
-    from flowops.spec import ExperimentSpec
+    from flowops.spec.experiment import ExperimentSpec
+    from flowops.tfenv import configure_tensorflow
+    from flowops.training.model import build_model, training_model
 
     configure_tensorflow()
     import mlflow
@@ -44,7 +45,15 @@ def main() -> None:
     data = ROOT / "data" / "synth"
     if not (data / "annotations" / "instances_val.json").exists():
         generate(data)
-    spec = ExperimentSpec.model_validate({"name": "o", "categories": ["person", "car", "dog"], "image_size": 64, "epochs": 4, "dataset": {"root": str(data)}})
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "o",
+            "categories": ["person", "car", "dog"],
+            "image_size": 64,
+            "epochs": 4,
+            "dataset": {"root": str(data)},
+        }
+    )
     cached = {s: load_split(open_split(spec, s), spec.categories, 64) for s in ("train", "val")}
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlruns.db'}")
 
@@ -80,17 +89,30 @@ def main() -> None:
             if track:
                 logging.append(in_mlflow[-1])
     ratio = statistics.median(with_) / statistics.median(without)
-    pairs = sorted(w / o for w, o in zip(with_, without))  # the spread says how much of the ratio is noise
+    pairs = sorted(
+        w / o for w, o in zip(with_, without, strict=False)
+    )  # the spread says how much of the ratio is noise
     share = statistics.median(logging) / statistics.median(without)
-    row = (f"| 4 epochs, Unet/resnet18, 64 px | {statistics.median(without):.2f} s | {statistics.median(with_):.2f} s | "
-           f"{ratio:.3f} (pairs {pairs[0]:.2f}-{pairs[-1]:.2f}) | {statistics.median(logging) * 1000:.0f} ms = {share:.2%} |")
+    row = (
+        f"| 4 epochs, Unet/resnet18, 64 px | {statistics.median(without):.2f} s | {statistics.median(with_):.2f} s | "
+        f"{ratio:.3f} (pairs {pairs[0]:.2f}-{pairs[-1]:.2f}) | {statistics.median(logging) * 1000:.0f} ms = "
+        f"{share:.2%} |"
+    )
     print(row)
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
-    record("Tracking overhead", [f"Medians of {args.reps} runs each in ABBA order, SQLite store; target ratio <= 1.02.", "",
-                                 "| training | without tracking | with tracking | wall-time ratio | time inside MLflow calls |", "|---|---|---|---|---|", row],
-           "`.venv/bin/python benchmarks/tracking_overhead.py`")  # fmt: skip
+    record(
+        "Tracking overhead",
+        [
+            f"Medians of {args.reps} runs each in ABBA order, SQLite store; target ratio <= 1.02.",
+            "",
+            "| training | without tracking | with tracking | wall-time ratio | time inside MLflow calls |",
+            "|---|---|---|---|---|",
+            row,
+        ],
+        "`.venv/bin/python benchmarks/tracking_overhead.py`",
+    )
 
 
 if __name__ == "__main__":

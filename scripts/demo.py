@@ -105,7 +105,7 @@ def promotion(run_ids: dict[str, str]) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from flowops.validate import load_policy
+    from flowops.spec.load import load_policy
 
     model = load_policy(ROOT / "registry_policy.yaml").model_name
     try:  # the demo starts from an empty registry; its runs stay
@@ -116,20 +116,33 @@ def promotion(run_ids: dict[str, str]) -> int:
     repo = Path(tempfile.mkdtemp(prefix="flowops-demo-repo-"))
     # The same code as here (tracked and untracked-but-not-ignored files), so the code tree
     # hash of the merged commits equals the one the runs were trained on.
-    files = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml").splitlines()
-    for name in files + ["registry_policy.yaml", "experiments/schema.json"]:
+    files = git(
+        ROOT, "ls-files", "--cached", "--others", "--exclude-standard", "--", "src", "MLproject", "conda.yaml"
+    ).splitlines()
+    for name in [*files, "registry_policy.yaml", "experiments/schema.json"]:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, repo / name)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "add", "-A")
-    git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "commit", "-qm", "code and registry policy")
+    git(
+        repo,
+        "-c",
+        "user.name=demo",
+        "-c",
+        "user.email=demo@example.invalid",
+        "commit",
+        "-qm",
+        "code and registry policy",
+    )
     (repo / "weak.yaml").write_text(WEAK)
     weak_path = repo / "weak.yaml"
     if train_all([str(weak_path)]) is None:
         return 1
-    merges = [("merge commit", "baseline.yaml", (ROOT / "experiments/baseline.yaml").read_text()),
-              ("squash merge", "unet-longer.yaml", (ROOT / "experiments/unet-longer.yaml").read_text()),
-              ("fast-forward", "weak.yaml", WEAK)]  # fmt: skip
+    merges = [
+        ("merge commit", "baseline.yaml", (ROOT / "experiments/baseline.yaml").read_text()),
+        ("squash merge", "unet-longer.yaml", (ROOT / "experiments/unet-longer.yaml").read_text()),
+        ("fast-forward", "weak.yaml", WEAK),
+    ]
     service = None
     try:
         for how, name, text in merges:
@@ -138,7 +151,10 @@ def promotion(run_ids: dict[str, str]) -> int:
             before = git(repo, "rev-parse", "HEAD")
             merge(repo, how, f"experiments/{name}", text)
             after = git(repo, "rev-parse", "HEAD")
-            console.print(f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range {before[:8]}..{after[:8]}")
+            console.print(
+                f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range "
+                f"{before[:8]}..{after[:8]}"
+            )
             sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
             if service is None:
                 service = Service(model)
@@ -166,10 +182,29 @@ class Service:
 
     def __init__(self, model: str):
         self.url = f"http://127.0.0.1:{self.PORT}"
-        console.print(f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.PORT}")
+        console.print(
+            f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.PORT}"
+        )
         log = (LOGS / "serve.log").open("w")
-        self.proc = subprocess.Popen(["flowops", "serve", "--model", model, "--alias", "production", "--poll", "1", "--port", str(self.PORT),
-                                      "--tracking-uri", URI], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                "flowops",
+                "serve",
+                "--model",
+                model,
+                "--alias",
+                "production",
+                "--poll",
+                "1",
+                "--port",
+                str(self.PORT),
+                "--tracking-uri",
+                URI,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.image = next((DATA / "val").glob("*.jpg")).read_bytes()
         if not wait_healthy(self.url, 300, self.proc):
             raise SystemExit(f"flowops serve did not become healthy within 300 s; see {LOGS / 'serve.log'}")
@@ -181,17 +216,22 @@ class Service:
 
         for _ in range(100):  # the service polls every second: wait for it to follow the alias
             health = requests.get(f"{self.url}/health", timeout=5).json()
-            answer = requests.post(f"{self.url}/predict", data=self.image, headers={"Content-Type": "image/jpeg"}, timeout=60).json()
+            answer = requests.post(
+                f"{self.url}/predict", data=self.image, headers={"Content-Type": "image/jpeg"}, timeout=60
+            ).json()
             if answer["version"] == self.expected():
                 break
             time.sleep(0.3)
         shares = ", ".join(f"{k} {v:.0%}" for k, v in answer["fractions"].items() if v > 0)
-        console.print(f"  POST /predict ({when}): served by v{answer['version']} (health: v{health['version']}, swaps {health['swaps']}): {shares}")
+        console.print(
+            f"  POST /predict ({when}): served by v{answer['version']} (health: v{health['version']}, swaps "
+            f"{health['swaps']}): {shares}"
+        )
 
     def expected(self) -> str:
         from mlflow.tracking import MlflowClient
 
-        from flowops.validate import load_policy
+        from flowops.spec.load import load_policy
 
         model = load_policy(ROOT / "registry_policy.yaml").model_name
         return str(MlflowClient(URI).get_model_version_by_alias(model, "production").version)
@@ -206,12 +246,14 @@ def show_report(repo: Path, run_id: str) -> None:
     """The PR comment for the stronger experiment, while the baseline is in production."""
     from rich.markdown import Markdown
 
-    from flowops.report import sections
+    from flowops.registry.report import sections
 
     out = ROOT / "report" / "unet-longer"
     console.print(f"\n[bold]The PR's bot comment: flowops report --run {run_id[:8]}")
     if sh("flowops", "report", "--run", run_id, "--out", str(out), "--tracking-uri", URI, cwd=repo).returncode == 0:
-        console.print(Markdown(sections((out / "report.md").read_text(), "Metrics", "Hyperparameters", "What merging will do")))
+        console.print(
+            Markdown(sections((out / "report.md").read_text(), "Metrics", "Hyperparameters", "What merging will do"))
+        )
         console.print(f"full report with plots: {out.relative_to(ROOT)}/report.md")
 
 
@@ -240,11 +282,22 @@ def runs_table(run_ids: dict[str, str]) -> None:
     table = Table()
     for column in ("experiment", "model", "epochs", "val IoU", "per class", "run id"):
         table.add_column(column)
-    for path, run_id in run_ids.items():
+    for _path, run_id in run_ids.items():
         run = client.get_run(run_id)
         p, m = run.data.params, run.data.metrics
-        per_class = " ".join(f"{k.split('.', 1)[1]}={v:.2f}" for k, v in sorted(m.items()) if k.startswith("val_iou.") and not k.endswith("background"))
-        table.add_row(run.info.run_name, f"{p['architecture']}/{p['backbone']}", p["epochs"], f"{m['val_iou']:.3f}", per_class, run_id[:8])
+        per_class = " ".join(
+            f"{k.split('.', 1)[1]}={v:.2f}"
+            for k, v in sorted(m.items())
+            if k.startswith("val_iou.") and not k.endswith("background")
+        )
+        table.add_row(
+            run.info.run_name,
+            f"{p['architecture']}/{p['backbone']}",
+            p["epochs"],
+            f"{m['val_iou']:.3f}",
+            per_class,
+            run_id[:8],
+        )
     console.print(table)
 
 

@@ -16,8 +16,13 @@ class GitRepo:
 
     def __init__(self, path: Path, paths: list[str]):
         self.path = path
-        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *paths],
-                                cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *paths],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         for name in listed:
             if (REPO / name).is_file():  # a tracked file deleted in the working tree is left out
                 (path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -27,7 +32,9 @@ class GitRepo:
 
     def git(self, *args: str) -> str:
         ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-        return subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def commit(self, message: str) -> str:
         self.git("add", "-A")

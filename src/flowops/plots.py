@@ -18,8 +18,20 @@ def _pyplot():
 
 def palette(n_classes: int) -> np.ndarray:
     """Fixed colours per class index; background is black."""
-    base = np.array([[0, 0, 0], [230, 75, 60], [60, 110, 230], [70, 190, 90], [240, 200, 50], [170, 90, 200],
-                     [60, 200, 200], [240, 140, 40], [150, 150, 150]], dtype=np.uint8)  # fmt: skip
+    base = np.array(
+        [
+            [0, 0, 0],
+            [230, 75, 60],
+            [60, 110, 230],
+            [70, 190, 90],
+            [240, 200, 50],
+            [170, 90, 200],
+            [60, 200, 200],
+            [240, 140, 40],
+            [150, 150, 150],
+        ],
+        dtype=np.uint8,
+    )
     reps = int(np.ceil(n_classes / len(base)))
     return np.tile(base, (reps, 1))[:n_classes]
 
@@ -28,7 +40,7 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, me
     """One panel per metric; each history (label -> {metric: per-epoch values}) as train and val lines."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6))
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=False):
         for label, history in histories.items():
             for key, style in ((metric, "--"), (f"val_{metric}", "-")):
                 values = history.get(key)
@@ -44,7 +56,9 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, me
     return path
 
 
-def mask_grid(rows: list[list[np.ndarray]], titles: list[str], n_classes: int, class_names: list[str], path: Path) -> Path:
+def mask_grid(
+    rows: list[list[np.ndarray]], titles: list[str], n_classes: int, class_names: list[str], path: Path
+) -> Path:
     """A grid: one row per image, columns image | mask | mask ... (masks coloured by class)."""
     plt = _pyplot()
     colours = palette(n_classes)

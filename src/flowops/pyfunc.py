@@ -14,28 +14,27 @@ import json
 import mlflow.pyfunc
 import numpy as np
 
-from flowops.data.cache import resize_image
-from flowops.data.masks import resize_mask
+from flowops.data.preprocess import resize_image, resize_mask
 
 META_FILE = "flowops_model.json"
 
 
 def predict_masks(forward, images, image_size: int, batch_size: int = 8) -> list[np.ndarray]:
     """Class-index masks, one per input image, each at that image's size (`forward`: model.inference_function)."""
-    out = []
+    out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         batch = np.stack([resize_image(np.asarray(im, dtype=np.uint8), image_size) for im in chunk]).astype(np.float32)
         classes = np.argmax(forward(batch), axis=-1).astype(np.uint8)
-        out.extend(resize_mask(c, im.shape[1], im.shape[0]) for c, im in zip(classes, chunk))
+        out.extend(resize_mask(c, im.shape[1], im.shape[0]) for c, im in zip(classes, chunk, strict=False))
     return out
 
 
-class SegmentationModel(mlflow.pyfunc.PythonModel):
+class SegmentationModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow ships no types
     """pyfunc wrapper around the saved Keras model and its class names."""
 
     def load_context(self, context):
-        from flowops.model import inference_function, load_model
+        from flowops.training.model import inference_function, load_model
 
         with open(context.artifacts["meta"]) as fh:
             self.meta = json.load(fh)

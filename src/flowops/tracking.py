@@ -11,6 +11,7 @@ from pathlib import Path
 
 EMBEDDED_DB = "mlruns.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
+FAILURE_TAG = "flowops.failure"  # why a training run ended FAILED, one line
 
 
 def resolve_uri(explicit: str | None = None) -> str:

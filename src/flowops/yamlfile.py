@@ -110,9 +110,13 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise ProblemsError([Problem(self.doc.path, f"aliases expand to more than {MAX_NODES} values", node.start_mark.line + 1)])
+            raise ProblemsError(
+                [Problem(self.doc.path, f"aliases expand to more than {MAX_NODES} values", node.start_mark.line + 1)]
+            )
         if depth > MAX_DEPTH:
-            raise ProblemsError([Problem(self.doc.path, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)])
+            raise ProblemsError(
+                [Problem(self.doc.path, f"nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)]
+            )
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, loc, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -121,8 +125,8 @@ class _Builder:
                 return None
             out = []
             for i, item in enumerate(node.value):
-                self.doc.lines.setdefault(loc + (i,), item.start_mark.line + 1)
-                out.append(self.build(item, loc + (i,), depth + 1))
+                self.doc.lines.setdefault((*loc, i), item.start_mark.line + 1)
+                out.append(self.build(item, (*loc, i), depth + 1))
             return out
         if node.tag not in _SCALAR_TAGS:
             self.bad_tag(node)
@@ -148,10 +152,12 @@ class _Builder:
                 continue
             key = self.build(key_node, loc, depth + 1)
             if key in first_line:
-                where = ".".join(str(p) for p in loc + (key,))
-                self.problems.append(Problem(self.doc.path, f"duplicate key (first at line {first_line[key]})", line, where))
+                where = ".".join(str(p) for p in (*loc, key))
+                self.problems.append(
+                    Problem(self.doc.path, f"duplicate key (first at line {first_line[key]})", line, where)
+                )
                 continue
             first_line[key] = line
-            self.doc.lines[loc + (key,)] = line
-            out[key] = self.build(value_node, loc + (key,), depth + 1)
+            self.doc.lines[(*loc, key)] = line
+            out[key] = self.build(value_node, (*loc, key), depth + 1)
         return out

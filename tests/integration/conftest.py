@@ -47,8 +47,16 @@ def experiment_id(name: str) -> str:
 
 
 def tiny_spec(root: Path, **changes) -> dict:
-    spec = {"name": "tiny", "categories": ["person", "car", "dog"], "image_size": 32, "epochs": 2, "batch_size": 4,
-            "max_batches_per_epoch": 3, "experiment_name": "integration", "dataset": {"root": str(root)}}  # fmt: skip
+    spec = {
+        "name": "tiny",
+        "categories": ["person", "car", "dog"],
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 4,
+        "max_batches_per_epoch": 3,
+        "experiment_name": "integration",
+        "dataset": {"root": str(root)},
+    }
     return {**spec, **changes}
 
 

@@ -135,12 +135,28 @@ def sftp(tmp_path_factory):
     (ssh / "known_hosts").write_text(f"127.0.0.1 {key_type} {key_data}\n[127.0.0.1]:{port} {key_type} {key_data}\n")
     (ssh / "config").write_text(f"Host 127.0.0.1\n  User {SFTP_USER}\n  Port {port}\n  IdentityFile {ssh / 'id_rsa'}\n")
     config = base / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {base / 'sshd.pid'}",
-        "UsePAM no", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes", f"AuthorizedKeysFile {keys}/%u", "Subsystem sftp internal-sftp",
-        f"Match User {SFTP_USER}", f"  ChrootDirectory {root}", "  ForceCommand internal-sftp", "  AllowTcpForwarding no",
-    ]) + "\n")  # fmt: skip
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {base / 'sshd.pid'}",
+                "UsePAM no",
+                "StrictModes no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                f"AuthorizedKeysFile {keys}/%u",
+                "Subsystem sftp internal-sftp",
+                f"Match User {SFTP_USER}",
+                f"  ChrootDirectory {root}",
+                "  ForceCommand internal-sftp",
+                "  AllowTcpForwarding no",
+            ]
+        )
+        + "\n"
+    )
     server = Sftp(port, root, home, config, base / "sshd.pid", base / "sshd.log")
     server.start()
     yield server
@@ -163,8 +179,13 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90) -> None:
-        self.proc = subprocess.Popen([str(BIN / "flowops"), "server", *self.args, "--port", str(self.port)], env=self.env,
-                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [str(BIN / "flowops"), "server", *self.args, "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if wait_healthy(self.uri, timeout, self.proc):
             return
         if self.proc.poll() is not None:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from flowops.catalog import BACKBONES
-from flowops.model import MODE_OF, configure_tensorflow, preprocess_layer, preprocess_numpy
+from flowops.tfenv import configure_tensorflow
+from flowops.training.model import MODE_OF, preprocess_layer, preprocess_numpy
 
 configure_tensorflow()
 sm = pytest.importorskip("segmentation_models")

@@ -23,7 +23,7 @@ from .conftest import BIN
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         path = self.path.lstrip("/")
         self.server.requests.append((path, self.headers.get("Range")))
         mode = self.server.faults.get(path)
@@ -82,7 +82,11 @@ def mirror(mirror_tree):
 
 
 def wanted(tree: Path, split: str, categories=("person", "car")) -> list[str]:
-    doc = json.loads(zipfile.ZipFile(tree / "annotations" / "annotations_trainval2017.zip").read(f"annotations/instances_{split}.json"))
+    doc = json.loads(
+        zipfile.ZipFile(tree / "annotations" / "annotations_trainval2017.zip").read(
+            f"annotations/instances_{split}.json"
+        )
+    )
     ids = {c["id"] for c in doc["categories"] if c["name"] in categories}
     images = sorted({a["image_id"] for a in doc["annotations"] if a["category_id"] in ids})
     names = {im["id"]: im["file_name"] for im in doc["images"]}
@@ -90,7 +94,22 @@ def wanted(tree: Path, split: str, categories=("person", "car")) -> list[str]:
 
 
 def coco(mirror, dest: Path, *extra: str):
-    result = CliRunner().invoke(cli, ["data", "coco", "--categories", "person,car", "--dest", str(dest), "--mirror", mirror.url, "--workers", "4", *extra])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "data",
+            "coco",
+            "--categories",
+            "person,car",
+            "--dest",
+            str(dest),
+            "--mirror",
+            mirror.url,
+            "--workers",
+            "4",
+            *extra,
+        ],
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -122,10 +141,19 @@ def test_faults_are_listed_and_the_next_run_completes_what_is_recoverable(mirror
     mirror.faults.update({dropped: "drop", missing: "404", broken: "500", corrupt: "corrupt"})
     code, out, err = coco(mirror, dest)
     assert code == 1
-    failed = dict(line.removeprefix("failed: ").split(": ", 1) for line in err.splitlines() if line.startswith("failed: "))
+    failed = dict(
+        line.removeprefix("failed: ").split(": ", 1) for line in err.splitlines() if line.startswith("failed: ")
+    )
     assert set(failed) == {dropped, missing, broken, corrupt}
-    assert failed[missing] == "HTTP 404" and failed[broken] == "HTTP 500" and failed[corrupt].startswith("not a valid JPEG")
-    assert err.strip().splitlines()[-1] == f"4 of {len(names) + len(wanted(mirror.root, 'val2017'))} images failed; run the same command again to retry them"
+    assert (
+        failed[missing] == "HTTP 404"
+        and failed[broken] == "HTTP 500"
+        and failed[corrupt].startswith("not a valid JPEG")
+    )
+    assert (
+        err.strip().splitlines()[-1]
+        == f"4 of {len(names) + len(wanted(mirror.root, 'val2017'))} images failed; run the same command again to retry them"
+    )
     for key in failed:
         assert not (dest / key).exists()  # nothing half-done looks complete
     partial = dest / (dropped + ".part")
@@ -139,7 +167,9 @@ def test_faults_are_listed_and_the_next_run_completes_what_is_recoverable(mirror
     assert [line for line in err.splitlines() if line.startswith("failed: ")] == [f"failed: {missing}: HTTP 404"]
     assert out.startswith("downloaded 3 images")
     resumed = [rng for path, rng in mirror.requests if path == dropped]
-    assert len(resumed) == 1 and resumed[0].startswith("bytes=") and int(resumed[0][6:].rstrip("-")) > 0  # Range, not from scratch
+    assert (
+        len(resumed) == 1 and resumed[0].startswith("bytes=") and int(resumed[0][6:].rstrip("-")) > 0
+    )  # Range, not from scratch
     assert (dest / dropped).read_bytes() == (mirror.root / dropped).read_bytes()
 
 
@@ -156,22 +186,40 @@ def test_corrupt_archive_and_bad_input(mirror, tmp_path, mirror_tree):
     mirror.faults["annotations/annotations_trainval2017.zip"] = "corrupt"
     code, _, err = coco(mirror, tmp_path / "c")
     assert code == 1
-    assert err == f"mirror {mirror.url}: annotations/annotations_trainval2017.zip is corrupt ((not a zip archive)); removed, run again\n"
+    assert (
+        err
+        == f"mirror {mirror.url}: annotations/annotations_trainval2017.zip is corrupt ((not a zip archive)); removed, run again\n"
+    )
     assert not list((tmp_path / "c" / ".cache").iterdir())
     assert archive.exists()
-    result = CliRunner().invoke(cli, ["data", "coco", "--categories", "person,zebr", "--dest", str(tmp_path / "d"), "--mirror", mirror.url])
-    assert (result.exit_code, result.stderr) == (1, "--categories: 'zebr' is not a COCO category (did you mean 'zebra'?)\n")
+    result = CliRunner().invoke(
+        cli, ["data", "coco", "--categories", "person,zebr", "--dest", str(tmp_path / "d"), "--mirror", mirror.url]
+    )
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "--categories: 'zebr' is not a COCO category (did you mean 'zebra'?)\n",
+    )
 
 
 def test_training_uses_dataset_coco_after_a_fetch(mirror, tmp_path, store):
     dest = tmp_path / "coco"
     assert coco(mirror, dest)[0] == 0
-    spec = {"name": "on-coco", "categories": ["person", "car"], "image_size": 32, "epochs": 1, "batch_size": 4,
-            "max_batches_per_epoch": 2, "experiment_name": "coco-fetch", "dataset": "coco"}  # fmt: skip
+    spec = {
+        "name": "on-coco",
+        "categories": ["person", "car"],
+        "image_size": 32,
+        "epochs": 1,
+        "batch_size": 4,
+        "max_batches_per_epoch": 2,
+        "experiment_name": "coco-fetch",
+        "dataset": "coco",
+    }
     path = tmp_path / "on-coco.yaml"
     path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "FLOWOPS_COCO_DIR": str(dest)}
-    proc = subprocess.run([str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 

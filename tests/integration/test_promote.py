@@ -6,6 +6,7 @@ not what these tests are about); `test_end_to_end_with_a_trained_model` trains f
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -17,10 +18,10 @@ import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from flowops import lineage
 from flowops.cli import cli
-from flowops.registry import AUDIT_PREFIX
-from flowops.spec import ExperimentSpec
+from flowops.gitops import lineage
+from flowops.registry.store import AUDIT_PREFIX
+from flowops.spec.experiment import ExperimentSpec
 
 from ..gitrepo import GitRepo
 from .conftest import BIN, experiment_id, flowops, tiny_spec
@@ -62,7 +63,9 @@ class TeamRepo(GitRepo):
                 target.unlink()
             else:
                 target.parent.mkdir(exist_ok=True)
-                target.write_text("# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec, sort_keys=False))
+                target.write_text(
+                    "# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec, sort_keys=False)
+                )
         self.commit("PR: " + ", ".join(changes))
         self.git("checkout", "-q", "main")
         if how == "merge":
@@ -85,13 +88,21 @@ def repo(tmp_path, store) -> TeamRepo:
     return TeamRepo(tmp_path / "team", POLICY)
 
 
-def fake_run(repo: TeamRepo, spec_dict: dict, val_iou: float, code_tree: str | None = None, model: bool = True, pr: str = "7") -> str:
+def fake_run(
+    repo: TeamRepo, spec_dict: dict, val_iou: float, code_tree: str | None = None, model: bool = True, pr: str = "7"
+) -> str:
     """A FINISHED run as training would leave it: lineage tags, metrics, a (tiny) pyfunc model."""
     s = ExperimentSpec.model_validate(spec_dict)
     exp_id = experiment_id(s.experiment_name)
     with mlflow.start_run(experiment_id=exp_id, run_name=s.name) as run:
-        mlflow.set_tags({"flowops.spec_sha256": s.sha256(), "flowops.code_tree": code_tree or lineage.code_tree("HEAD", repo=repo.path),
-                         "flowops.pr_number": pr, "flowops.git_commit": repo.head})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "flowops.spec_sha256": s.sha256(),
+                "flowops.code_tree": code_tree or lineage.code_tree("HEAD", repo=repo.path),
+                "flowops.pr_number": pr,
+                "flowops.git_commit": repo.head,
+            }
+        )
         mlflow.log_metrics({"val_iou": val_iou, "val_loss": 1 - val_iou, "val_iou.person": val_iou})
         if model:
             mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
@@ -128,8 +139,12 @@ def test_merge_commit_promotes_and_tags_everything(repo):
     assert str(holder("staging").version) == "1"
     tags = prod.tags
     after = repo.head
-    assert (tags["flowops.spec_path"], tags["flowops.merge_commit"], tags["flowops.run_id"], tags["flowops.pr_number"]) == (
-        "experiments/a.yaml", after, run_id, "7")
+    assert (
+        tags["flowops.spec_path"],
+        tags["flowops.merge_commit"],
+        tags["flowops.run_id"],
+        tags["flowops.pr_number"],
+    ) == ("experiments/a.yaml", after, run_id, "7")
     assert tags["flowops.spec_sha256"] == ExperimentSpec.model_validate(spec("a")).sha256()
     records = audit("production")
     assert len(records) == 1
@@ -172,7 +187,9 @@ def test_one_merge_with_two_experiments_promotes_the_best(repo):
     fake_run(repo, spec("b"), 0.7)
     code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a"), "b.yaml": spec("b")}))
     assert code == 0
-    assert "production: moved unset -> v2 (experiments/b.yaml) (also qualified, ranked lower: experiments/a.yaml)" in out
+    assert (
+        "production: moved unset -> v2 (experiments/b.yaml) (also qualified, ranked lower: experiments/a.yaml)" in out
+    )
     assert str(holder("production").version) == "2"
 
 
@@ -188,7 +205,7 @@ def test_deleted_experiment_is_reported_and_skipped(repo):
 
 def test_untrained_experiment_is_an_error_and_moves_nothing(repo):
     fake_run(repo, spec("a", epochs=3), 0.5)  # trained with other settings than merged
-    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    code, _out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
     sha = ExperimentSpec.model_validate(spec("a")).sha256()[:12]
     assert code == 1
     assert err == f"experiments/a.yaml: no FINISHED run with spec sha256 {sha}: open a PR to train it\n"
@@ -216,7 +233,10 @@ def test_dry_run_changes_nothing(repo):
     fake_run(repo, spec("a"), 0.5)
     code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}), "--dry-run")
     assert code == 0
-    assert "not registered (dry run)" in out and "production: would move unset -> v(new version) (experiments/a.yaml)" in out
+    assert (
+        "not registered (dry run)" in out
+        and "production: would move unset -> v(new version) (experiments/a.yaml)" in out
+    )
     assert MlflowClient().search_registered_models() == []
 
 
@@ -245,8 +265,11 @@ def test_rollback_history_and_status(repo):
     assert str(holder("production").version) == "1"
     result = runner.invoke(cli, ["history", "--alias", "production", *policy])
     lines = result.stdout.splitlines()
-    assert [line.split()[1:5] for line in lines[::2]] == [["production", "unset", "->", "v1"], ["production", "v1", "->", "v2"],
-                                                          ["production", "v2", "->", "v1"]]  # fmt: skip
+    assert [line.split()[1:5] for line in lines[::2]] == [
+        ["production", "unset", "->", "v1"],
+        ["production", "v1", "->", "v2"],
+        ["production", "v2", "->", "v1"],
+    ]
     assert "rollback by" in lines[4] and lines[5].strip() == "bad canary"
     result = runner.invoke(cli, ["status", *policy])
     assert result.stdout.startswith("staging: v2  val_iou 0.6000  spec experiments/b.yaml")
@@ -254,7 +277,10 @@ def test_rollback_history_and_status(repo):
     result = runner.invoke(cli, ["rollback", "--alias", "production", "--to", "2", *policy])
     assert (result.exit_code, str(holder("production").version)) == (0, "2")
     result = runner.invoke(cli, ["rollback", "--alias", "prod", *policy])
-    assert (result.exit_code, result.stderr) == (1, "unknown alias 'prod' (did you mean 'production'?); the policy has: staging, production\n")
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "unknown alias 'prod' (did you mean 'production'?); the policy has: staging, production\n",
+    )
     result = runner.invoke(cli, ["rollback", "--alias", "staging", "--to", "9", *policy])
     assert (result.exit_code, result.stderr) == (1, "model 'team-model' has no version '9'\n")
 
@@ -268,7 +294,12 @@ def test_legacy_stages_are_mirrored(tmp_path, store):
     client = MlflowClient()
     assert client.get_model_version("team-model", "2").current_stage == "Production"  # holds staging too
     assert client.get_model_version("team-model", "1").current_stage == "Archived"
-    assert CliRunner().invoke(cli, ["rollback", "--alias", "production", "--policy", str(repo.path / "registry_policy.yaml")]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli, ["rollback", "--alias", "production", "--policy", str(repo.path / "registry_policy.yaml")])
+        .exit_code
+        == 0
+    )
     assert client.get_model_version("team-model", "1").current_stage == "Production"
     assert client.get_model_version("team-model", "2").current_stage == "Staging"
 
@@ -280,15 +311,22 @@ def test_two_promotes_racing_end_in_a_state_the_policy_allows(repo, store):
     fake_run(repo, spec("b"), 0.7)
     first = repo.merge("merge", {"a.yaml": spec("a")})
     second = repo.merge("merge", {"b.yaml": spec("b")})
-    procs = [subprocess.Popen([str(BIN / "flowops"), "promote", "--repo", str(repo.path), "--git-range", rng],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rng in (second, first)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "flowops"), "promote", "--repo", str(repo.path), "--git-range", rng],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rng in (second, first)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     prod = holder("production")
     assert MlflowClient().get_run(prod.run_id).data.metrics["val_iou"] == 0.7
     chain = audit("production")
     assert chain[0]["from_version"] is None
-    assert all(later["from_version"] == earlier["to_version"] for earlier, later in zip(chain, chain[1:]))
+    assert all(later["from_version"] == earlier["to_version"] for earlier, later in itertools.pairwise(chain))
     assert chain[-1]["to_version"] == str(prod.version)
     assert not any(k.startswith("flowops.intent.") for k in MlflowClient().get_registered_model("team-model").tags)
 
@@ -296,7 +334,10 @@ def test_two_promotes_racing_end_in_a_state_the_policy_allows(repo, store):
 def test_end_to_end_with_a_trained_model(tmp_path, store, synth_root):
     """Train on the PR branch through the real MLproject, merge, promote, load @production."""
     # A floor any trained model meets: this is about the loop, not about tiny-model quality.
-    repo = TeamRepo(tmp_path / "e2e", {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}})
+    repo = TeamRepo(
+        tmp_path / "e2e",
+        {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}},
+    )
     experiment = tiny_spec(synth_root, name="real", experiment_name="team")
     path = repo.path / "experiments" / "real.yaml"
     path.parent.mkdir(exist_ok=True)

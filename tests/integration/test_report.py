@@ -16,31 +16,51 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from flowops.cli import cli
-from flowops.policy import Candidate, Holder, RegistryPolicy, decide
-from flowops.report import delta_cell, params_diff
+from flowops.registry.decide import Candidate, Holder, decide
+from flowops.registry.report import delta_cell, params_diff
+from flowops.spec.policy import RegistryPolicy
 
 from .conftest import experiment_id
 from .test_promote import EchoModel
 
-POLICY = {"model_name": "rep-model", "require_same_code": False,
-          "targets": {"staging": {}, "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}}}}  # fmt: skip
+POLICY = {
+    "model_name": "rep-model",
+    "require_same_code": False,
+    "targets": {
+        "staging": {},
+        "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}},
+    },
+}
 CLASSES = np.array(["background", "person", "car"])
 
 
-def logged_run(name: str, metrics: dict, params: dict, files=("a.jpg", "b.jpg"), status="FINISHED", failure=None) -> str:
+def logged_run(
+    name: str, metrics: dict, params: dict, files=("a.jpg", "b.jpg"), status="FINISHED", failure=None
+) -> str:
     """A run as training leaves it: params, per-epoch history, samples, a model."""
     exp_id = experiment_id("reports")
     run = mlflow.start_run(experiment_id=exp_id, run_name=name)
     mlflow.log_params(params)
-    mlflow.set_tags({"flowops.experiment_file": f"experiments/{name}.yaml", "flowops.pr_number": "12", "flowops.git_commit": "a" * 40})
+    mlflow.set_tags(
+        {
+            "flowops.experiment_file": f"experiments/{name}.yaml",
+            "flowops.pr_number": "12",
+            "flowops.git_commit": "a" * 40,
+        }
+    )
     for epoch in (1, 2):
         mlflow.log_metrics({k: v * epoch / 2 for k, v in metrics.items() if not k.startswith("val_iou.")}, step=epoch)
     mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_iou.")})
     rng = np.random.default_rng(len(name))
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez_compressed(Path(tmp) / "samples.npz", file_names=np.array(files), images=rng.integers(0, 255, (len(files), 16, 16, 3), dtype=np.uint8),
-                            truth=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8),
-                            predicted=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8), class_names=CLASSES)  # fmt: skip
+        np.savez_compressed(
+            Path(tmp) / "samples.npz",
+            file_names=np.array(files),
+            images=rng.integers(0, 255, (len(files), 16, 16, 3), dtype=np.uint8),
+            truth=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8),
+            predicted=rng.integers(0, 3, (len(files), 16, 16), dtype=np.uint8),
+            class_names=CLASSES,
+        )
         mlflow.log_artifact(str(Path(tmp) / "samples.npz"), "samples")
     mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
     if failure:
@@ -71,20 +91,32 @@ def policy_file(tmp_path, store):
 
 
 def report(run_id: str, out: Path, policy_file: Path, *extra: str):
-    result = CliRunner().invoke(cli, ["report", "--run", run_id, "--out", str(out), "--policy", str(policy_file), *extra], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["report", "--run", run_id, "--out", str(out), "--policy", str(policy_file), *extra],
+        catch_exceptions=False,
+    )
     text = (out / "report.md").read_text() if (out / "report.md").exists() else ""
     return result.exit_code, result.stderr, text
 
 
 BASE = {"val_iou": 0.40, "val_loss": 0.80, "val_f1": 0.50, "val_iou.person": 0.30, "val_iou.car": 0.50}
-PARAMS = {"epochs": "10", "learning_rate": "0.001", "backbone": "resnet18", "name": "base", "experiment_file": "experiments/base.yaml"}
+PARAMS = {
+    "epochs": "10",
+    "learning_rate": "0.001",
+    "backbone": "resnet18",
+    "name": "base",
+    "experiment_file": "experiments/base.yaml",
+}
 
 
 def test_report_against_production(tmp_path, policy_file, monkeypatch):
     prod = logged_run("base", BASE, PARAMS)
     version = set_alias(prod, "production")
     cand_metrics = {"val_iou": 0.45, "val_loss": 0.90, "val_f1": 0.50, "val_iou.person": 0.35, "val_iou.car": 0.40}
-    cand = logged_run("cand", cand_metrics, {**PARAMS, "epochs": "20", "name": "cand", "augment": "false", "experiment_file": "x"})
+    cand = logged_run(
+        "cand", cand_metrics, {**PARAMS, "epochs": "20", "name": "cand", "augment": "false", "experiment_file": "x"}
+    )
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     code, err, text = report(cand, tmp_path / "r", policy_file)
@@ -137,9 +169,21 @@ def test_first_model_ever(tmp_path, policy_file):
     assert "### Hyperparameters" not in text
 
 
-@pytest.mark.parametrize("status, expected", [("FAILED", "failed: out of memory: lower batch_size or image_size"), ("RUNNING", "is running: no reason recorded")])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        ("FAILED", "failed: out of memory: lower batch_size or image_size"),
+        ("RUNNING", "is running: no reason recorded"),
+    ],
+)
 def test_failed_or_running_run(tmp_path, policy_file, status, expected):
-    run_id = logged_run("broken", BASE, PARAMS, status=status, failure="out of memory: lower batch_size or image_size" if status == "FAILED" else None)
+    run_id = logged_run(
+        "broken",
+        BASE,
+        PARAMS,
+        status=status,
+        failure="out of memory: lower batch_size or image_size" if status == "FAILED" else None,
+    )
     code, _, text = report(run_id, tmp_path / "r", policy_file)
     assert code == 0
     assert f"> The training run {expected}" in text
@@ -152,7 +196,10 @@ def test_bad_inputs(tmp_path, policy_file, write):
     run_id = logged_run("base", BASE, PARAMS)
     other = write("experiments/other.yaml", "name: other\ncategories: [person]\ndataset: {root: d}\n")
     code, err, _ = report(run_id, tmp_path / "r", policy_file, "--experiment", str(other))
-    assert (code, err) == (1, f"run {run_id} was not trained from {other} (spec sha256 differs): pass that experiment's run\n")
+    assert (code, err) == (
+        1,
+        f"run {run_id} was not trained from {other} (spec sha256 differs): pass that experiment's run\n",
+    )
     bad_policy = write("bad_policy.yaml", "model_name: m\nmode: sometimes\n")
     code, err, _ = report(run_id, tmp_path / "r", bad_policy)
     assert code == 1 and err.startswith(f"{bad_policy}:2: mode: unknown mode 'sometimes'")
@@ -160,10 +207,26 @@ def test_bad_inputs(tmp_path, policy_file, write):
 
 def test_report_does_not_import_tensorflow(tmp_path, policy_file, store):
     run_id = logged_run("base", BASE, PARAMS)
-    probe = ("import sys\nfrom flowops.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
-             "    print('TF' if 'tensorflow' in sys.modules else 'noTF', e.code)\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", probe, "report", "--run", run_id, "--out", str(tmp_path / "r"), "--policy", str(policy_file)],
-                          capture_output=True, text=True)  # fmt: skip
+    probe = (
+        "import sys\nfrom flowops.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('TF' if 'tensorflow' in sys.modules else 'noTF', e.code)\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "report",
+            "--run",
+            run_id,
+            "--out",
+            str(tmp_path / "r"),
+            "--policy",
+            str(policy_file),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.stdout.strip().splitlines()[-1] == "noTF 0", proc.stderr[-2000:]
 
 
@@ -171,4 +234,7 @@ def test_helpers():
     assert delta_cell(0.5, 0.4, "max").endswith("▲ better") and delta_cell(0.5, 0.4, "min").endswith("▼ worse")
     assert delta_cell(0.1, 0.0, "max") == "+0.1000 ▲ better"  # no relative change against zero
     assert delta_cell(None, 0.4, "max") == "–"
-    assert params_diff({"a": "1", "b": "2", "name": "x"}, {"a": "1", "b": "3", "c": "4", "name": "y"}) == {"b": ("3", "2"), "c": ("4", None)}
+    assert params_diff({"a": "1", "b": "2", "name": "x"}, {"a": "1", "b": "3", "c": "4", "name": "y"}) == {
+        "b": ("3", "2"),
+        "c": ("4", None),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import subprocess
 import threading
@@ -28,10 +29,17 @@ def registry(tmp_path_factory, synth_root):
     """A tiny trained model registered twice (v1 holds production, v2 is ready for a swap)."""
     tmp = tmp_path_factory.mktemp("serve")
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FLOWOPS_CACHE_DIR": str(tmp / "cache"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "FLOWOPS_CACHE_DIR": str(tmp / "cache"),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     env.pop("MLFLOW_EXPERIMENT_ID", None)
     path = write_experiment(tmp, tiny_spec(synth_root, name="to-serve"))
-    trained = subprocess.run([str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    trained = subprocess.run(
+        [str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     mp = pytest.MonkeyPatch()  # models:/ sources resolve through the global tracking URI
     mp.setenv("MLFLOW_TRACKING_URI", uri)
@@ -41,8 +49,13 @@ def registry(tmp_path_factory, synth_root):
     model_id = run.outputs.model_outputs[0].model_id
     client.create_registered_model(MODEL)
     for _ in range(2):
-        client.create_model_version(MODEL, f"models:/{model_id}", run_id=run.info.run_id, model_id=model_id,
-                                    tags={"flowops.git_commit": "c0ffee"})  # fmt: skip
+        client.create_model_version(
+            MODEL,
+            f"models:/{model_id}",
+            run_id=run.info.run_id,
+            model_id=model_id,
+            tags={"flowops.git_commit": "c0ffee"},
+        )
     client.set_registered_model_alias(MODEL, "production", "1")
     yield uri, tmp
     mp.undo()
@@ -53,8 +66,25 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        self.proc = subprocess.Popen([str(BIN / "flowops"), "serve", "--model", MODEL, "--alias", alias, "--port", str(self.port), "--poll", "0.5", *extra],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "flowops"),
+                "serve",
+                "--model",
+                MODEL,
+                "--alias",
+                alias,
+                "--port",
+                str(self.port),
+                "--poll",
+                "0.5",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def wait_ready(self, timeout: float = 180) -> dict:
         deadline = time.time() + timeout
@@ -96,7 +126,7 @@ def image_bytes(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> by
 
 
 def test_health_reports_the_loaded_version(service):
-    svc, health = service
+    _svc, health = service
     assert health["status"] == "ok" and health["version"] == "1" and health["git_commit"] == "c0ffee"
     assert health["model"] == MODEL and health["alias"] == "production" and health["registry_poll_error"] is None
     assert health["loaded_at"].startswith("20")
@@ -136,20 +166,40 @@ def test_multipart_upload(service):
         (b"this is not an image", "image/jpeg", "", 400, "not a readable image"),
         (image_bytes(60, 40)[:300], "image/jpeg", "", 400, "not a readable image"),
         (b"", "image/jpeg", "", 400, "empty body: send a JPEG or PNG image"),
-        (image_bytes(60, 40), "text/plain", "", 415, "content type text/plain: send image/jpeg, image/png or multipart/form-data"),
+        (
+            image_bytes(60, 40),
+            "text/plain",
+            "",
+            415,
+            "content type text/plain: send image/jpeg, image/png or multipart/form-data",
+        ),
         (image_bytes(600, 400), "image/jpeg", "", 413, "image is 600x400 = 240000 pixels, over the limit of 200000"),
         (os.urandom(600_000), "image/jpeg", "", 413, "over the limit of 524288"),
         (image_bytes(20, 20, "GIF"), "image/png", "", 400, "unsupported image format GIF: send a JPEG or PNG"),
         (image_bytes(20, 20), "image/jpeg", "?format=bmp", 400, "format must be json or png (got 'bmp')"),
     ],
-    ids=["not-an-image", "truncated-jpeg", "empty", "wrong-type", "too-many-pixels", "body-too-large", "gif", "bad-format"],
+    ids=[
+        "not-an-image",
+        "truncated-jpeg",
+        "empty",
+        "wrong-type",
+        "too-many-pixels",
+        "body-too-large",
+        "gif",
+        "bad-format",
+    ],
 )
 def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, body, content_type, query, status, message):
     svc, _ = service
     r = requests.post(f"{svc.url}/predict{query}", data=body, headers={"Content-Type": content_type}, timeout=60)
     assert r.status_code == status
     assert message in r.json()["error"]
-    assert requests.post(f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60).status_code == 200
+    assert (
+        requests.post(
+            f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60
+        ).status_code
+        == 200
+    )
 
 
 def test_metrics_in_prometheus_format(service):
@@ -178,8 +228,12 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
         def client():
             while not stop.is_set():
                 try:
-                    r = requests.post(f"{svc.url}/predict", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
-                    (versions if r.status_code == 200 else failures).append(r.json().get("version") if r.status_code == 200 else r.status_code)
+                    r = requests.post(
+                        f"{svc.url}/predict", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60
+                    )
+                    (versions if r.status_code == 200 else failures).append(
+                        r.json().get("version") if r.status_code == 200 else r.status_code
+                    )
                 except requests.RequestException as exc:
                     failures.append(repr(exc))
 
@@ -195,7 +249,7 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
         worker.join(timeout=60)
         assert failures == []
         assert versions[0] == "1" and versions[-1] == "2"
-        switches = sum(a != b for a, b in zip(versions, versions[1:]))
+        switches = sum(a != b for a, b in itertools.pairwise(versions))
         assert switches == 1, versions
         assert requests.get(f"{svc.url}/health", timeout=5).json()["swaps"] == 1
     finally:
@@ -205,10 +259,25 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
 
 def test_registry_unreachable_while_polling_keeps_the_model_serving(registry):
     """The registry is an mlflow server that goes down: keep serving, say so in /health."""
-    uri, tmp = registry
+    uri, _tmp = registry
     port = free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     svc = None
     try:
         deadline = time.time() + 90
@@ -228,8 +297,12 @@ def test_registry_unreachable_while_polling_keeps_the_model_serving(registry):
             time.sleep(0.3)
             health = requests.get(f"{svc.url}/health", timeout=5).json()
         assert health["status"] == "ok" and health["version"] == "1"
-        assert "cannot be reached" in health["registry_poll_error"] or "Connection" in health["registry_poll_error"], health
-        r = requests.post(f"{svc.url}/predict", data=image_bytes(32, 32), headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert "cannot be reached" in health["registry_poll_error"] or "Connection" in health["registry_poll_error"], (
+            health
+        )
+        r = requests.post(
+            f"{svc.url}/predict", data=image_bytes(32, 32), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
         assert r.status_code == 200 and r.json()["version"] == "1"
     finally:
         if svc:
@@ -244,8 +317,25 @@ def test_parity_with_mlflow_models_serve(service, registry):
     uri, _ = registry
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@production", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@production",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         body = image_bytes(50, 40, "PNG", seed=3)
         rgb = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
@@ -260,7 +350,9 @@ def test_parity_with_mlflow_models_serve(service, registry):
         theirs = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": rgb[None].tolist()}, timeout=120)
         assert theirs.status_code == 200, theirs.text
         their_mask = np.asarray(theirs.json()["predictions"], dtype=np.uint8)[0]
-        ours = requests.post(f"{svc.url}/predict?format=png", data=body, headers={"Content-Type": "image/png"}, timeout=60)
+        ours = requests.post(
+            f"{svc.url}/predict?format=png", data=body, headers={"Content-Type": "image/png"}, timeout=60
+        )
         our_mask = np.asarray(Image.open(io.BytesIO(ours.content)))
         assert their_mask.shape == our_mask.shape == (40, 50)
         assert np.array_equal(their_mask, our_mask)

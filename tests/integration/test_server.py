@@ -39,25 +39,53 @@ def test_server_checks_say_what_is_wrong(sftp, postgres_db):
     env = {**os.environ, "HOME": str(sftp.home)}
     ok = run("server", "--backend-store-uri", postgres_db, "--artifacts-destination", sftp.uri, "--check-only", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines() == [f"ok   backend store {postgres_db}: PostgreSQL " + ok.stdout.split("PostgreSQL ")[1].splitlines()[0],
-                                      f"ok   artifact store {sftp.uri}: write, list and delete work"]  # fmt: skip
-    bad_db = run("server", "--backend-store-uri", postgres_db + "_missing", "--artifacts-destination", sftp.uri, "--check-only", env=env)
+    assert ok.stdout.splitlines() == [
+        f"ok   backend store {postgres_db}: PostgreSQL " + ok.stdout.split("PostgreSQL ")[1].splitlines()[0],
+        f"ok   artifact store {sftp.uri}: write, list and delete work",
+    ]
+    bad_db = run(
+        "server",
+        "--backend-store-uri",
+        postgres_db + "_missing",
+        "--artifacts-destination",
+        sftp.uri,
+        "--check-only",
+        env=env,
+    )
     assert bad_db.returncode == 1
     assert bad_db.stderr.strip().endswith(f'database "{postgres_db.rsplit("/", 1)[1]}_missing" does not exist')
-    no_key = run("server", "--backend-store-uri", postgres_db, "--artifacts-destination", sftp.uri, "--check-only", env={**os.environ, "HOME": "/nonexistent"})
+    no_key = run(
+        "server",
+        "--backend-store-uri",
+        postgres_db,
+        "--artifacts-destination",
+        sftp.uri,
+        "--check-only",
+        env={**os.environ, "HOME": "/nonexistent"},
+    )
     assert no_key.returncode == 1
     assert no_key.stderr.startswith(f"artifact store {sftp.uri}: SSHException: No hostkey for host 127.0.0.1 found.")
     assert len(no_key.stderr.strip().splitlines()) == 1  # no pysftp warnings or tracebacks
     neither = run("server", "--backend-store-uri", postgres_db, env=env)
-    assert (neither.returncode, neither.stderr) == (1, "give exactly one of --artifacts-destination (proxied) or --default-artifact-root (direct)\n")
+    assert (neither.returncode, neither.stderr) == (
+        1,
+        "give exactly one of --artifacts-destination (proxied) or --default-artifact-root (direct)\n",
+    )
 
 
 def test_proxied_mode_training_promote_report(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
     server = mlflow_server(postgres_db, "proxied")
-    env = client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))  # runners need no SFTP credentials
+    env = client_env(
+        server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path)
+    )  # runners need no SFTP credentials
     doctor = run("doctor", env=env, cwd=tmp_path)  # no policy here: a scratch model is probed
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert [line.split(":")[0] for line in doctor.stdout.splitlines()] == ["ok   server", "ok   credentials", "ok   artifacts", "ok   registry"]
+    assert [line.split(":")[0] for line in doctor.stdout.splitlines()] == [
+        "ok   server",
+        "ok   credentials",
+        "ok   artifacts",
+        "ok   registry",
+    ]
     assert doctor.stdout.splitlines()[-1] == "ok   registry: a new model is writable"
     repo, spec = team_repo(tmp_path, synth_root)
     trained = run("train", "experiments/srv.yaml", env=env, cwd=repo.path)
@@ -92,20 +120,37 @@ def test_direct_mode_clients_write_to_sftp(tmp_path, synth_root, sftp, postgres_
     assert any(f.endswith(f"{finished.info.run_id}/artifacts/plots/sample_predictions.png") for f in sftp.files())
 
 
-def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
+def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(
+    tmp_path, synth_root, sftp, postgres_db, mlflow_server
+):
     server = mlflow_server(postgres_db, "proxied", auth=True, **ADMIN)
     assert requests.get(f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code == 401
     admin = (ADMIN["FLOWOPS_ADMIN_USERNAME"], ADMIN["FLOWOPS_ADMIN_PASSWORD"])
-    created = requests.post(f"{server.uri}/api/2.0/mlflow/users/create", json={"username": "reader", "password": "reader-pw-1234"}, auth=admin, timeout=10)
+    created = requests.post(
+        f"{server.uri}/api/2.0/mlflow/users/create",
+        json={"username": "reader", "password": "reader-pw-1234"},
+        auth=admin,
+        timeout=10,
+    )
     assert created.status_code == 200, created.text
-    admin_env = client_env(server.uri, MLFLOW_TRACKING_USERNAME=admin[0], MLFLOW_TRACKING_PASSWORD=admin[1],
-                           FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))  # fmt: skip
+    admin_env = client_env(
+        server.uri,
+        MLFLOW_TRACKING_USERNAME=admin[0],
+        MLFLOW_TRACKING_PASSWORD=admin[1],
+        FLOWOPS_CACHE_DIR=str(tmp_path / "cache"),
+        HOME=str(tmp_path),
+    )
     reader_env = {**admin_env, "MLFLOW_TRACKING_USERNAME": "reader", "MLFLOW_TRACKING_PASSWORD": "reader-pw-1234"}
-    anonymous = {k: v for k, v in admin_env.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    anonymous = {
+        k: v for k, v in admin_env.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    }
     outputs = []
     # the admin trains and promotes
     repo, spec = team_repo(tmp_path, synth_root, name="authz")
-    for args in (("train", "experiments/authz.yaml"), ("promote", "--git-range", repo.merge("merge", {"authz.yaml": spec}))):
+    for args in (
+        ("train", "experiments/authz.yaml"),
+        ("promote", "--git-range", repo.merge("merge", {"authz.yaml": spec})),
+    ):
         proc = run(*args, env=admin_env, cwd=repo.path)
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, outputs[-1][-3000:]
@@ -120,13 +165,18 @@ def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(tmp_path
     assert len(denied.stderr.strip().splitlines()) == 1
     doctor = run("doctor", "--expect", "read-only", env=reader_env, cwd=repo.path)  # the model from the repo's policy
     outputs.append(doctor.stdout + doctor.stderr)
-    assert doctor.returncode == 0 and "ok   registry: model 'team-model' is read-only, as expected" in doctor.stdout, outputs[-1]
+    assert doctor.returncode == 0 and "ok   registry: model 'team-model' is read-only, as expected" in doctor.stdout, (
+        outputs[-1]
+    )
     admin_doctor = run("doctor", "--model", "team-model", env=admin_env)
     outputs.append(admin_doctor.stdout + admin_doctor.stderr)
     assert "ok   registry: model 'team-model' is writable" in admin_doctor.stdout, outputs[-1]
     nobody = run("doctor", env=anonymous)
     outputs.append(nobody.stdout + nobody.stderr)
-    assert nobody.returncode == 1 and "FAIL credentials: required: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in nobody.stdout
+    assert (
+        nobody.returncode == 1
+        and "FAIL credentials: required: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in nobody.stdout
+    )
     # no password ever reaches the output
     for text in outputs:
         assert ADMIN["FLOWOPS_ADMIN_PASSWORD"] not in text and "reader-pw-1234" not in text
@@ -142,32 +192,45 @@ def wait_for_metric(client, experiment: str, key: str, step: int, proc, timeout:
             if history and max(m.step for m in history) >= step:
                 return r
         time.sleep(0.5)
-    pytest.fail(f"training did not reach {key} step {step}: {proc.communicate()[1][-2000:] if proc.poll() is not None else 'timeout'}")
+    pytest.fail(
+        f"training did not reach {key} step {step}: "
+        f"{proc.communicate()[1][-2000:] if proc.poll() is not None else 'timeout'}"
+    )
 
 
 def start_training(repo: TeamRepo, spec: dict, env: dict) -> subprocess.Popen:
     """Write experiments/<name>.yaml into the repository and start `flowops train` on it."""
     path = write_experiment(repo.path, spec, f"{spec['name']}.yaml")
-    return subprocess.Popen([str(BIN / "flowops"), "train", str(path.relative_to(repo.path))], cwd=repo.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [str(BIN / "flowops"), "train", str(path.relative_to(repo.path))],
+        cwd=repo.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_training_survives_a_server_restart(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
     server = mlflow_server(postgres_db, "proxied")
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name="restart", experiment_name="team", epochs=8, max_batches_per_epoch=2)
-    proc = start_training(repo, spec, client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path)))
+    proc = start_training(
+        repo, spec, client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))
+    )
     client = MlflowClient(server.uri)
     run_under_way = wait_for_metric(client, "team", "loss", 2, proc)
     server.kill()  # a crash mid-training
     time.sleep(3)
     server.start()  # back within seconds, same port and database
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     final = MlflowClient(server.uri).get_run(run_under_way.info.run_id)
     assert final.info.status == "FINISHED"
     for key in ("loss", "val_loss", "val_iou"):
-        assert [m.step for m in MlflowClient(server.uri).get_metric_history(final.info.run_id, key)] == list(range(1, 9)), key
+        assert [m.step for m in MlflowClient(server.uri).get_metric_history(final.info.run_id, key)] == list(
+            range(1, 9)
+        ), key
 
 
 def test_promote_with_the_server_down_fails_clearly_then_succeeds(tmp_path, sftp, postgres_db, mlflow_server):
@@ -185,7 +248,9 @@ def test_promote_with_the_server_down_fails_clearly_then_succeeds(tmp_path, sftp
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     rng = repo.merge("merge", {"a.yaml": spec("a")})
     server.kill()
-    env = client_env(server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0", HOME=str(tmp_path))
+    env = client_env(
+        server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0", HOME=str(tmp_path)
+    )
     down = run("promote", "--git-range", rng, env=env, cwd=repo.path)
     assert down.returncode == 1
     assert down.stderr.startswith(f"tracking server {server.uri} cannot be reached: "), down.stderr
@@ -202,7 +267,9 @@ def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, s
     server = mlflow_server(postgres_db, "proxied")
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name="nosftp", experiment_name="team", epochs=3, max_batches_per_epoch=2)
-    env = client_env(server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path), MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+    env = client_env(
+        server.uri, FLOWOPS_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path), MLFLOW_HTTP_REQUEST_MAX_RETRIES="1"
+    )
     proc = start_training(repo, spec, env)
     client = MlflowClient(server.uri)
     try:
@@ -215,7 +282,10 @@ def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, s
     final = client.get_run(under_way.info.run_id)
     assert final.info.status == "FAILED"
     reason = final.data.tags["flowops.failure"]
-    assert reason == "could not store artifact plots/learning_curves.png on the tracking server (its artifact store failed or is down)"
+    assert (
+        reason
+        == "could not store artifact plots/learning_curves.png on the tracking server (its artifact store failed or is down)"
+    )
     assert err.strip().splitlines()[-1].startswith("training nosftp failed (run ")
 
 

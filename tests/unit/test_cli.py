@@ -8,9 +8,9 @@ from flowops.cli import cli
 
 def walk(group: click.Group, prefix=()):
     for name, command in group.commands.items():
-        yield prefix + (name,), command
+        yield (*prefix, name), command
         if isinstance(command, click.Group):
-            yield from walk(command, prefix + (name,))
+            yield from walk(command, (*prefix, name))
 
 
 def test_every_command_and_option_has_help():

@@ -9,7 +9,7 @@ from flowops.data import cache
 from flowops.data.coco import open_split
 from flowops.data.synth import generate
 from flowops.errors import FlowopsError
-from flowops.spec import ExperimentSpec
+from flowops.spec.experiment import ExperimentSpec
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def spec_for(root, categories=("person", "car"), **kw) -> ExperimentSpec:
-    return ExperimentSpec.model_validate({"name": "t", "categories": list(categories), "dataset": {"root": str(root)}, **kw})
+    return ExperimentSpec.model_validate(
+        {"name": "t", "categories": list(categories), "dataset": {"root": str(root)}, **kw}
+    )
 
 
 def test_synth_has_the_hard_cases(dataset):
@@ -138,9 +140,18 @@ def test_fingerprint_changes_with_image_content(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda r: (r / "annotations" / "instances_train.json").unlink(), r"no annotation file annotations/instances_train\.json for the train split"),
-        (lambda r: (r / "annotations" / "instances_train.json").write_text("{oops"), r"not COCO JSON: not valid JSON \(line 1\)"),
-        (lambda r: (r / "annotations" / "instances_train.json").write_text('{"images": []}'), r"not COCO JSON: no 'annotations', 'categories' list"),
+        (
+            lambda r: (r / "annotations" / "instances_train.json").unlink(),
+            r"no annotation file annotations/instances_train\.json for the train split",
+        ),
+        (
+            lambda r: (r / "annotations" / "instances_train.json").write_text("{oops"),
+            r"not COCO JSON: not valid JSON \(line 1\)",
+        ),
+        (
+            lambda r: (r / "annotations" / "instances_train.json").write_text('{"images": []}'),
+            r"not COCO JSON: no 'annotations', 'categories' list",
+        ),
     ],
 )
 def test_bad_datasets(tmp_path, mutate, message):
@@ -152,7 +163,9 @@ def test_bad_datasets(tmp_path, mutate, message):
 
 
 def test_category_absent_from_dataset(dataset):
-    with pytest.raises(FlowopsError, match=r"category 'zebra' is not in this dataset; it has: bicycle, car, dog, person"):
+    with pytest.raises(
+        FlowopsError, match=r"category 'zebra' is not in this dataset; it has: bicycle, car, dog, person"
+    ):
         open_split(spec_for(dataset, ["zebra"]), "train")
     with pytest.raises(FlowopsError, match=r"category 'dgo' is not in this dataset \(did you mean 'dog'\?\)"):
         open_split(spec_for(dataset, ["dgo"]), "train")

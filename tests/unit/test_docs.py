@@ -2,7 +2,7 @@
 
 import re
 
-from flowops.reference import render
+from flowops.cli.reference import render
 
 from ..conftest import REPO
 
@@ -13,8 +13,8 @@ def test_reference_is_current():
 
 def test_reference_covers_every_field_and_command():
     from flowops.cli import cli
-    from flowops.policy import RegistryPolicy
-    from flowops.spec import ExperimentSpec
+    from flowops.spec.experiment import ExperimentSpec
+    from flowops.spec.policy import RegistryPolicy
 
     text = render()
     for name in [*ExperimentSpec.model_fields, *RegistryPolicy.model_fields]:
@@ -31,7 +31,9 @@ def test_troubleshooting_quotes_messages_that_exist():
         for fragment in re.split(r"<[^>]+>", quote):
             fragment = fragment.strip()
             if len(fragment) > 3:
-                assert fragment in sources, f"docs/troubleshooting.md quotes {fragment!r}, which the code no longer prints"
+                assert fragment in sources, (
+                    f"docs/troubleshooting.md quotes {fragment!r}, which the code no longer prints"
+                )
 
 
 def test_readme_links_resolve():

@@ -12,7 +12,7 @@ from flowops.health import wait_healthy
 class Health(BaseHTTPRequestHandler):
     status = 503
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         self.send_response(Health.status if self.path == "/health" else 404)
         self.end_headers()
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from flowops import lineage
+from flowops.gitops import lineage
 
 
 def sh(*args, cwd):
@@ -62,6 +62,10 @@ def test_run_tags(repo, monkeypatch):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert tags["flowops.git_commit"] == head
     assert tags["flowops.code_tree"] == lineage.code_tree("HEAD", repo=repo)
-    assert (tags["flowops.pr_number"], tags["flowops.git_branch"], tags["flowops.code_dirty"]) == ("9", "feature/x", "false")
+    assert (tags["flowops.pr_number"], tags["flowops.git_branch"], tags["flowops.code_dirty"]) == (
+        "9",
+        "feature/x",
+        "false",
+    )
     assert tags["flowops.spec_sha256"] == "abc" and tags["flowops.dataset_fingerprint"] == "fp"
     assert "python==" in tags["flowops.versions"] and tags["flowops.hardware"]

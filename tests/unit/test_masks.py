@@ -5,7 +5,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from flowops.data.masks import class_mask, one_hot, resize_mask
+from flowops.data.masks import class_mask, one_hot
+from flowops.data.preprocess import resize_mask
 from flowops.data.synth import rle_compressed, rle_uncompressed
 
 H, W = 40, 50
@@ -15,10 +16,12 @@ def coco_with(annotations):
     coco = COCO()
     coco.dataset = {
         "images": [{"id": 1, "file_name": "a.jpg", "width": W, "height": H}],
-        "annotations": [{"id": i + 1, "image_id": 1, "iscrowd": a.pop("iscrowd", 0), "area": 1.0, "bbox": [0, 0, 1, 1], **a}
-                        for i, a in enumerate(annotations)],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "iscrowd": a.pop("iscrowd", 0), "area": 1.0, "bbox": [0, 0, 1, 1], **a}
+            for i, a in enumerate(annotations)
+        ],
         "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}],
-    }  # fmt: skip
+    }
     coco.createIndex()
     return coco
 
@@ -59,14 +62,22 @@ def test_uncompressed_rle_matches_pycocotools_encoding():
 def test_overlap_goes_to_the_smaller_object_then_the_first_listed_category():
     big = blob(0, 30, 0, 30)  # car, 900 px
     small = blob(10, 20, 10, 20)  # dog, 100 px, on top of the car
-    coco = coco_with([{"category_id": 18, "segmentation": rle_compressed(small)},
-                      {"category_id": 3, "segmentation": rle_compressed(big)}])  # fmt: skip
+    coco = coco_with(
+        [
+            {"category_id": 18, "segmentation": rle_compressed(small)},
+            {"category_id": 3, "segmentation": rle_compressed(big)},
+        ]
+    )
     mask = class_mask(coco, coco.imgs[1], {3: 1, 18: 2})
     assert (mask[10:20, 10:20] == 2).all()
     assert (mask[0:10, 0:30] == 1).all()
     # equal areas: the category listed first in the experiment wins
-    coco = coco_with([{"category_id": 3, "segmentation": rle_compressed(blob(0, 10, 0, 10))},
-                      {"category_id": 1, "segmentation": rle_compressed(blob(0, 10, 0, 10))}])  # fmt: skip
+    coco = coco_with(
+        [
+            {"category_id": 3, "segmentation": rle_compressed(blob(0, 10, 0, 10))},
+            {"category_id": 1, "segmentation": rle_compressed(blob(0, 10, 0, 10))},
+        ]
+    )
     assert (class_mask(coco, coco.imgs[1], {1: 1, 3: 2})[0:10, 0:10] == 1).all()
     assert (class_mask(coco, coco.imgs[1], {3: 1, 1: 2})[0:10, 0:10] == 1).all()
 
@@ -88,7 +99,12 @@ def test_one_hot_is_exactly_one_hot():
 def test_masks_drawn_at_the_cache_size_match_full_size_masks_shrunk():
     parts = [[2, 2, 22, 3, 20, 25, 3, 18], [30, 5, 48, 8, 45, 36, 31, 30]]  # two parts, slanted edges
     crowd = blob(28, 40, 0, 12)
-    coco = coco_with([{"category_id": 1, "segmentation": parts}, {"category_id": 3, "segmentation": rle_compressed(crowd), "iscrowd": 1}])
+    coco = coco_with(
+        [
+            {"category_id": 1, "segmentation": parts},
+            {"category_id": 3, "segmentation": rle_compressed(crowd), "iscrowd": 1},
+        ]
+    )
     full = class_mask(coco, coco.imgs[1], {1: 1, 3: 2})
     for size in (20, 32, 64):
         small = class_mask(coco, coco.imgs[1], {1: 1, 3: 2}, size)

@@ -7,9 +7,16 @@ import tomllib
 import pytest
 import yaml
 
-from flowops.params import EXTRA_PARAMETERS, PARAMETERS, default_params, parse_args, spec_from_params, spec_to_params
-from flowops.spec import DatasetPaths, ExperimentSpec, json_schema
-from flowops.validate import load_experiment
+from flowops.spec.experiment import DatasetPaths, ExperimentSpec, json_schema
+from flowops.spec.load import load_experiment
+from flowops.spec.params import (
+    EXTRA_PARAMETERS,
+    PARAMETERS,
+    default_params,
+    parse_args,
+    spec_from_params,
+    spec_to_params,
+)
 
 from ..conftest import REPO
 
@@ -56,7 +63,9 @@ def test_examples_round_trip_through_parameters_with_the_same_identity(path):
 
 
 def test_coco_dataset_round_trips():
-    spec = ExperimentSpec.model_validate({"name": "c", "categories": ["cat", "dog"], "dataset": "coco", "encoder_weights": "imagenet"})
+    spec = ExperimentSpec.model_validate(
+        {"name": "c", "categories": ["cat", "dog"], "dataset": "coco", "encoder_weights": "imagenet"}
+    )
     params = spec_to_params(spec)
     assert (params["dataset"], params["encoder_weights"], params["max_batches_per_epoch"]) == ("coco", "imagenet", "0")
     assert spec_from_params(params) == spec
@@ -79,9 +88,11 @@ def _requirement_names(reqs):
 
 def test_conda_env_pins_match_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["tracking"] + [
-        r for r in project["optional-dependencies"]["train"] if not r.startswith("flowops")
-    ]
+    wanted = (
+        project["dependencies"]
+        + project["optional-dependencies"]["tracking"]
+        + [r for r in project["optional-dependencies"]["train"] if not r.startswith("flowops")]
+    )
     wanted = [r.split("#")[0].strip() for r in wanted]
     conda = yaml.safe_load((REPO / "conda.yaml").read_text())
     assert "python=3.11" in conda["dependencies"]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")  # noqa: F841 - the train extra is installed by `make test`
+tf = pytest.importorskip("tensorflow")
 
-from flowops.augment import augment, prepare_batch  # noqa: E402
 from flowops.data.pipeline import make_dataset  # noqa: E402
+from flowops.training.augment import augment, prepare_batch  # noqa: E402
 
 SIZE = 64
 STEP = 60  # image value per class: class k is painted k * STEP
@@ -66,10 +66,12 @@ def test_host_batches_are_uint8_in_a_seeded_order_that_changes_every_epoch():
     assert len(first[0]) == 2  # max_batches caps an epoch
     # Every batch holds cached pairs, untouched: the image and its own mask.
     for xb, yb in first[0] + first[1]:
-        for xi, yi in zip(xb, yb):
+        for xi, yi in zip(xb, yb, strict=False):
             i = next(k for k in range(10) if np.array_equal(images[k], xi))
             assert np.array_equal(masks[i], yi)
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first[0] + first[1], again[0] + again[1]))  # same seed, same order
+    assert all(
+        np.array_equal(a[0], b[0]) for a, b in zip(first[0] + first[1], again[0] + again[1], strict=False)
+    )  # same seed, same order
     assert not np.array_equal(first[0][0][0], first[1][0][0])  # epochs differ
     assert not np.array_equal(first[0][0][0], other[0][0][0])  # seeds differ
 
@@ -86,7 +88,9 @@ def test_prepare_batch_converts_and_one_hot_encodes_with_or_without_augmentation
     masks = np.stack([scene(i) for i in range(3)])
     x, y = prepare_batch(tf.constant(images), tf.constant(masks), 4)
     assert x.dtype == tf.float32 and np.array_equal(x.numpy(), images.astype(np.float32))
-    assert y.shape == (3, SIZE, SIZE, 4) and np.array_equal(y.numpy().argmax(-1), masks) and (y.numpy().sum(-1) == 1).all()
+    assert (
+        y.shape == (3, SIZE, SIZE, 4) and np.array_equal(y.numpy().argmax(-1), masks) and (y.numpy().sum(-1) == 1).all()
+    )
     xa, ya = prepare_batch(tf.constant(images), tf.constant(masks), 4, tf.constant([5, 0], tf.int64))
     again, _ = prepare_batch(tf.constant(images), tf.constant(masks), 4, tf.constant([5, 0], tf.int64))
     assert xa.dtype == tf.float32 and not np.allclose(xa.numpy(), x.numpy())  # augmented

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowops.policy import Candidate, Holder, Improvement, PerClass, Regression, RegistryPolicy, Target, Threshold, better_by, decide
+from flowops.registry.decide import Candidate, Holder, better_by, decide
+from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
 
 CODE = "c0de" * 10
 
@@ -19,8 +20,12 @@ def cand(require_code=True, **metrics) -> Candidate:
     return Candidate("run x", metrics, CODE, CODE if require_code else "0ther" * 8)
 
 
-PROD = Target(thresholds=[Threshold(metric="val_iou", min=0.3)], improve=Improvement(absolute=0.01, relative=0.05),
-              max_regression=[Regression(metric="val_loss", max_absolute=0.1)], per_class=PerClass(tolerance=0.02))  # fmt: skip
+PROD = Target(
+    thresholds=[Threshold(metric="val_iou", min=0.3)],
+    improve=Improvement(absolute=0.01, relative=0.05),
+    max_regression=[Regression(metric="val_loss", max_absolute=0.1)],
+    per_class=PerClass(tolerance=0.02),
+)
 
 
 @pytest.mark.parametrize(
@@ -31,18 +36,39 @@ PROD = Target(thresholds=[Threshold(metric="val_iou", min=0.3)], improve=Improve
         ({"val_iou": 0.2, "val_loss": 1.0}, None, False, ["val_iou 0.2 fails >= 0.3"]),
         # improvement: needs max(0.01, 5% of 0.5 = 0.025)
         ({"val_iou": 0.53, "val_loss": 1.0}, {"val_iou": 0.5, "val_loss": 1.0}, True, []),
-        ({"val_iou": 0.52, "val_loss": 1.0}, {"val_iou": 0.5, "val_loss": 1.0}, False,
-         ["val_iou 0.52 vs 0.5 (v3): better by 0.02, needs >= 0.025"]),
+        (
+            {"val_iou": 0.52, "val_loss": 1.0},
+            {"val_iou": 0.5, "val_loss": 1.0},
+            False,
+            ["val_iou 0.52 vs 0.5 (v3): better by 0.02, needs >= 0.025"],
+        ),
         # secondary regression (val_loss lower is better): worse by 0.2 > 0.1
-        ({"val_iou": 0.6, "val_loss": 1.2}, {"val_iou": 0.5, "val_loss": 1.0}, False, ["val_loss 1.2 vs 1: worse by 0.2, allowed worse by 0.1"]),
+        (
+            {"val_iou": 0.6, "val_loss": 1.2},
+            {"val_iou": 0.5, "val_loss": 1.0},
+            False,
+            ["val_loss 1.2 vs 1: worse by 0.2, allowed worse by 0.1"],
+        ),
         # per-class: person dropped by 0.05 > 0.02; background is not a guard
-        ({"val_iou": 0.6, "val_loss": 1.0, "val_iou.person": 0.45, "val_iou.background": 0.1},
-         {"val_iou": 0.5, "val_loss": 1.0, "val_iou.person": 0.5, "val_iou.background": 0.9}, False,
-         ["per-class IoU dropped by more than 0.02: val_iou.person 0.45 < 0.5"]),
+        (
+            {"val_iou": 0.6, "val_loss": 1.0, "val_iou.person": 0.45, "val_iou.background": 0.1},
+            {"val_iou": 0.5, "val_loss": 1.0, "val_iou.person": 0.5, "val_iou.background": 0.9},
+            False,
+            ["per-class IoU dropped by more than 0.02: val_iou.person 0.45 < 0.5"],
+        ),
         # missing metrics fail a check with an explanation, never an exception
-        ({"val_loss": 1.0}, {"val_iou": 0.5, "val_loss": 1.0}, False, ["val_iou is missing from the run", "val_iou is missing from the run"]),
-        ({"val_iou": 0.6, "val_loss": 1.0}, {"val_iou": 0.5, "val_loss": 1.0, "val_iou.dog": 0.3}, False,
-         ["per-class IoU dropped by more than 0.02: val_iou.dog missing"]),
+        (
+            {"val_loss": 1.0},
+            {"val_iou": 0.5, "val_loss": 1.0},
+            False,
+            ["val_iou is missing from the run", "val_iou is missing from the run"],
+        ),
+        (
+            {"val_iou": 0.6, "val_loss": 1.0},
+            {"val_iou": 0.5, "val_loss": 1.0, "val_iou.dog": 0.3},
+            False,
+            ["per-class IoU dropped by more than 0.02: val_iou.dog missing"],
+        ),
     ],
 )
 def test_decide_table(metrics, holder, promote, failed):
@@ -55,7 +81,10 @@ def test_decide_table(metrics, holder, promote, failed):
 def test_require_same_code():
     d = decide(cand(require_code=False, val_iou=0.9), {"production": None}, policy()).targets["production"]
     assert not d.promote
-    assert d.checks[0].detail == "trained on code tree c0dec0dec0de, merged code is 0ther0ther0t: retrain on the merged code"
+    assert (
+        d.checks[0].detail
+        == "trained on code tree c0dec0dec0de, merged code is 0ther0ther0t: retrain on the merged code"
+    )
     off = RegistryPolicy(model_name="m", require_same_code=False)
     assert decide(cand(require_code=False, val_iou=0.9), {}, off).targets["production"].promote
 
@@ -68,7 +97,11 @@ def test_equal_candidate_is_not_an_improvement():
 
 def test_every_target_is_decided_and_summarised():
     p = policy(staging=Target(thresholds=[Threshold(metric="val_iou", min=0.1)]), production=PROD)
-    d = decide(cand(val_iou=0.2, val_loss=1.0), {"staging": None, "production": Holder("2", {"val_iou": 0.5, "val_loss": 1.0})}, p)
+    d = decide(
+        cand(val_iou=0.2, val_loss=1.0),
+        {"staging": None, "production": Holder("2", {"val_iou": 0.5, "val_loss": 1.0})},
+        p,
+    )
     assert d.targets["staging"].promote and not d.targets["production"].promote
     assert d.targets["staging"].summary() == "staging: promote (was unset)"
     assert d.targets["production"].summary().startswith("production: keep 2: val_iou 0.2 fails >= 0.3; ")
@@ -81,12 +114,16 @@ gains = st.floats(min_value=0, max_value=2, allow_nan=False)
 
 
 @settings(max_examples=300, deadline=None)
-@given(iou=values, loss=values, pc=values, h_iou=values, h_loss=values, h_pc=values, d_iou=gains, d_loss=gains, d_pc=gains)
+@given(
+    iou=values, loss=values, pc=values, h_iou=values, h_loss=values, h_pc=values, d_iou=gains, d_loss=gains, d_pc=gains
+)
 def test_better_on_every_metric_never_decides_worse(iou, loss, pc, h_iou, h_loss, h_pc, d_iou, d_loss, d_pc):
     p = policy(production=PROD)
     holder = {"production": Holder("1", {"val_iou": h_iou, "val_loss": h_loss, "val_iou.cat": h_pc})}
     worse = decide(cand(val_iou=iou, val_loss=loss, **{"val_iou.cat": pc}), holder, p).targets["production"]
-    better = decide(cand(val_iou=iou + d_iou, val_loss=loss - d_loss, **{"val_iou.cat": pc + d_pc}), holder, p).targets["production"]
+    better = decide(cand(val_iou=iou + d_iou, val_loss=loss - d_loss, **{"val_iou.cat": pc + d_pc}), holder, p).targets[
+        "production"
+    ]
     assert better.promote or not worse.promote
     assert sum(c.passed for c in better.checks) >= sum(c.passed for c in worse.checks)
 
@@ -95,8 +132,13 @@ def test_better_on_every_metric_never_decides_worse(iou, loss, pc, h_iou, h_loss
 @given(holder=values, delta=st.floats(min_value=0.001, max_value=3), relative=st.floats(min_value=0, max_value=1))
 def test_direction_is_honoured(holder, delta, relative):
     for direction, sign in (("max", 1), ("min", -1)):
-        p = RegistryPolicy(model_name="m", primary_metric="score", metrics={"score": direction}, require_same_code=False,
-                           targets={"production": Target(improve=Improvement(relative=relative))})  # fmt: skip
+        p = RegistryPolicy(
+            model_name="m",
+            primary_metric="score",
+            metrics={"score": direction},
+            require_same_code=False,
+            targets={"production": Target(improve=Improvement(relative=relative))},
+        )
         h = {"production": Holder("1", {"score": holder})}
         assert not decide(Candidate("c", {"score": holder - sign * delta}), h, p).targets["production"].promote
         promoted = decide(Candidate("c", {"score": holder + sign * delta}), h, p).targets["production"].promote
@@ -107,9 +149,16 @@ def test_direction_is_honoured(holder, delta, relative):
 @settings(max_examples=200, deadline=None)
 @given(holder=st.sampled_from([0.0, -0.0, -1.0, -1e-9, -3.5]), relative=st.floats(min_value=0, max_value=1), gain=gains)
 def test_relative_margins_with_zero_and_negative_baselines(holder, relative, gain):
-    p = RegistryPolicy(model_name="m", primary_metric="score", metrics={"score": "max"}, require_same_code=False,
-                       targets={"production": Target(improve=Improvement(relative=relative))})  # fmt: skip
-    d = decide(Candidate("c", {"score": holder + gain}), {"production": Holder("1", {"score": holder})}, p).targets["production"]
+    p = RegistryPolicy(
+        model_name="m",
+        primary_metric="score",
+        metrics={"score": "max"},
+        require_same_code=False,
+        targets={"production": Target(improve=Improvement(relative=relative))},
+    )
+    d = decide(Candidate("c", {"score": holder + gain}), {"production": Holder("1", {"score": holder})}, p).targets[
+        "production"
+    ]
     need = relative * abs(holder)  # never negative: a negative baseline cannot lower the bar
     actual = (holder + gain) - holder  # the gain as floating point sees it
     assert d.promote == (actual > 0 and actual >= need)
@@ -122,7 +171,11 @@ def test_better_by():
 
 def test_regression_check_says_better_or_unchanged_when_nothing_got_worse():
     def detail(loss):
-        d = decide(cand(val_iou=0.6, val_loss=loss), {"production": Holder("3", {"val_iou": 0.5, "val_loss": 1.0})}, policy(production=PROD))
+        d = decide(
+            cand(val_iou=0.6, val_loss=loss),
+            {"production": Holder("3", {"val_iou": 0.5, "val_loss": 1.0})},
+            policy(production=PROD),
+        )
         return next(c.detail for c in d.targets["production"].checks if c.name == "val_loss regression")
 
     assert detail(0.8) == "val_loss 0.8 vs 1: better by 0.2, allowed worse by 0.1"

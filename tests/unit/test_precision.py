@@ -3,13 +3,19 @@
 import pytest
 
 from flowops.errors import FlowopsError
-from flowops.model import precision_policy
+from flowops.training.precision import precision_policy
 
 
-@pytest.mark.parametrize(("gpus", "setting", "policy"), [
-    (1, None, "mixed_float16"), (0, None, "float32"), (2, "", "mixed_float16"),
-    (1, "0", "float32"), (0, "1", "mixed_float16"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("gpus", "setting", "policy"),
+    [
+        (1, None, "mixed_float16"),
+        (0, None, "float32"),
+        (2, "", "mixed_float16"),
+        (1, "0", "float32"),
+        (0, "1", "mixed_float16"),
+    ],
+)
 def test_policy_follows_the_hardware_unless_told(gpus, setting, policy):
     assert precision_policy(gpus, setting) == policy
 

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from flowops.spec import ExperimentSpec
+from flowops.spec.experiment import ExperimentSpec
 
 BASE = {"name": "exp", "categories": ["person", "car"], "dataset": {"root": "data/x"}}
 
@@ -27,7 +27,13 @@ def test_defaults_are_filled_in():
 def test_sha256_ignores_key_order_defaults_and_description():
     a = spec()
     b = ExperimentSpec.model_validate(
-        {"dataset": {"root": "data/x"}, "categories": ["person", "car"], "name": "exp", "epochs": 10, "description": "other"}
+        {
+            "dataset": {"root": "data/x"},
+            "categories": ["person", "car"],
+            "name": "exp",
+            "epochs": 10,
+            "description": "other",
+        }
     )
     assert a.sha256() == b.sha256()
     assert len(a.sha256()) == 64
@@ -35,7 +41,13 @@ def test_sha256_ignores_key_order_defaults_and_description():
 
 @pytest.mark.parametrize(
     "change",
-    [{"epochs": 11}, {"learning_rate": 0.002}, {"categories": ["car", "person"]}, {"dataset": {"root": "data/y"}}, {"name": "exp2"}],
+    [
+        {"epochs": 11},
+        {"learning_rate": 0.002},
+        {"categories": ["car", "person"]},
+        {"dataset": {"root": "data/y"}},
+        {"name": "exp2"},
+    ],
 )
 def test_sha256_changes_with_anything_that_changes_training(change):
     assert spec(**change).sha256() != spec().sha256()

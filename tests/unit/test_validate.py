@@ -22,11 +22,19 @@ def run(*args: str, cwd=None):
     [
         ("", ["{p}:1: file is empty; expected a mapping of experiment settings"]),
         ("- a\n- b\n", ["{p}:1: top level must be a mapping of experiment settings, got a list"]),
-        ("just text\n", ["{p}:1: top level must be a mapping of experiment settings, got a single value ('just text')"]),
+        (
+            "just text\n",
+            ["{p}:1: top level must be a mapping of experiment settings, got a single value ('just text')"],
+        ),
         (GOOD + "epoch: 3\n", ["{p}:4: epoch: unknown key (did you mean 'epochs'?)"]),
-        (GOOD + "zzz: 3\n", ["{p}:4: zzz: unknown key; known keys: name, description, experiment_name, dataset, "
-                             "categories, architecture, backbone, encoder_weights, image_size, epochs, batch_size, learning_rate, "
-                             "max_batches_per_epoch, seed, augment"]),
+        (
+            GOOD + "zzz: 3\n",
+            [
+                "{p}:4: zzz: unknown key; known keys: name, description, experiment_name, dataset, "
+                "categories, architecture, backbone, encoder_weights, image_size, epochs, batch_size, learning_rate, "
+                "max_batches_per_epoch, seed, augment"
+            ],
+        ),
         (GOOD + "epochs: '3'\n", ["{p}:4: epochs: must be an integer (got '3')"]),
         (GOOD + "augment: yes please\n", ["{p}:4: augment: must be true or false (got 'yes please')"]),
         (GOOD + "epochs: 0\n", ["{p}:4: epochs: must be >= 1 (got 0)"]),
@@ -35,25 +43,58 @@ def run(*args: str, cwd=None):
         (GOOD + "image_size: 0\n", ["{p}:4: image_size: must be >= 32 (got 0)"]),
         (GOOD + "learning_rate: 0\n", ["{p}:4: learning_rate: must be > 0.0 (got 0)"]),
         (GOOD + "learning_rate: -0.1\n", ["{p}:4: learning_rate: must be > 0.0 (got -0.1)"]),
-        (GOOD + "architecture: unet\n",
-         ["{p}:4: architecture: unknown architecture 'unet' (did you mean 'Unet'?); expected Unet, FPN, Linknet, PSPNet"]),
-        (GOOD + "backbone: resnet19\n",
-         ["{p}:4: backbone: unknown backbone 'resnet19' (did you mean 'resnet18'?); expected one of the 32 names in experiments/schema.json"]),
-        (GOOD + "architecture: PSPNet\nimage_size: 100\n",
-         ["{p}:5: image_size: PSPNet needs a multiple of 48 (got 100; try 96 or 144)"]),
-        ("name: exp\ncategories: []\ndataset: {root: d}\n", ["{p}:2: categories: must list at least 1 item(s) (got 0)"]),
-        ("name: exp\ncategories: [person, person]\ndataset: {root: d}\n", ["{p}:2: categories: category 'person' is listed twice"]),
+        (
+            GOOD + "architecture: unet\n",
+            [
+                "{p}:4: architecture: unknown architecture 'unet' (did you mean 'Unet'?); expected Unet, FPN, "
+                "Linknet, PSPNet"
+            ],
+        ),
+        (
+            GOOD + "backbone: resnet19\n",
+            [
+                "{p}:4: backbone: unknown backbone 'resnet19' (did you mean 'resnet18'?); expected one of the "
+                "32 names in experiments/schema.json"
+            ],
+        ),
+        (
+            GOOD + "architecture: PSPNet\nimage_size: 100\n",
+            ["{p}:5: image_size: PSPNet needs a multiple of 48 (got 100; try 96 or 144)"],
+        ),
+        (
+            "name: exp\ncategories: []\ndataset: {root: d}\n",
+            ["{p}:2: categories: must list at least 1 item(s) (got 0)"],
+        ),
+        (
+            "name: exp\ncategories: [person, person]\ndataset: {root: d}\n",
+            ["{p}:2: categories: category 'person' is listed twice"],
+        ),
         ("name: exp\ncategories: [person, '']\ndataset: {root: d}\n", ["{p}:2: categories[1]: must not be empty"]),
-        ("name: exp\ncategories: [persn]\n", ["{p}:2: categories: category 'persn' is not a COCO category (did you mean 'person'?)"]),
-        ("name: exp\ncategories: [person]\ndataset: kitti\n",
-         ["{p}:3: dataset: must be 'coco' or a mapping with a root folder (got 'kitti')"]),
-        ("name: exp\ncategories: [person]\ndataset:\n  root: d\n  trian_images: x\n",
-         ["{p}:5: dataset.trian_images: unknown key (did you mean 'train_images'?)"]),
-        ("name: exp\ncategories: [person]\ndataset:\n  train_images: x\n", ["{p}:3: dataset.root: required field is missing"]),
+        (
+            "name: exp\ncategories: [persn]\n",
+            ["{p}:2: categories: category 'persn' is not a COCO category (did you mean 'person'?)"],
+        ),
+        (
+            "name: exp\ncategories: [person]\ndataset: kitti\n",
+            ["{p}:3: dataset: must be 'coco' or a mapping with a root folder (got 'kitti')"],
+        ),
+        (
+            "name: exp\ncategories: [person]\ndataset:\n  root: d\n  trian_images: x\n",
+            ["{p}:5: dataset.trian_images: unknown key (did you mean 'train_images'?)"],
+        ),
+        (
+            "name: exp\ncategories: [person]\ndataset:\n  train_images: x\n",
+            ["{p}:3: dataset.root: required field is missing"],
+        ),
         ("categories: [person]\n", ["{p}:1: name: required field is missing"]),
         ("name: exp\nname: exp2\ncategories: [person]\n", ["{p}:2: name: duplicate key (first at line 1)"]),
-        ("name: !!python/object/apply:os.system ['true']\ncategories: [person]\n",
-         ["{p}:1: tag !!python/object/apply:os.system is not allowed (only plain YAML values: no Python objects or custom tags)"]),
+        (
+            "name: !!python/object/apply:os.system ['true']\ncategories: [person]\n",
+            [
+                "{p}:1: tag !!python/object/apply:os.system is not allowed (only plain YAML values: no Python "
+                "objects or custom tags)"
+            ],
+        ),
         ("name: [oops\n", ["{p}:2: not valid YAML: did not find expected ',' or ']'"]),
     ],
 )
@@ -98,7 +139,9 @@ def test_default_paths_include_policy(write, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run("validate")
     assert code == 1
-    assert err.splitlines() == ["registry_policy.yaml:1: top level must be a mapping of registry policy settings, got a list"]
+    assert err.splitlines() == [
+        "registry_policy.yaml:1: top level must be a mapping of registry policy settings, got a list"
+    ]
 
 
 def test_nothing_to_validate(tmp_path, monkeypatch):
@@ -129,7 +172,9 @@ def test_process_exit_code_no_traceback_and_no_heavy_imports(write):
 
 def test_traceback_flag_shows_the_stack(write):
     bad = write("bad.yaml", "epochs: 0\n")
-    proc = subprocess.run([sys.executable, "-m", "flowops.cli", "--traceback", "validate", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowops.cli", "--traceback", "validate", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.splitlines()[-3:] == [
@@ -145,20 +190,47 @@ POLICY = "model_name: m\n"
 @pytest.mark.parametrize(
     "text, expected",
     [
-        (POLICY + "primary_metric: val_iuo\n",
-         ["{p}:2: primary_metric: unknown metric 'val_iuo' (did you mean 'val_iou'?); declare its direction under metrics:"]),
-        (POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou, min: 0.5, max: 0.2}\n",
-         ["{p}:5: targets.production.thresholds[0]: contradictory threshold on 'val_iou': min 0.5 > max 0.2"]),
-        (POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou}\n",
-         ["{p}:5: targets.production.thresholds[0]: threshold on 'val_iou' needs min or max"]),
-        (POLICY + "targets:\n  production:\n    improve: {absolut: 0.1}\n",
-         ["{p}:4: targets.production.improve.absolut: unknown key (did you mean 'absolute'?)"]),
-        (POLICY + "targets:\n  production:\n    max_regression:\n      - {metric: val_f2, max_absolute: 0.1}\n",
-         ["{p}:5: targets.production.max_regression[0].metric: unknown metric 'val_f2' (did you mean 'val_f1'?); declare its direction under metrics:"]),
-        (POLICY + "targets:\n  Production: {}\n",
-         ["{p}:3: targets.Production: alias names are lowercase letters, digits, '_' or '-', starting with a letter (got 'Production')"]),
-        (POLICY + "targets:\n  latest: {}\n", ["{p}:3: targets.latest: 'latest' is reserved by MLflow and cannot be an alias"]),
-        (POLICY + "mode: dryrun\n", ["{p}:2: mode: unknown mode 'dryrun' (did you mean 'dry_run'?); expected enabled, dry_run, disabled"]),
+        (
+            POLICY + "primary_metric: val_iuo\n",
+            [
+                "{p}:2: primary_metric: unknown metric 'val_iuo' (did you mean 'val_iou'?); declare its "
+                "direction under metrics:"
+            ],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou, min: 0.5, max: 0.2}\n",
+            ["{p}:5: targets.production.thresholds[0]: contradictory threshold on 'val_iou': min 0.5 > max 0.2"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou}\n",
+            ["{p}:5: targets.production.thresholds[0]: threshold on 'val_iou' needs min or max"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    improve: {absolut: 0.1}\n",
+            ["{p}:4: targets.production.improve.absolut: unknown key (did you mean 'absolute'?)"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    max_regression:\n      - {metric: val_f2, max_absolute: 0.1}\n",
+            [
+                "{p}:5: targets.production.max_regression[0].metric: unknown metric 'val_f2' (did you mean "
+                "'val_f1'?); declare its direction under metrics:"
+            ],
+        ),
+        (
+            POLICY + "targets:\n  Production: {}\n",
+            [
+                "{p}:3: targets.Production: alias names are lowercase letters, digits, '_' or '-', starting "
+                "with a letter (got 'Production')"
+            ],
+        ),
+        (
+            POLICY + "targets:\n  latest: {}\n",
+            ["{p}:3: targets.latest: 'latest' is reserved by MLflow and cannot be an alias"],
+        ),
+        (
+            POLICY + "mode: dryrun\n",
+            ["{p}:2: mode: unknown mode 'dryrun' (did you mean 'dry_run'?); expected enabled, dry_run, disabled"],
+        ),
         (POLICY + "targets: {}\n", ["{p}:2: targets: must list at least 1 item(s) (got 0)"]),
         ("primary_metric: val_iou\n", ["{p}:1: model_name: required field is missing"]),
     ],
@@ -171,7 +243,7 @@ def test_bad_policy(write, text, expected):
 
 
 def test_committed_policy_is_valid():
-    from flowops.validate import load_policy
+    from flowops.spec.load import load_policy
 
     from ..conftest import REPO
 
@@ -188,6 +260,8 @@ def test_policy_caps_the_training_budget(write, tmp_path, monkeypatch):
     code, _, err = run("validate")
     assert code == 1
     assert err.splitlines() == [
-        f"{big.relative_to(tmp_path)}:4: epochs: training budget 20 epochs x 10 batches = 200, over the cap of 100 in registry_policy.yaml",
-        f"{open_ended.relative_to(tmp_path)}:1: max_batches_per_epoch: required: registry_policy.yaml caps training at 100 batches (max_training_batches)",
+        f"{big.relative_to(tmp_path)}:4: epochs: training budget 20 epochs x 10 batches = 200, over the cap "
+        f"of 100 in registry_policy.yaml",
+        f"{open_ended.relative_to(tmp_path)}:1: max_batches_per_epoch: required: registry_policy.yaml caps "
+        f"training at 100 batches (max_training_batches)",
     ]

@@ -57,7 +57,7 @@ def test_merge_keys_are_refused(write):
 
 def test_billion_laughs_fails_fast_in_bounded_memory(write):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=False):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     path = write("bomb.yaml", "\n".join(lines) + "\n")
     tracemalloc.start()

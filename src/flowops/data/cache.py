@@ -24,6 +24,7 @@ from PIL import Image
 
 from flowops.data.coco import Split
 from flowops.data.masks import class_mask
+from flowops.data.preprocess import resize_image
 from flowops.errors import FlowopsError
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
@@ -51,13 +52,6 @@ def cache_key(annotation_sha256: str, categories: list[str], size: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def resize_image(rgb: np.ndarray | Image.Image, size: int) -> np.ndarray:
-    """The one resize used in training and serving: PIL bilinear to size x size, uint8."""
-    image = Image.fromarray(rgb) if isinstance(rgb, np.ndarray) else rgb
-    return np.asarray(image.resize((size, size), Image.BILINEAR))
-
-
-
 def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     """The split decoded at size x size: from the cache, or built now and written in the background.
 
@@ -67,8 +61,14 @@ def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     folder = cache_root() / cache_key(split.annotation_sha256, categories, size) / split.name
     if (folder / "meta.json").exists():  # memory-mapped: the page cache holds it, not a second copy
         meta = json.loads((folder / "meta.json").read_text())
-        return CachedSplit(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "masks.npy", mmap_mode="r"), meta["file_names"],
-                           meta["fingerprint"], meta["skipped"], hit=True)  # fmt: skip
+        return CachedSplit(
+            np.load(folder / "images.npy", mmap_mode="r"),
+            np.load(folder / "masks.npy", mmap_mode="r"),
+            meta["file_names"],
+            meta["fingerprint"],
+            meta["skipped"],
+            hit=True,
+        )
     built = _build(split, size)
     writer = threading.Thread(target=_write, args=(built, folder), name=f"flowops-cache-{split.name}")
     writer.start()  # not a daemon: the interpreter joins it at exit
@@ -108,7 +108,13 @@ def _decode(split: Split, image: dict, size: int):
         raw = path.read_bytes()  # read once: hashed and decoded from memory
         with Image.open(io.BytesIO(raw)) as im:
             if (im.width, im.height) != (image["width"], image["height"]):
-                return image["file_name"], None, None, f"{image['file_name']}: image is {im.width}x{im.height}, annotations say {image['width']}x{image['height']}"
+                return (
+                    image["file_name"],
+                    None,
+                    None,
+                    f"{image['file_name']}: image is {im.width}x{im.height}, annotations say "
+                    f"{image['width']}x{image['height']}",
+                )
             rgb = im if im.mode == "RGB" else im.convert("RGB")  # grayscale and palette images become RGB
             resized = resize_image(rgb, size)
     except (OSError, SyntaxError, ValueError) as exc:
@@ -125,7 +131,8 @@ def _build(split: Split, size: int) -> CachedSplit:
     skipped = [err for *_, err in results if err is not None]
     if len(skipped) > MAX_SKIPPED_FRACTION * len(results) or not kept:
         raise FlowopsError(
-            f"{split.images_dir}: {len(skipped)} of {len(results)} images unreadable (limit {MAX_SKIPPED_FRACTION:.0%}); first: {skipped[0]}"
+            f"{split.images_dir}: {len(skipped)} of {len(results)} images unreadable (limit "
+            f"{MAX_SKIPPED_FRACTION:.0%}); first: {skipped[0]}"
         )
     digest = hashlib.sha256(split.annotation_sha256.encode())
     for name, _, h in sorted(kept, key=lambda t: t[0]):

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowops.errors import FlowopsError
-from flowops.spec import DatasetPaths, ExperimentSpec
+from flowops.spec.experiment import DatasetPaths, ExperimentSpec
 from flowops.suggest import did_you_mean
 
 COCO_DIR_ENV = "FLOWOPS_COCO_DIR"  # where `flowops data coco` keeps the COCO 2017 download
-COCO_PATHS = {"train_annotations": "annotations/instances_train2017.json", "val_annotations": "annotations/instances_val2017.json",
-              "train_images": "train2017", "val_images": "val2017"}  # fmt: skip
+COCO_PATHS = {
+    "train_annotations": "annotations/instances_train2017.json",
+    "val_annotations": "annotations/instances_val2017.json",
+    "train_images": "train2017",
+    "val_images": "val2017",
+}
 
 
 @dataclass
@@ -57,7 +61,11 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise FlowopsError(f"{ann_file}: not COCO JSON: not valid JSON{where}") from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
+    missing = [
+        k
+        for k in ("images", "annotations", "categories")
+        if not isinstance(doc, dict) or not isinstance(doc.get(k), list)
+    ]
     if missing:
         raise FlowopsError(f"{ann_file}: not COCO JSON: no {', '.join(repr(k) for k in missing)} list")
     if not images_dir.is_dir():
@@ -74,7 +82,8 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     for index, name in enumerate(spec.categories, start=1):
         if name not in by_name:
             raise FlowopsError(
-                f"{ann_file}: category {name!r} is not in this dataset{did_you_mean(name, by_name)}; it has: {', '.join(sorted(by_name))}"
+                f"{ann_file}: category {name!r} is not in this dataset{did_you_mean(name, by_name)}; it has: "
+                f"{', '.join(sorted(by_name))}"
             )
         class_of[by_name[name]] = index
     image_ids = sorted({i for cid in class_of for i in coco.getImgIds(catIds=[cid])})

@@ -19,10 +19,14 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowops.catalog import COCO_CATEGORIES
 from flowops.errors import FlowopsError
 from flowops.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_MIRROR = "http://images.cocodataset.org"
 ARCHIVE = "annotations/annotations_trainval2017.zip"
@@ -84,7 +88,7 @@ def with_retries(action, attempts: int = RETRIES, backoff: float = 0.5):
         time.sleep(backoff * 2**attempt)
 
 
-def annotations(mirror: str, dest: Path, splits: list[str]) -> dict[str, Path]:
+def fetch_annotations(mirror: str, dest: Path, splits: list[str]) -> dict[str, Path]:
     """The instances_<split>.json files, from a cached, verified archive."""
     cache = dest / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,9 @@ def annotations(mirror: str, dest: Path, splits: list[str]) -> dict[str, Path]:
         try:
             with_retries(lambda: fetch(f"{mirror}/{ARCHIVE}", archive, timeout=60))
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise FlowopsError(f"mirror {mirror}: cannot download {ARCHIVE}: {getattr(exc, 'reason', None) or exc}") from None
+            raise FlowopsError(
+                f"mirror {mirror}: cannot download {ARCHIVE}: {getattr(exc, 'reason', None) or exc}"
+            ) from None
         part = archive.with_name(archive.name + ".part")
         try:
             with zipfile.ZipFile(part) as zf:
@@ -167,10 +173,14 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
         path = dest / key
         part = path.with_name(path.name + ".part")
         try:
-            transferred = with_retries(lambda: fetch(f"{mirror}/{key}", path, on_bytes=progress.advance_bytes if progress else (lambda n: None)))
+            transferred = with_retries(
+                lambda: fetch(
+                    f"{mirror}/{key}", path, on_bytes=progress.advance_bytes if progress else (lambda n: None)
+                )
+            )
             try:
                 verify_jpeg(part)
-            except Exception as exc:  # noqa: BLE001 - PIL raises several types
+            except Exception as exc:
                 part.unlink(missing_ok=True)  # corrupt: start from scratch next time
                 return key, f"not a valid JPEG ({exc})", transferred
             part.rename(path)
@@ -205,12 +215,20 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
 class Progress:
     """A rich progress bar: files, bytes, rate."""
 
-    def __init__(self, console):
-        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichProgress, TransferSpeedColumn
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, TaskID, TransferSpeedColumn
+        from rich.progress import Progress as RichProgress
 
-        self.bar = RichProgress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), console=console, transient=False)  # fmt: skip
-        self.files = self.bytes = None
+        self.bar = RichProgress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.files = self.bytes = TaskID(0)  # set by start()
 
     def start(self, files: int) -> None:
         self.bar.start()

@@ -12,7 +12,8 @@ it); on equal areas, the category listed first in the experiment wins.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+
+from flowops.data.preprocess import resize_mask
 
 
 def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = None) -> np.ndarray:
@@ -33,7 +34,9 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
         segmentation = ann["segmentation"]
         if size and isinstance(segmentation, list):
             scale = np.array([size / image["width"], size / image["height"]])
-            parts = [(np.asarray(part, dtype=np.float64).reshape(-1, 2) * scale).ravel().tolist() for part in segmentation]
+            parts = [
+                (np.asarray(part, dtype=np.float64).reshape(-1, 2) * scale).ravel().tolist() for part in segmentation
+            ]
             pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, size, size)))
         else:
             pixels = coco.annToMask(ann)
@@ -47,11 +50,6 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
     for _, cls, pixels in sorted(decoded, key=lambda t: (-t[0], -t[1])):
         mask[pixels] = cls
     return mask
-
-
-def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Class indices resized with nearest neighbour (never mixes classes)."""
-    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
 def one_hot(mask: np.ndarray, n_classes: int) -> np.ndarray:

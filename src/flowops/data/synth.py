@@ -18,7 +18,12 @@ from PIL import Image, ImageDraw
 
 # name -> (COCO id, base RGB colour). "bicycle" is never selected by the examples: images
 # holding only bicycles are images "without the selected categories".
-CATEGORIES = {"person": (1, (200, 60, 50)), "car": (3, (40, 70, 200)), "dog": (18, (60, 170, 60)), "bicycle": (2, (210, 190, 40))}
+CATEGORIES = {
+    "person": (1, (200, 60, 50)),
+    "car": (3, (40, 70, 200)),
+    "dog": (18, (60, 170, 60)),
+    "bicycle": (2, (210, 190, 40)),
+}
 SPLITS = {"train": 0.8, "val": 0.2}
 
 
@@ -62,7 +67,8 @@ def flat(poly: list[tuple[float, float]]) -> list[float]:
 
 def colour(name: str, rng: np.random.Generator) -> tuple[int, int, int]:
     base = np.array(CATEGORIES[name][1]) + rng.integers(-25, 26, 3)
-    return tuple(int(v) for v in np.clip(base, 0, 255))
+    r, g, b = (int(v) for v in np.clip(base, 0, 255))
+    return r, g, b
 
 
 def rle_uncompressed(mask: np.ndarray) -> dict:
@@ -94,14 +100,23 @@ class _Writer:
 
     def ann(self, image_id: int, name: str, segmentation, area: float, bbox, crowd: int = 0) -> dict:
         self.ann_id += 1
-        return {"id": self.ann_id, "image_id": image_id, "category_id": CATEGORIES[name][0], "segmentation": segmentation,
-                "area": float(area), "bbox": [float(v) for v in bbox], "iscrowd": crowd}  # fmt: skip
+        return {
+            "id": self.ann_id,
+            "image_id": image_id,
+            "category_id": CATEGORIES[name][0],
+            "segmentation": segmentation,
+            "area": float(area),
+            "bbox": [float(v) for v in bbox],
+            "iscrowd": crowd,
+        }
 
     def polygon_ann(self, image_id, name, parts) -> dict:
         xs = [x for part in parts for x, _ in part]
         ys = [y for part in parts for _, y in part]
         area = sum(_shoelace(p) for p in parts)
-        return self.ann(image_id, name, [flat(p) for p in parts], area, [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)])
+        return self.ann(
+            image_id, name, [flat(p) for p in parts], area, [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+        )
 
     def image(self, image_id: int, split: str) -> tuple[dict, list[dict]]:
         """One image: mostly ordinary objects, every few images one of the special cases."""
@@ -123,7 +138,9 @@ class _Writer:
                 if kind == 1 and name == "person":  # occluded by a pole: a polygon in two parts
                     x = sum(p[0] for p in poly) / len(poly)
                     half = max(2.0, self.w * 0.02)
-                    draw.rectangle([x - half, 0, x + half, self.h], fill=tuple(int(v) for v in self.rng.integers(90, 160, 3)))
+                    draw.rectangle(
+                        [x - half, 0, x + half, self.h], fill=tuple(int(v) for v in self.rng.integers(90, 160, 3))
+                    )
                     parts = [clip_x(poly, x - half, True), clip_x(poly, x + half, False)]
                     anns.append(self.polygon_ann(image_id, name, [p for p in parts if len(p) >= 3]))
                 else:
@@ -152,7 +169,7 @@ class _Writer:
 
 
 def _shoelace(poly: list[tuple[float, float]]) -> float:
-    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1]))) / 2
+    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1], strict=False))) / 2
 
 
 def generate(out: str | Path, images: int = 120, width: int = 160, height: int = 120, seed: int = 0) -> dict[str, Path]:
@@ -162,7 +179,7 @@ def generate(out: str | Path, images: int = 120, width: int = 160, height: int =
     writer = _Writer(out, width, height, rng)
     categories = [{"id": cid, "name": name, "supercategory": "synthetic"} for name, (cid, _) in CATEGORIES.items()]
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    n_train = int(round(images * SPLITS["train"]))
+    n_train = round(images * SPLITS["train"])
     files = {}
     next_id = 1
     for split, count in (("train", n_train), ("val", images - n_train)):
@@ -173,8 +190,12 @@ def generate(out: str | Path, images: int = 120, width: int = 160, height: int =
             infos.append(info)
             anns.extend(image_anns)
             next_id += 1
-        doc = {"info": {"description": f"flowops synthetic COCO-format data (seed {seed})"}, "images": infos,
-               "annotations": anns, "categories": categories}  # fmt: skip
+        doc = {
+            "info": {"description": f"flowops synthetic COCO-format data (seed {seed})"},
+            "images": infos,
+            "annotations": anns,
+            "categories": categories,
+        }
         path = out / "annotations" / f"instances_{split}.json"
         path.write_text(json.dumps(doc))
         files[split] = path

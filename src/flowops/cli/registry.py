@@ -1,0 +1,155 @@
+"""CLI commands for the registry: promote, status, history, rollback (thin: call, print, exit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flowops.cli.base import policy_option, tracking_option
+from flowops.errors import FlowopsError
+
+
+def _client(tracking_uri: str | None):
+    from mlflow.tracking import MlflowClient
+
+    from flowops import tracking
+
+    return MlflowClient(tracking.use(tracking_uri))
+
+
+def _registry(tracking_uri: str | None, policy_path: Path):
+    from flowops.registry.store import Registry
+    from flowops.spec.load import policy_or_error
+
+    policy = policy_or_error(policy_path)
+    return Registry(_client(tracking_uri), policy.model_name), policy
+
+
+@click.command()
+@click.option("--git-range", help="BEFORE..AFTER of the push to main (the merge's net change).")
+@click.option(
+    "--experiment", "experiments", multiple=True, help="Promote these experiment files from the working tree instead."
+)
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="The git repository.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@tracking_option
+def promote(
+    git_range: str | None, experiments: tuple[str, ...], repo: Path, dry_run: bool, tracking_uri: str | None
+) -> None:
+    """Register merged experiments' models and move aliases as registry_policy.yaml decides."""
+    from flowops.registry.promote import promote as run_promote
+
+    if bool(git_range) == bool(experiments):
+        raise FlowopsError("give either --git-range BEFORE..AFTER or --experiment FILE (not both)")
+    outcome = run_promote(_client(tracking_uri), repo, git_range, list(experiments), dry_run)
+    for item in outcome.items:
+        if item.status == "changed":
+            version = (
+                f"v{item.version}" + (" (new)" if item.created else "") if item.version else "not registered (dry run)"
+            )
+            click.echo(f"{item.path}: run {item.run.info.run_id} -> {version}")
+        elif item.status == "deleted":
+            click.echo(f"{item.path}: {item.message}")
+    for alias, rows in outcome.decisions.items():
+        for path, td in rows:
+            click.echo(f"  {alias} <- {path}: {'passes' if td.promote else 'fails'}")
+            for check in td.checks:
+                click.echo(f"    {'ok  ' if check.passed else 'FAIL'} {check.detail}")
+    for line in outcome.moves:
+        click.echo(line)
+    if outcome.errors:
+        raise FlowopsError("\n".join(outcome.errors))
+
+
+@click.command()
+@tracking_option
+@policy_option
+def status(tracking_uri: str | None, policy_path: Path) -> None:
+    """Show which version holds each alias, with its key metrics and lineage."""
+    from flowops.registry.history import status_rows
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    for row in status_rows(registry, policy):
+        if row["version"] is None:
+            click.echo(f"{row['alias']}: unset")
+            continue
+        name, value = row["primary"]
+        metric = f"{name} {value:.4f}" if value is not None else f"{name} missing"
+        click.echo(
+            f"{row['alias']}: v{row['version']}  {metric}  spec {row['spec_path']}  commit "
+            f"{(row['commit'] or '?')[:12]}"
+            f"  run {row['run_id']}" + (f"  PR #{row['pr']}" if row["pr"] else "")
+        )
+
+
+@click.command()
+@click.option("--alias", help="Only this alias.")
+@tracking_option
+@policy_option
+def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> None:
+    """Print the audit trail of alias moves: when, who, from which version to which, and why."""
+    from flowops.registry.history import check_alias, require_model
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    check_alias(policy, alias)
+    require_model(registry)
+    records = registry.history(alias)
+    if not records:
+        click.echo("no alias has moved yet")
+    for r in records:
+        origin = f"PR #{r.pr} " if r.pr else ""
+        origin += f"commit {r.commit[:12]}" if r.commit else ""
+        click.echo(
+            f"{r.time}  {r.alias:<11} {'v' + r.from_version if r.from_version else 'unset':>6} -> "
+            f"v{r.to_version:<4} {r.kind:<8} by {r.actor}  {origin}".rstrip()
+        )
+        click.echo(f"    {r.summary}")
+
+
+@click.command()
+@click.option("--alias", required=True, help="The alias to move back.")
+@click.option("--to", "to_version", help="Version to move it to (default: its previous holder in the audit trail).")
+@click.option("--reason", help="Why, for the audit trail.")
+@tracking_option
+@policy_option
+def rollback(
+    alias: str, to_version: str | None, reason: str | None, tracking_uri: str | None, policy_path: Path
+) -> None:
+    """Move an alias back to its previous holder (or a named version), recorded as a rollback."""
+    from flowops.registry.history import rollback as run_rollback
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    record = run_rollback(registry, policy, alias, to_version, reason)
+    click.echo(f"{alias}: v{record.from_version} -> v{record.to_version} (rollback: {record.summary})")
+
+
+@click.command()
+@click.option("--run", "run_id", required=True, help="The candidate run (from flowops train).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("report"),
+    show_default=True,
+    help="Folder for report.md and its PNGs.",
+)
+@click.option("--experiment", "experiment_file", help="Check that the run was trained from this experiment file.")
+@tracking_option
+@policy_option
+def report(run_id: str, out: Path, experiment_file: str | None, tracking_uri: str | None, policy_path: Path) -> None:
+    """Write the PR report: the run against the models holding the policy's aliases."""
+    from flowops import tracking
+    from flowops.registry.report import build
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    build(registry.client, run_id, policy, out, tracking.resolve_uri(tracking_uri), experiment_file)
+    click.echo(f"wrote {out / 'report.md'}")
+
+
+COMMANDS = [promote, status, history, rollback, report]

@@ -1,0 +1,58 @@
+"""CLI commands for the files people write: validate, schema, docs (light: no MLflow, no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from flowops.cli.base import write_generated
+from flowops.errors import FlowopsError
+
+SCHEMA_PATH = Path("experiments/schema.json")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check experiment files (default: experiments/*.yaml and registry_policy.yaml)."""
+    from flowops.errors import ProblemsError
+    from flowops.spec.load import default_paths
+    from flowops.spec.validate import validate_paths
+
+    files = list(paths) or default_paths()
+    if not files:
+        raise FlowopsError("nothing to validate: no experiments/*.yaml here and no paths given")
+    specs, problems = validate_paths(files)
+    if problems:
+        raise ProblemsError(problems)
+    click.echo(f"ok: {len(files)} file(s) valid ({len(specs)} experiment(s))")
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=SCHEMA_PATH,
+    show_default=True,
+    help="Where to write the JSON Schema.",
+)
+@click.option("--check", is_flag=True, help="Only check that the file is current; exit 1 if not.")
+def schema(out: Path, check: bool) -> None:
+    """Write the experiment JSON Schema that editors use to validate and complete YAML."""
+    from flowops.spec.experiment import json_schema
+
+    write_generated(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", check, "flowops schema")
+
+
+@click.command()
+@click.option("--check", is_flag=True, help="Only check that docs/reference.md is current; exit 1 if not.")
+def docs(check: bool) -> None:
+    """Write docs/reference.md: every experiment and policy field, every command and option."""
+    from flowops.cli.reference import REFERENCE, render
+
+    write_generated(REFERENCE, render(), check, "flowops docs")
+
+
+COMMANDS = [validate, schema, docs]

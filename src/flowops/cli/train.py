@@ -1,0 +1,109 @@
+"""CLI commands for training: train (through the MLflow Project) and changed (what a PR trains)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from flowops.errors import FlowopsError
+
+
+@click.command()
+@click.argument("experiment", type=click.Path(path_type=Path))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db).")
+@click.option(
+    "--env-manager",
+    type=click.Choice(["local", "uv", "virtualenv", "conda"]),
+    default="local",
+    show_default=True,
+    help="How MLflow provides the Python environment (local: this one).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="Where the MLflow Project runs (kubernetes: a Job on a cluster).",
+)
+@click.option(
+    "--backend-config",
+    type=click.Path(path_type=Path),
+    help="Backend configuration file (kubernetes: context, repository, job template).",
+)
+@click.option(
+    "--run-id-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the run id here (also when training fails), for the report step.",
+)
+def train(
+    experiment: Path,
+    tracking_uri: str | None,
+    env_manager: str,
+    backend: str,
+    backend_config: Path | None,
+    run_id_file: Path | None,
+) -> None:
+    """Train an experiment file through the MLflow Project and print the run.
+
+    Environment: FLOWOPS_CACHE_DIR holds the decoded datasets (default .flowops/cache; on a
+    runner, keep it outside the job's work folder); FLOWOPS_MIXED_PRECISION=1 or 0 turns mixed
+    precision on or off (default: on when TensorFlow sees a GPU).
+    """
+    import os
+
+    from flowops.tracking import resolve_uri, ui_hint
+    from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
+    from flowops.training.project import TrainingFailed, run_experiment
+
+    if backend_config is not None and not backend_config.is_file():
+        raise FlowopsError(f"{backend_config}: no such backend config file")
+    check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))  # before a run exists
+    try:
+        run = run_experiment(
+            experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None
+        )
+    except TrainingFailed as exc:
+        if run_id_file and exc.run_id:
+            run_id_file.write_text(exc.run_id + "\n")
+        raise
+    if run_id_file:
+        run_id_file.write_text(run.info.run_id + "\n")
+    click.echo(f"run {run.info.run_id} {run.info.status}: {run.info.run_name}")
+    click.echo(ui_hint(resolve_uri(tracking_uri), run))
+
+
+@click.command()
+@click.option("--base", required=True, help="The PR's base commit (github.event.pull_request.base.sha).")
+@click.option("--head", required=True, help="The PR's head commit (github.event.pull_request.head.sha).")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="The git repository.",
+)
+@click.option(
+    "--retrain", is_flag=True, help="When training code changed, train every experiment (the PR's 'retrain' label)."
+)
+@click.option(
+    "--github-output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also append experiments=/stale=/code_changed= to this file ($GITHUB_OUTPUT).",
+)
+def changed(base: str, head: str, repo: Path, retrain: bool, github_output: Path | None) -> None:
+    """List the experiment files a PR adds or changes (JSON), and those its code change makes stale."""
+    from flowops.gitops.changes import github_output as output_lines
+    from flowops.gitops.changes import pr_changes
+
+    result = pr_changes(repo, base, head, retrain)
+    click.echo(
+        json.dumps({"experiments": result.experiments, "stale": result.stale, "code_changed": result.code_changed})
+    )
+    if github_output:
+        with github_output.open("a") as fh:
+            fh.write(output_lines(result))
+
+
+COMMANDS = [train, changed]

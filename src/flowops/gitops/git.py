@@ -1,0 +1,76 @@
+"""Git as flowops reads it: commits, ranges, the experiment files they change, code trees.
+
+Light (no MLflow, no TensorFlow): `changed` runs on every PR push and `promote` checks
+that the code that trained a run is the code that was merged ("reviewed = shipped").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from flowops.errors import FlowopsError
+from flowops.spec.load import EXPERIMENTS_DIR
+
+CODE_PATHS = ("src", "MLproject", "conda.yaml")  # what decides how a model is trained
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: "before" of a first push
+
+
+def git(*args: str, cwd: str | Path = ".", env: dict | None = None) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return proc.stdout.strip()
+
+
+def code_tree(commit: str | None = None, repo: str | Path = ".") -> str | None:
+    """Git tree hash of CODE_PATHS: at `commit`, or of the working tree (uncommitted changes included)."""
+    if commit is None:
+        # Stage the working tree into a throwaway index, so edits count but the real index is untouched.
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            if git("read-tree", "HEAD", cwd=repo, env=env) is None:
+                return None
+            git("add", "-A", "--", *CODE_PATHS, cwd=repo, env=env)
+            commit = git("write-tree", cwd=repo, env=env)
+    listing = git("ls-tree", commit or "", "--", *CODE_PATHS, cwd=repo) if commit else None
+    if listing is None:
+        return None
+    proc = subprocess.run(["git", "mktree"], cwd=repo, input=listing + "\n", capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def git_show(repo: Path, commit: str, path: str) -> str:
+    text = git("show", f"{commit}:{path}", cwd=repo)
+    if text is None:
+        raise FlowopsError(f"{path}: not found at {commit[:12]}")
+    return text + "\n"
+
+
+def resolve_range(repo: Path, git_range: str) -> tuple[str, str]:
+    """(before, after) commit ids of 'BEFORE..AFTER'; one-line errors for anything else."""
+    if git("rev-parse", "--git-dir", cwd=repo) is None:
+        raise FlowopsError(f"{repo}: not a git repository")
+    before, sep, after = git_range.partition("..")
+    if not sep or not before or not after or after.startswith("."):
+        raise FlowopsError(f"--git-range {git_range!r}: expected BEFORE..AFTER (two commits)")
+    resolved = []
+    for ref in (before, after):
+        if set(ref) == {"0"}:  # GitHub's "before" of a branch's first push
+            resolved.append(EMPTY_TREE)
+            continue
+        sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo)
+        if not sha:
+            raise FlowopsError(f"--git-range {git_range}: {ref!r} is not a commit in {repo}")
+        resolved.append(sha)
+    return resolved[0], resolved[1]
+
+
+def changed_experiments(repo: Path, before: str, after: str) -> list[tuple[str, str]]:
+    """(A|M|D, path) of experiment files between the two commits (the merge's net change)."""
+    out = git("diff", "--name-status", "--no-renames", before, after, "--", f"{EXPERIMENTS_DIR}/", cwd=repo) or ""
+    rows = [line.split("\t", 1) for line in out.splitlines() if line.strip()]
+    return [(status[0], path) for status, path in rows if path.endswith((".yaml", ".yml"))]

@@ -1,0 +1,85 @@
+"""`flowops history`, `flowops status` and `flowops rollback`: reading and undoing the trail."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from flowops.errors import FlowopsError
+from flowops.registry.store import AuditRecord, Registry, actor
+from flowops.spec.policy import RegistryPolicy
+
+
+def check_alias(policy: RegistryPolicy, alias: str | None) -> None:
+    if alias is not None and alias not in policy.targets:
+        from flowops.suggest import did_you_mean
+
+        raise FlowopsError(
+            f"unknown alias {alias!r}{did_you_mean(alias, policy.targets)}; the policy has: {', '.join(policy.targets)}"
+        )
+
+
+def require_model(registry: Registry) -> None:
+    if not registry.model_exists():
+        raise FlowopsError(f"model {registry.name!r} is not registered yet: nothing has been promoted")
+
+
+def status_rows(registry: Registry, policy: RegistryPolicy) -> list[dict[str, Any]]:
+    """Each alias's holder with its key metrics and lineage."""
+    require_model(registry)
+    rows: list[dict[str, Any]] = []
+    for alias in policy.targets:
+        mv = registry.holder(alias)
+        if mv is None:
+            rows.append({"alias": alias, "version": None})
+            continue
+        metrics = registry.client.get_run(mv.run_id).data.metrics
+        rows.append(
+            {
+                "alias": alias,
+                "version": str(mv.version),
+                "run_id": mv.run_id,
+                "primary": (policy.primary_metric, metrics.get(policy.primary_metric)),
+                "val_loss": metrics.get("val_loss"),
+                "spec_path": mv.tags.get("flowops.spec_path"),
+                "commit": mv.tags.get("flowops.merge_commit"),
+                "pr": mv.tags.get("flowops.pr_number"),
+            }
+        )
+    return rows
+
+
+def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | None, reason: str | None) -> AuditRecord:
+    """Move `alias` back to its previous holder (from the trail) or to version `to`."""
+    from datetime import datetime
+
+    check_alias(policy, alias)
+    require_model(registry)
+    with registry.exclusive():
+        current = registry.holder(alias)
+        if to is None:
+            moves = [r for r in registry.history(alias) if current is not None and r.to_version == str(current.version)]
+            if not moves or moves[-1].from_version is None:
+                raise FlowopsError(f"{alias}: no earlier holder in the audit trail to roll back to; name one with --to")
+            to = moves[-1].from_version
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registry.client.get_model_version(registry.name, to)
+        except MlflowException:
+            raise FlowopsError(f"model {registry.name!r} has no version {to!r}") from None
+        if current is not None and str(current.version) == str(to):
+            raise FlowopsError(f"{alias}: v{to} already holds it")
+        record = AuditRecord(
+            alias,
+            current.version if current else None,
+            to,
+            "rollback",
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            actor(),
+            None,
+            None,
+            policy.sha256(),
+            reason or "rollback",
+        )
+        return registry.move(alias, to, record, policy.legacy_stages, policy.archive_previous)

@@ -1,0 +1,88 @@
+"""`flowops serve`: an HTTP service that follows a registry alias and hot-swaps the model.
+
+It serves the pyfunc logged at training time (so preprocessing is the training one), polls
+`models:/NAME@ALIAS`, loads a new version in the background and swaps it in with one
+reference assignment: a request in flight finishes on the model it started with.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from flowops.errors import FlowopsError
+
+
+@dataclass
+class Loaded:
+    """One loaded model version; its lock serialises predictions on it."""
+
+    model: Any  # the loaded mlflow pyfunc
+    version: str
+    run_id: str
+    git_commit: str
+    class_names: list[str]
+    loaded_at: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AliasFollower:
+    """Holds the model behind NAME@ALIAS and keeps it current."""
+
+    def __init__(self, client, name: str, alias: str, poll_s: float):
+        self.client, self.name, self.alias, self.poll_s = client, name, alias, poll_s
+        self.current: Loaded | None = None
+        self.poll_error: str | None = None
+        self.swaps = 0
+        self._stop = threading.Event()
+
+    def check_alias(self):
+        """The version holding the alias now; FlowopsError if there is none (checked before serving)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException:
+            raise FlowopsError(f"model {self.name!r} has no alias {self.alias!r}: promote a model first") from None
+
+    def load(self, mv) -> Loaded:
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(f"models:/{self.name}/{mv.version}")
+        meta = model.unwrap_python_model().meta
+        model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))  # warm up (graph tracing) before taking traffic
+        return Loaded(
+            model,
+            str(mv.version),
+            mv.run_id,
+            mv.tags.get("flowops.git_commit", "unknown"),
+            meta["class_names"],
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def run(self, first) -> None:
+        """Background thread: load `first`, then poll and swap until stopped; errors keep the old model."""
+        target = first
+        while True:
+            try:
+                if target is None:
+                    target = self.client.get_model_version_by_alias(self.name, self.alias)
+                if self.current is None or str(target.version) != self.current.version:
+                    loaded = self.load(target)  # fully loaded before anyone sees it
+                    self.swaps += self.current is not None
+                    self.current = loaded
+                self.poll_error = None
+            except Exception as exc:
+                text = (getattr(exc, "message", None) or str(exc)).strip()
+                when = datetime.now(UTC).isoformat(timespec="seconds")
+                self.poll_error = f"{when}: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+            target = None
+            if self._stop.wait(self.poll_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()

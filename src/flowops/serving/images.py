@@ -1,0 +1,68 @@
+"""What `flowops serve` reads and answers: uploaded images in, class masks as JSON out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from flowops.serving.follower import Loaded
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+
+
+class BadImage(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
+    """RGB uint8 array of a JPEG or PNG; BadImage(400/413) for anything else."""
+    from PIL import Image
+
+    if not body:
+        raise BadImage(400, "empty body: send a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            if im.format not in ("JPEG", "PNG"):
+                raise BadImage(400, f"unsupported image format {im.format}: send a JPEG or PNG")
+            if im.width * im.height > max_pixels:
+                raise BadImage(
+                    413,
+                    f"image is {im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {max_pixels}",
+                )
+            return np.asarray(im.convert("RGB"))
+    except BadImage:
+        raise
+    except Exception as exc:
+        raise BadImage(400, f"not a readable image: {exc}") from None
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a boolean mask."""
+    from pycocotools import mask as mask_utils
+
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def describe(loaded: Loaded, mask: np.ndarray, name: str, alias: str) -> dict:
+    total = mask.size
+    fractions, masks = {}, {}
+    for index, cls in enumerate(loaded.class_names):
+        pixels = mask == index
+        fractions[cls] = round(float(pixels.sum()) / total, 6)
+        if index and pixels.any():
+            masks[cls] = rle(pixels)
+    return {
+        "model": name,
+        "alias": alias,
+        "version": loaded.version,
+        "run_id": loaded.run_id,
+        "class_names": loaded.class_names,
+        "width": int(mask.shape[1]),
+        "height": int(mask.shape[0]),
+        "fractions": fractions,
+        "masks": masks,
+    }

@@ -1,0 +1,146 @@
+"""The experiment spec: the single source of truth for one training.
+
+An experiment file lists only what differs from the defaults below; each default says
+why it is what it is. The MLproject parameters mirror these fields (`params.py`), and
+`experiments/schema.json` is generated from this model (`flowops schema`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flowops.catalog import ARCHITECTURES, BACKBONES, COCO_CATEGORIES
+from flowops.suggest import did_you_mean
+
+Architecture = Literal[ARCHITECTURES]  # type: ignore[valid-type]
+Backbone = Literal[BACKBONES]  # type: ignore[valid-type]
+
+# Encoders downsample by 32 (Unet/FPN/Linknet); PSPNet pools a 1/8 feature map in
+# 1, 2, 3 and 6 bins, so its input must be divisible by 6 * 8 = 48.
+SIZE_MULTIPLE = {"Unet": 32, "FPN": 32, "Linknet": 32, "PSPNet": 48}
+
+# Fields that do not change what is trained, left out of the experiment's identity.
+NOT_IN_IDENTITY = {"description"}
+
+
+class _Strict(BaseModel):
+    # strict: "3" is not an epoch count; extra="forbid": a typo is an error, not a default.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DatasetPaths(_Strict):
+    """A COCO-format dataset on disk: image folders and `instances_*.json` per split."""
+
+    root: str = Field(min_length=1, description="Dataset folder, relative to the repository root or absolute.")
+    train_annotations: str = Field(
+        "annotations/instances_train.json", min_length=1, description="Training split annotations, relative to root."
+    )
+    val_annotations: str = Field(
+        "annotations/instances_val.json", min_length=1, description="Validation split annotations, relative to root."
+    )
+    train_images: str = Field("train", min_length=1, description="Folder of training images, relative to root.")
+    val_images: str = Field("val", min_length=1, description="Folder of validation images, relative to root.")
+
+
+class ExperimentSpec(_Strict):
+    """One experiment: data, model and hyperparameters."""
+
+    model_config = ConfigDict(
+        title="flowops experiment", json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    )
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Short unique name; the MLflow run name."
+    )
+    description: str = Field(
+        "", max_length=2000, description="Why this experiment exists (free text, not part of its identity)."
+    )
+    experiment_name: str = Field(
+        "coco-segmentation", min_length=1, max_length=200, description="MLflow experiment that groups the runs."
+    )
+    # "coco": the COCO 2017 download managed by `flowops data coco` (its cache folder).
+    dataset: Literal["coco"] | DatasetPaths = Field(
+        "coco", description="'coco' for the downloaded COCO 2017, or a COCO-format folder."
+    )
+    # The COCO category names to segment; the model predicts these plus background.
+    categories: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=80, description="COCO category names to segment (background is added)."
+    )
+    architecture: Architecture = Field("Unet", description="segmentation-models architecture.")
+    backbone: Backbone = Field("resnet18", description="Encoder network (segmentation-models backbone name).")
+    # null by default: runners and CI have no internet to fetch ImageNet weights.
+    encoder_weights: Literal["imagenet"] | None = Field(
+        None, description="Pretrained encoder weights: imagenet, or null to train from scratch."
+    )
+    image_size: int = Field(
+        128, ge=32, le=2048, description="Square training size in pixels (divisible by 32; by 48 for PSPNet)."
+    )
+    epochs: int = Field(10, ge=1, le=10_000, description="Passes over the training split.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Images per training step.")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
+    # Caps the steps per epoch: epochs x this is the training budget a policy can cap.
+    max_batches_per_epoch: int | None = Field(
+        None, ge=1, description="Stop each epoch after this many batches (null: the whole split)."
+    )
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data order, augmentation and weights.")
+    augment: bool = Field(True, description="Random flips, crops and colour jitter on training images.")
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, value: list[str], info: Any) -> list[str]:
+        seen = set()
+        for name in value:
+            if name in seen:
+                raise ValueError(f"category {name!r} is listed twice")
+            if "," in name:  # the MLproject parameter joins categories with commas
+                raise ValueError(f"category {name!r} contains ',', which cannot be passed to MLflow")
+            if name.lower() == "background":
+                raise ValueError("'background' is added automatically; do not list it")
+            seen.add(name)
+        # Only the real COCO download fixes the category names; a custom COCO-format
+        # dataset is checked against its own annotation file at training time.
+        if info.data.get("dataset") == "coco":
+            known = set(COCO_CATEGORIES.values())
+            for name in value:
+                if name not in known:
+                    raise ValueError(f"category {name!r} is not a COCO category{did_you_mean(name, known)}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_fits_architecture(cls, value: int, info: Any) -> int:
+        arch = info.data.get("architecture")
+        multiple = SIZE_MULTIPLE.get(arch)
+        if multiple and value % multiple:
+            lower, upper = value - value % multiple, value - value % multiple + multiple
+            hint = f"{lower} or {upper}" if lower >= 32 else f"{upper}"
+            raise ValueError(f"{arch} needs a multiple of {multiple} (got {value}; try {hint})")
+        return value
+
+    @property
+    def training_budget(self) -> int | None:
+        """Batches the training may run (epochs x batch limit); None when unbounded."""
+        return None if self.max_batches_per_epoch is None else self.epochs * self.max_batches_per_epoch
+
+    @property
+    def class_names(self) -> list[str]:
+        """Output channels of the model, in order: background first."""
+        return ["background", *self.categories]
+
+    def normalised(self) -> dict:
+        """Every field with defaults filled in, as JSON values: what defines the experiment."""
+        return self.model_dump(mode="json", exclude=NOT_IN_IDENTITY)
+
+    def sha256(self) -> str:
+        """The experiment's identity: stable under key order, comments and defaults."""
+        text = json.dumps(self.normalised(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def json_schema() -> dict:
+    """JSON Schema for editors (`experiments/schema.json`)."""
+    return ExperimentSpec.model_json_schema()

@@ -1,0 +1,70 @@
+"""Reading the YAML files people write: experiment files and the registry policy.
+
+Every loader validates completely and raises `ProblemsError` with each located problem;
+`policy_or_error` is the one place that turns that into a single-line `FlowopsError` for
+commands that need a policy before they can do anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flowops import yamlfile
+from flowops.errors import FlowopsError, Problem, ProblemsError
+from flowops.spec.experiment import ExperimentSpec
+from flowops.spec.policy import RegistryPolicy, policy_problems
+from flowops.spec.problems import problems_from, show, where
+
+EXPERIMENTS_DIR = "experiments"
+POLICY_FILE = "registry_policy.yaml"
+
+
+def default_paths(root: Path = Path(".")) -> list[Path]:
+    """Every experiment file under experiments/, plus the registry policy if present."""
+    folder = root / EXPERIMENTS_DIR
+    paths = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
+    policy = root / POLICY_FILE
+    return paths + ([policy] if policy.exists() else [])
+
+
+def load_experiment(path: str | Path, text: str | None = None) -> ExperimentSpec:
+    """Read and validate one experiment file (or its `text`, e.g. from a git commit)."""
+    doc = yamlfile.load(path, text)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([_not_a_mapping(doc, "experiment settings")])
+    try:
+        return ExperimentSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ProblemsError(problems_from(doc, exc, ExperimentSpec)) from None
+
+
+def load_policy(path: str | Path = POLICY_FILE, text: str | None = None) -> RegistryPolicy:
+    """Read and validate the registry policy (or its `text`); ProblemsError lists every located problem."""
+    doc = yamlfile.load(path, text)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([_not_a_mapping(doc, "registry policy settings")])
+    try:
+        policy = RegistryPolicy.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ProblemsError(problems_from(doc, exc, RegistryPolicy)) from None
+    problems = [Problem(doc.path, message, doc.line_of(loc), where(loc)) for loc, message in policy_problems(policy)]
+    if problems:
+        raise ProblemsError(problems)
+    return policy
+
+
+def policy_or_error(path: str | Path = POLICY_FILE, text: str | None = None) -> RegistryPolicy:
+    """load_policy for commands: its first problem as a one-line FlowopsError."""
+    try:
+        return load_policy(path, text)
+    except ProblemsError as exc:
+        raise FlowopsError(str(exc.problems[0])) from None
+
+
+def _not_a_mapping(doc: yamlfile.Document, what: str) -> Problem:
+    if doc.data is None:
+        return Problem(doc.path, f"file is empty; expected a mapping of {what}", 1)
+    kind = "a list" if isinstance(doc.data, list) else f"a single value ({show(doc.data)})"
+    return Problem(doc.path, f"top level must be a mapping of {what}, got {kind}", 1)

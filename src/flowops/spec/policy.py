@@ -1,0 +1,131 @@
+"""`registry_policy.yaml`: promotion rules as data (the file's model and its cross-field rules).
+
+How a candidate is judged against these rules is `flowops.registry.decide`, a pure function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from flowops.suggest import did_you_mean
+
+Direction = Literal["max", "min"]  # max: higher is better
+AliasName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+PER_CLASS_PREFIX = "val_iou."  # per-class validation IoU, one metric per category
+
+# Directions of the metrics flowops logs; a policy may add its own under `metrics:`.
+BUILTIN_METRICS: dict[str, Direction] = {
+    "val_iou": "max",
+    "val_miou": "max",
+    "val_f1": "max",
+    "val_loss": "min",
+    "iou": "max",
+    "f1": "max",
+    "loss": "min",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Threshold(_Strict):
+    """An absolute bound on one metric of the candidate."""
+
+    metric: str
+    min: float | None = Field(None, description="The candidate's value must be at least this.")
+    max: float | None = Field(None, description="The candidate's value must be at most this.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold on {self.metric!r} needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"contradictory threshold on {self.metric!r}: min {self.min} > max {self.max}")
+        return self
+
+
+class Improvement(_Strict):
+    """The candidate must beat the alias's current holder on the primary metric by a margin."""
+
+    absolute: float = Field(0.0, ge=0, description="At least this much better, in the metric's units.")
+    relative: float = Field(0.0, ge=0, le=10, description="At least this fraction of |holder's value| better.")
+
+
+class Regression(_Strict):
+    """A secondary metric may be worse than the holder's by at most `max_absolute`."""
+
+    metric: str
+    max_absolute: float = Field(ge=0)
+
+
+class PerClass(_Strict):
+    """No category's validation IoU (background aside) may drop by more than `tolerance` against the holder."""
+
+    tolerance: float = Field(0.0, ge=0, le=1)
+
+
+class Target(_Strict):
+    """The checks a candidate must pass to take one alias."""
+
+    thresholds: list[Threshold] = Field(default_factory=list)
+    improve: Improvement | None = None
+    max_regression: list[Regression] = Field(default_factory=list)
+    per_class: PerClass | None = None
+
+
+class RegistryPolicy(_Strict):
+    model_name: str = Field(min_length=1, max_length=200, description="Registered model that merges promote into.")
+    primary_metric: str = Field("val_iou", description="Ranks candidates and decides improvements.")
+    metrics: dict[str, Direction] = Field(
+        default_factory=dict, description="Directions of metrics beyond flowops' own."
+    )
+    # Targets in order; by default staging takes anything above the floor, production needs an improvement.
+    targets: dict[AliasName, Target] = Field(
+        default_factory=lambda: {"staging": Target(), "production": Target(improve=Improvement())}, min_length=1
+    )
+    require_same_code: bool = Field(
+        True, description="The run's code tree must equal the merged commit's (reviewed = shipped)."
+    )
+    legacy_stages: bool = Field(
+        False, description="Also mirror aliases into the deprecated Staging/Production/Archived stages."
+    )
+    archive_previous: bool = Field(True, description="Mark a version archived when it loses its last alias.")
+    mode: Literal["enabled", "dry_run", "disabled"] = Field(
+        "enabled", description="dry_run: decide and report, move nothing."
+    )
+    max_training_batches: int | None = Field(
+        None, ge=1, description="Cap on epochs x max_batches_per_epoch of every experiment."
+    )
+
+    def directions(self) -> dict[str, Direction]:
+        return {**BUILTIN_METRICS, **self.metrics}
+
+    def direction(self, metric: str) -> Direction:
+        return "max" if metric.startswith(PER_CLASS_PREFIX) else self.directions()[metric]
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def policy_problems(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
+    """Cross-field rules, each with the location of the offending value in the file."""
+    known = policy.directions()
+    named: list[tuple[tuple, str]] = [(("primary_metric",), policy.primary_metric)]
+    for alias, target in policy.targets.items():
+        named += [(("targets", alias, "thresholds", i, "metric"), t.metric) for i, t in enumerate(target.thresholds)]
+        named += [
+            (("targets", alias, "max_regression", i, "metric"), r.metric) for i, r in enumerate(target.max_regression)
+        ]
+    out = [
+        (loc, f"unknown metric {name!r}{did_you_mean(name, known)}; declare its direction under metrics:")
+        for loc, name in named
+        if name not in known and not name.startswith(PER_CLASS_PREFIX)
+    ]
+    if "latest" in policy.targets:
+        out.append((("targets", "latest"), "'latest' is reserved by MLflow and cannot be an alias"))
+    return out

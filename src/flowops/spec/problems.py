@@ -1,0 +1,138 @@
+"""Pydantic validation errors turned into located problems: `file:line: field: message`.
+
+Shared by the experiment files and the registry policy; light (no TensorFlow, no MLflow).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flowops import yamlfile
+from flowops.catalog import ARCHITECTURES, BACKBONES
+from flowops.errors import Problem
+from flowops.suggest import did_you_mean
+
+_CHOICES = {
+    "architecture": ARCHITECTURES,
+    "backbone": BACKBONES,
+    "encoder_weights": ("imagenet", "null"),
+    "mode": ("enabled", "dry_run", "disabled"),
+}
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_PATTERNS = {"name": "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def problems_from(doc: yamlfile.Document, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Turn pydantic errors into `file:line: field: message` problems."""
+    out = []
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"], doc.data)
+        if loc is None:
+            continue
+        out.append(Problem(doc.path, _message(err, loc, model), doc.line_of(loc), where(loc)))
+    # One message per place is enough (a union reports each of its branches).
+    unique = list(dict.fromkeys(out))
+    return sorted(unique, key=lambda p: p.line or 0)
+
+
+def where(loc: tuple) -> str:
+    return ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple | None:
+    """Drop pydantic's union-branch names from the location; None to skip the error."""
+    if len(loc) >= 2 and loc[0] == "dataset":
+        given = data.get("dataset") if isinstance(data, dict) else None
+        branch = loc[1]
+        if isinstance(given, dict):  # the user meant a folder: report only that branch
+            return None if branch != "DatasetPaths" else ("dataset", *loc[2:])
+        return ("dataset",) if branch != "DatasetPaths" else None
+    return tuple(p for p in loc if p != "[key]")  # a bad dict key is reported at the key
+
+
+def _message(err: Any, loc: tuple, model: type[BaseModel]) -> str:
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    field = loc[-1] if loc else ""
+    if loc == ("dataset",) and kind == "literal_error":
+        return f"must be 'coco' or a mapping with a root folder (got {show(value)})"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1], model)
+        hint = did_you_mean(field, known)
+        return f"unknown key{hint}" if hint else f"unknown key; known keys: {', '.join(known)}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {bound} (got {show(value)})"
+    if kind == "literal_error":
+        choices = _CHOICES.get(str(field), ())
+        listed = (
+            ", ".join(choices) if len(choices) <= 6 else f"one of the {len(choices)} names in experiments/schema.json"
+        )
+        return f"unknown {field} {show(value)}{did_you_mean(value, choices)}; expected {listed}"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]} (got {show(value)})"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters (got {len(value)})"
+    if kind == "too_short":
+        return f"must list at least {ctx['min_length']} item(s) (got {ctx.get('actual_length', 0)})"
+    if kind == "too_long":
+        return f"must list at most {ctx['max_length']} item(s) (got {ctx.get('actual_length')})"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "[key]" and loc[:1] == ("targets",):
+        return f"alias names are lowercase letters, digits, '_' or '-', starting with a letter (got {show(value)})"
+    if kind == "string_pattern_mismatch":
+        return f"must be {_PATTERNS.get(str(field), 'text matching ' + ctx['pattern'])} (got {show(value)})"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {show(value)})"
+
+
+def _fields_at(loc: tuple, model: type[BaseModel]) -> list[str]:
+    """Field names of the (nested) model at `loc`; dict keys and list indexes step into their values."""
+    current: Any = model
+    for part in loc:
+        inner = _inner_model(current)
+        if inner is not None and part in inner.model_fields:
+            current = inner.model_fields[part].annotation
+    found = _inner_model(current)
+    return list(found.model_fields) if found else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside Optional[...], list[...], dict[..., ...] or a union, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,66 @@
+"""TensorFlow's environment, set before TensorFlow is imported, and quiet by default.
+
+segmentation-models 1.0.1 needs tf.keras, which TF 2.21 provides as tf-keras when
+TF_USE_LEGACY_KERAS=1. TensorFlow's C++ runtime logs through absl before anything can
+configure it (CUDA probing on a CPU machine, "All log messages before absl::InitializeLog()",
+cuFFT/cuDNN factory registration): TF_CPP_MIN_LOG_LEVEL does not reach those lines, so the
+import itself runs with the process's stdout and stderr pointed at /dev/null. A flowops user
+sees them with `flowops --verbose` or FLOWOPS_VERBOSE=1; progress and results print either way,
+and a failed import still raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+VERBOSE_ENV = "FLOWOPS_VERBOSE"
+_imported = False
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def muted_output() -> Iterator[None]:
+    """File descriptors 1 and 2 to /dev/null (C++ libraries write there directly), unless verbose."""
+    if verbose():
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def configure_tensorflow() -> None:
+    """Set TF's environment and import it (quietly) once; call before importing TensorFlow."""
+    global _imported
+    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "2")  # lines logged after start-up
+    if _imported:
+        return
+    with muted_output():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here on a machine without a GPU
+    _imported = True
+    if not verbose():
+        tf.get_logger().setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
