@@ -1,0 +1,141 @@
+"""The package's structure, enforced: no import cycles at import time, rooms import downwards."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO
+
+PACKAGE = REPO / "src" / "flowops"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_body(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements executed at import time: top level, try/except and if-branches, but not `if TYPE_CHECKING:`."""
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.If):
+            test = ast.unparse(node.test)
+            if test in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                out += _runtime_body(node.orelse)
+                continue
+            out += _runtime_body(node.body) + _runtime_body(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _runtime_body(node.body) + _runtime_body(node.orelse) + _runtime_body(node.finalbody)
+            for handler in node.handlers:
+                out += _runtime_body(handler.body)
+        else:
+            out.append(node)
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports at import time (function bodies excluded)."""
+    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in _runtime_body(ast.parse(path.read_text()).body):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module
+                if node.level:  # relative import
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join([*package[: len(package) - node.level + 1], node.module])
+                # `from a.b import c` imports module a.b.c when c is a module, else it reads a name of a.b
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph(PACKAGE)
+    assert len(graph) > 50 and "flowops.registry.promote" in graph  # the whole package was read
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "flowops"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from flowops.sub import b\n")
+    (pkg / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom ..c import thing\nif TYPE_CHECKING:\n    import flowops.a\n"
+    )
+    (pkg / "c.py").write_text(
+        "def f():\n    import flowops.a\ntry:\n    from flowops import a\nexcept ImportError:\n    pass\n"
+    )
+    assert cycles(import_graph(pkg)) == [["flowops.a", "flowops.c", "flowops.sub.b"]]
+
+
+ROOMS = ("spec", "gitops", "registry", "data", "training", "serving", "teamserver", "cli")
+# What each room may import at import time (besides the shared modules at the top).
+ALLOWED = {
+    "spec": set(),
+    "gitops": {"spec"},
+    "registry": {"spec", "gitops"},
+    "data": {"spec"},
+    "training": {"spec", "gitops", "data"},
+    "serving": set(),
+    "teamserver": {"spec"},
+    "cli": {"cli"},
+}
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_rooms_import_only_downwards(room):
+    graph = import_graph(PACKAGE)
+    bad = []
+    for module, targets in graph.items():
+        if not module.startswith(f"flowops.{room}."):
+            continue
+        for target in targets:
+            parts = target.split(".")
+            other = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ROOMS) else None
+            if other and other != room and other not in ALLOWED[room]:
+                bad.append(f"{module} imports {target}")
+    assert bad == []
