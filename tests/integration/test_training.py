@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flowops.params import EXTRA_PARAMETERS, PARAMETERS
-from flowops.spec import ExperimentSpec
+from flowops.spec.experiment import ExperimentSpec
+from flowops.spec.params import EXTRA_PARAMETERS, PARAMETERS
 
 from ..conftest import REPO
 from .conftest import BIN, flowops, tiny_spec, write_experiment
@@ -58,7 +59,12 @@ def test_flowops_train_records_params_metrics_lineage_and_artifacts(two_runs):
     # params: the whole resolved spec
     params = run.data.params
     assert set(params) == set(PARAMETERS) | set(EXTRA_PARAMETERS)
-    assert (params["epochs"], params["image_size"], params["categories"], params["encoder_weights"]) == ("2", "32", "person,car,dog", "none")
+    assert (params["epochs"], params["image_size"], params["categories"], params["encoder_weights"]) == (
+        "2",
+        "32",
+        "person,car,dog",
+        "none",
+    )
     # one value per epoch for every epoch metric, plus per-class IoU at the end
     client = MlflowClient(uri)
     for key in EPOCH_METRICS:
@@ -79,11 +85,41 @@ def test_flowops_train_records_params_metrics_lineage_and_artifacts(two_runs):
     assert tags["flowops.precision"] == "float32"  # no GPU here: mixed precision stays off
     # artifacts
     files = {a.path for top in ("plots", "samples", "experiment") for a in client.list_artifacts(run.info.run_id, top)}
-    assert files == {"plots/learning_curves.png", "plots/sample_predictions.png", "samples/samples.npz", "experiment/tiny.yaml"}
+    assert files == {
+        "plots/learning_curves.png",
+        "plots/sample_predictions.png",
+        "samples/samples.npz",
+        "experiment/tiny.yaml",
+    }
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="plots/learning_curves.png")
     assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     spec_yaml = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/spec.yaml")
     assert "architecture: Unet" in spec_yaml
+
+
+# What TensorFlow's C++ runtime prints on a CPU machine unless told otherwise (absl's "I0000 ..."
+# prefix, CUDA probing, oneDNN notes): noise for a flowops user, shown with --verbose only.
+TF_NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|cuda_|cudart|oneDNN|Segmentation Models: using", re.M)
+
+
+def test_flowops_train_prints_no_tensorflow_log_lines(two_runs):
+    *_, results = two_runs
+    output = results[0].stdout + results[0].stderr
+    assert "Epoch 2/2" in output  # progress still prints
+    assert TF_NOISE.findall(output) == [], output[-3000:]
+
+
+def test_verbose_shows_what_tensorflow_says(tmp_path):
+    probe = "from flowops.tfenv import configure_tensorflow\nconfigure_tensorflow()\n"
+    loud = subprocess.run(
+        [str(BIN / "python"), "-c", probe], capture_output=True, text=True, env={**os.environ, "FLOWOPS_VERBOSE": "1"}
+    )
+    quiet = subprocess.run(
+        [str(BIN / "python"), "-c", probe], capture_output=True, text=True, env={**os.environ, "FLOWOPS_VERBOSE": "0"}
+    )
+    assert (loud.returncode, quiet.returncode) == (0, 0), loud.stderr + quiet.stderr
+    assert TF_NOISE.findall(loud.stdout + loud.stderr) != []  # this machine has no GPU: TF says so
+    assert quiet.stdout + quiet.stderr == ""
 
 
 def test_cache_is_reused_by_the_second_run(two_runs):
@@ -112,16 +148,36 @@ def test_pyfunc_reloads_and_returns_masks_at_the_input_size(two_runs):
     masks = model.predict(images)
     assert masks.shape == (2, 50, 70) and masks.dtype == np.uint8
     assert masks.min() >= 0 and masks.max() <= 3
-    meta = json.loads(open(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/artifacts/flowops_model.json")).read())
+    meta = json.loads(
+        open(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/artifacts/flowops_model.json")).read()
+    )
     assert meta["class_names"] == ["background", "person", "car", "dog"] and meta["image_size"] == 32
     # the same image alone gives the same mask: no batch effects in preprocessing
     assert np.array_equal(model.predict(images[1:2])[0], masks[1])
 
 
 def test_mlflow_run_as_in_the_original_article(store, synth_root):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "article",
-           "-P", "categories=person,car", "-P", "epochs=1", "-P", "image_size=32", "-P", "batch_size=4",
-           "-P", "max_batches_per_epoch=2", "-P", f"dataset={synth_root}"]  # fmt: skip
+    cmd = [
+        str(BIN / "mlflow"),
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "article",
+        "-P",
+        "categories=person,car",
+        "-P",
+        "epochs=1",
+        "-P",
+        "image_size=32",
+        "-P",
+        "batch_size=4",
+        "-P",
+        "max_batches_per_epoch=2",
+        "-P",
+        f"dataset={synth_root}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
@@ -134,8 +190,21 @@ def test_mlflow_run_as_in_the_original_article(store, synth_root):
 
 
 def test_bad_parameter_through_mlflow_run_ends_failed(store, synth_root):
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "bad",
-           "-P", "categories=person", "-P", "epochs=0", "-P", f"dataset={synth_root}"]  # fmt: skip
+    cmd = [
+        str(BIN / "mlflow"),
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "bad",
+        "-P",
+        "categories=person",
+        "-P",
+        "epochs=0",
+        "-P",
+        f"dataset={synth_root}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "flowops.train: parameter epochs: Input should be greater than or equal to 1 (got 0)" in proc.stderr
@@ -175,8 +244,19 @@ def test_bad_mixed_precision_setting_is_refused_before_any_run(store, synth_root
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", message + "\n")
     assert MlflowClient(store).search_experiments(filter_string="name = 'integration'") == []
     # Through `mlflow run`, which creates the run first: it ends FAILED with the reason.
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "precision",
-           "-P", "categories=person", "-P", f"dataset={synth_root}"]  # fmt: skip
+    cmd = [
+        str(BIN / "mlflow"),
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "precision",
+        "-P",
+        "categories=person",
+        "-P",
+        f"dataset={synth_root}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("precision").experiment_id])
@@ -198,9 +278,14 @@ def test_kubernetes_options_reach_mlflow(store, synth_root, tmp_path):
     only_git.mkdir()
     (only_git / "git").symlink_to(shutil.which("git"))
     env = {**os.environ, "PATH": f"{BIN}:{only_git}"}  # git but no docker: MLflow's docker check fails
-    proc = flowops("train", str(path), "--backend", "kubernetes", "--backend-config", str(tmp_path / "backend.json"), env=env)
+    proc = flowops(
+        "train", str(path), "--backend", "kubernetes", "--backend-config", str(tmp_path / "backend.json"), env=env
+    )
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == "training on-k8s failed: Could not find Docker executable. Ensure Docker is installed as per the instructions at https://docs.docker.com/install/overview/."
+    assert (
+        proc.stderr.splitlines()[-1]
+        == "training on-k8s failed: Could not find Docker executable. Ensure Docker is installed as per the instructions at https://docs.docker.com/install/overview/."
+    )
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
     assert run.data.tags["mlflow.project.backend"] == "kubernetes"
@@ -213,11 +298,17 @@ def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
     import sys
     import time
 
-    from flowops.params import spec_to_params
+    from flowops.spec.params import spec_to_params
 
     spec = ExperimentSpec.model_validate(tiny_spec(synth_root, name="long", epochs=500, max_batches_per_epoch=1))
     argv = [x for k, v in spec_to_params(spec).items() for x in (f"--{k}", v)]
-    proc = subprocess.Popen([sys.executable, "-m", "flowops.train", *argv], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowops.train", *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = MlflowClient(store)
     deadline = time.time() + 240
     run = None
