@@ -11,8 +11,17 @@ import yaml
 from ..conftest import REPO
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
-PINNED = dict(re.findall(r"\| (\S+/\S+) \| v[\d.]+ \| ([0-9a-f]{40}) \|", (REPO.parent / "shared" / "pinned-actions.md").read_text())) if (
-    REPO.parent / "shared" / "pinned-actions.md").exists() else {}  # fmt: skip
+PINNED_LIST = REPO / ".github" / "pinned-actions.md"  # in the repository: a missing list fails, never passes
+
+
+def pinned_actions(path: Path = PINNED_LIST) -> dict[str, str]:
+    """action -> commit SHA from the table in .github/pinned-actions.md."""
+    found = dict(re.findall(r"\| (\S+/\S+) \| v[\d.]+ \| ([0-9a-f]{40}) \|", path.read_text()))
+    assert found, f"{path}: no pinned actions listed"
+    return found
+
+
+PINNED = pinned_actions()
 
 
 def pytest_collection_modifyitems(items):

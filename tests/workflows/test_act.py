@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flowops.spec import ExperimentSpec
+from flowops.spec.experiment import ExperimentSpec
 
 from ..gitrepo import GitRepo
 from ..integration.conftest import tiny_spec
@@ -37,10 +37,15 @@ REMOTE = {
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("stand-in")
-    (folder / "action.yml").write_text(yaml.safe_dump({
-        "name": "offline stand-in", "description": "replaces a remote action under act",
-        "runs": {"using": "composite", "steps": [{"run": "echo stand-in", "shell": "bash"}]},
-    }))  # fmt: skip
+    (folder / "action.yml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "offline stand-in",
+                "description": "replaces a remote action under act",
+                "runs": {"using": "composite", "steps": [{"run": "echo stand-in", "shell": "bash"}]},
+            }
+        )
+    )
     return folder
 
 
@@ -50,7 +55,9 @@ class Repo(GitRepo):
     def __init__(self, path: Path):
         super().__init__(path, ["src", "MLproject", "conda.yaml", ".github"])
         (path / "registry_policy.yaml").write_text(yaml.safe_dump(POLICY, sort_keys=False))
-        (path / ".gitignore").write_text("/mlruns.db\n/mlartifacts/\n/report/\n/run_id.txt\n/promote.log\n/promote.md\n")
+        (path / ".gitignore").write_text(
+            "/mlruns.db\n/mlartifacts/\n/report/\n/run_id.txt\n/promote.log\n/promote.md\n"
+        )
         (path / "experiments").mkdir()
         (path / "experiments" / ".keep").write_text("")
         self.git("remote", "add", "origin", "https://github.com/acme/flowops.git")
@@ -66,13 +73,35 @@ class Repo(GitRepo):
         return base, self.commit(f"PR {branch}")
 
 
-def act(repo: Repo, event: str, payload: dict, workflow: str, stand_in: Path, store: str, cache: Path) -> subprocess.CompletedProcess:
+def act(
+    repo: Repo, event: str, payload: dict, workflow: str, stand_in: Path, store: str, cache: Path
+) -> subprocess.CompletedProcess:
     (repo.path.parent / "event.json").write_text(json.dumps(payload))
     maps = [x for action, sha in REMOTE.items() for x in ("--local-repository", f"{action}@{sha}={stand_in}")]
-    cmd = [str(BIN / "act"), event, "-e", str(repo.path.parent / "event.json"), "-W", f".github/workflows/{workflow}",
-           "-P", "ubuntu-latest=-self-hosted", "-P", "self-hosted=-self-hosted", "-P", "gpu=-self-hosted",
-           "--no-cache-server", "--action-cache-path", str(repo.path.parent / "act-cache"), *maps,
-           "--var", f"FLOWOPS_VENV={VENV}", "-s", f"MLFLOW_TRACKING_URI={store}", "--env", f"FLOWOPS_CACHE_DIR={cache}"]  # fmt: skip
+    cmd = [
+        str(BIN / "act"),
+        event,
+        "-e",
+        str(repo.path.parent / "event.json"),
+        "-W",
+        f".github/workflows/{workflow}",
+        "-P",
+        "ubuntu-latest=-self-hosted",
+        "-P",
+        "self-hosted=-self-hosted",
+        "-P",
+        "gpu=-self-hosted",
+        "--no-cache-server",
+        "--action-cache-path",
+        str(repo.path.parent / "act-cache"),
+        *maps,
+        "--var",
+        f"FLOWOPS_VENV={VENV}",
+        "-s",
+        f"MLFLOW_TRACKING_URI={store}",
+        "--env",
+        f"FLOWOPS_CACHE_DIR={cache}",
+    ]
     return subprocess.run(cmd, cwd=repo.path, capture_output=True, text=True, timeout=900)
 
 
@@ -92,10 +121,21 @@ def job_summary(stdout: str) -> str:
 
 def pr_payload(base: str, head: str, number: int, fork: bool = False, labels=(), action: str = "opened") -> dict:
     repo = {"full_name": "acme/flowops"}
-    return {"action": action, "number": number, "repository": repo,
-            "pull_request": {"number": number, "base": {"sha": base, "ref": "main", "repo": repo},
-                             "head": {"sha": head, "ref": "feature", "repo": {"full_name": "stranger/flowops" if fork else "acme/flowops"}},
-                             "labels": [{"name": n} for n in labels]}}  # fmt: skip
+    return {
+        "action": action,
+        "number": number,
+        "repository": repo,
+        "pull_request": {
+            "number": number,
+            "base": {"sha": base, "ref": "main", "repo": repo},
+            "head": {
+                "sha": head,
+                "ref": "feature",
+                "repo": {"full_name": "stranger/flowops" if fork else "acme/flowops"},
+            },
+            "labels": [{"name": n} for n in labels],
+        },
+    }
 
 
 @pytest.fixture
@@ -144,8 +184,14 @@ def test_pull_request_trains_and_reports_then_merge_promotes(setup, synth_root, 
     version = client.get_model_version_by_alias("act-model", "production")
     assert version.run_id == run.info.run_id
     assert version.tags["flowops.merge_commit"] == after
-    audits = [json.loads(v) for k, v in client.get_registered_model("act-model").tags.items() if k.startswith("flowops.audit.")]
-    assert [(a["alias"], a["from_version"], a["to_version"], a["commit"], a["pr"]) for a in audits] == [("production", None, "1", after, "5")]
+    audits = [
+        json.loads(v)
+        for k, v in client.get_registered_model("act-model").tags.items()
+        if k.startswith("flowops.audit.")
+    ]
+    assert [(a["alias"], a["from_version"], a["to_version"], a["commit"], a["pr"]) for a in audits] == [
+        ("production", None, "1", after, "5")
+    ]
 
 
 def test_invalid_experiment_stops_at_validate(setup, synth_root, stand_in):
@@ -158,7 +204,9 @@ def test_invalid_experiment_stops_at_validate(setup, synth_root, stand_in):
     assert proc.returncode != 0
     assert f"experiments/broken.yaml:{line}: epochs: must be >= 1 (got 0)" in out
     assert "train experiments/broken.yaml" not in out
-    assert not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
+    assert (
+        not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
+    )
 
 
 def test_fork_pr_without_the_label_does_not_train(setup, synth_root, stand_in):
@@ -169,8 +217,10 @@ def test_fork_pr_without_the_label_does_not_train(setup, synth_root, stand_in):
     assert proc.returncode == 0, out[-4000:]
     assert '"experiments": ["experiments/fork.yaml"]' in out  # validated and listed
     assert "train experiments/fork.yaml" not in out  # but not trained
-    assert not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
+    assert (
+        not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
+    )
 
 
 def test_pinned_stand_ins_match_the_workflows():
-    assert not PINNED or all(PINNED[a] == sha for a, sha in REMOTE.items())
+    assert REMOTE and all(PINNED[a] == sha for a, sha in REMOTE.items())

@@ -14,7 +14,7 @@ import pytest
 from flowops.cli import cli
 
 from ..conftest import REPO
-from .conftest import PINNED, WORKFLOWS, load
+from .conftest import PINNED, WORKFLOWS, load, pinned_actions
 
 BIN = Path(sys.executable).parent
 ACTION = REPO / ".github" / "actions" / "setup-flowops" / "action.yml"
@@ -31,8 +31,20 @@ def test_the_three_workflows_exist():
 
 
 def test_zizmor_finds_nothing_of_medium_severity_or_higher():
-    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--min-severity", "medium", "--no-progress", ".github/workflows", ".github/actions"],
-                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            str(BIN / "zizmor"),
+            "--offline",
+            "--min-severity",
+            "medium",
+            "--no-progress",
+            ".github/workflows",
+            ".github/actions",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings to report" in proc.stdout
 
@@ -40,7 +52,9 @@ def test_zizmor_finds_nothing_of_medium_severity_or_higher():
 @pytest.mark.parametrize("path", [*WORKFLOWS, ACTION], ids=lambda p: p.name)
 def test_github_schema_accepts_the_file(path):
     schema = "vendor.github-actions" if path.name == "action.yml" else "vendor.github-workflows"
-    proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", schema, str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", schema, str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -66,16 +80,42 @@ def test_every_flowops_call_names_a_real_command_and_options():
                 assert word.split("=")[0] in options, f"{name}: flowops {argv[0]} has no option {word}"
 
 
+def remote_uses(paths: list[Path]) -> list[tuple[str, str]]:
+    """(file name, uses) of every step that uses a remote action, in workflows and composite actions."""
+    found = []
+    for path in paths:
+        data = load(path)
+        jobs = data.get("jobs", {}).values() if "jobs" in data else [data.get("runs", {})]
+        for job in jobs:
+            found += [(path.name, s["uses"]) for s in job.get("steps", []) if not s.get("uses", "./").startswith("./")]
+    return found
+
+
+def unpinned(uses: list[tuple[str, str]], pinned: dict[str, str]) -> list[str]:
+    """Each `uses:` not pinned to the commit SHA the list gives for its action."""
+    bad = []
+    for name, use in uses:
+        action, _, ref = use.partition("@")
+        if not re.fullmatch(r"[0-9a-f]{40}", ref) or pinned.get(action) != ref:
+            bad.append(f"{name}: {use} is not pinned to the SHA in .github/pinned-actions.md")
+    return bad
+
+
 def test_every_remote_action_is_pinned_to_a_listed_sha():
-    for path in WORKFLOWS:
-        for _, step in steps(load(path)):
-            uses = step.get("uses")
-            if not uses or uses.startswith("./"):
-                continue
-            action, _, ref = uses.partition("@")
-            assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{path.name}: {uses} is not pinned to a commit"
-            if PINNED:
-                assert PINNED.get(action) == ref, f"{path.name}: {action}@{ref} is not the SHA in pinned-actions.md"
+    uses = remote_uses([*WORKFLOWS, ACTION])
+    assert {use.partition("@")[0] for _, use in uses} >= {"actions/checkout", "actions/setup-python"}
+    assert unpinned(uses, PINNED) == []
+
+
+def test_the_pin_check_fails_on_an_unpinned_or_unlisted_action(tmp_path):
+    assert unpinned([("x.yml", "actions/checkout@v7")], PINNED) == [
+        "x.yml: actions/checkout@v7 is not pinned to the SHA in .github/pinned-actions.md"
+    ]
+    assert len(unpinned([("x.yml", "someone/else@" + "a" * 40)], PINNED)) == 1
+    empty = tmp_path / "pinned-actions.md"
+    empty.write_text("# no table\n")
+    with pytest.raises(AssertionError, match="no pinned actions listed"):
+        pinned_actions(empty)
 
 
 def test_permissions_are_read_only_by_default_and_widened_per_job():
@@ -88,7 +128,9 @@ def test_permissions_are_read_only_by_default_and_widened_per_job():
     experiment = load(REPO / ".github/workflows/experiment.yml")["jobs"]
     assert experiment["validate"]["permissions"] == {"contents": "read"}
     assert experiment["train"]["permissions"]["pull-requests"] == "write"
-    assert "secrets." not in (REPO / ".github/workflows/experiment.yml").read_text().split("\n  train:")[0]  # no secrets in validate
+    assert (
+        "secrets." not in (REPO / ".github/workflows/experiment.yml").read_text().split("\n  train:")[0]
+    )  # no secrets in validate
     assert experiment["train"]["runs-on"] == ["self-hosted", "gpu"]
     assert experiment["train"]["concurrency"]["cancel-in-progress"] is True
     promote = load(REPO / ".github/workflows/promote.yml")
@@ -99,12 +141,16 @@ def test_permissions_are_read_only_by_default_and_widened_per_job():
 def test_no_expressions_inside_run_scripts():
     for path in WORKFLOWS:
         for job_id, step in steps(load(path)):
-            assert "${{" not in step.get("run", ""), f"{path.name}:{job_id}: pass values through env:, not ${{{{ }}}} in run:"
+            assert "${{" not in step.get("run", ""), (
+                f"{path.name}:{job_id}: pass values through env:, not ${{{{ }}}} in run:"
+            )
 
 
 def test_network_steps_are_skipped_under_act():
     for path in WORKFLOWS[1:]:  # ci.yml never runs under act
         for _, step in steps(load(path)):
-            needs_network = any(a in step.get("uses", "") for a in ("setup-python", "setup-cml", "upload-artifact")) or "cml " in step.get("run", "")
+            needs_network = any(
+                a in step.get("uses", "") for a in ("setup-python", "setup-cml", "upload-artifact")
+            ) or "cml " in step.get("run", "")
             if needs_network:
                 assert "!env.ACT" in step.get("if", ""), f"{path.name}: {step}"
