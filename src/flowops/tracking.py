@@ -6,8 +6,12 @@ The embedded default is a SQLite store and an artifact folder in the working dir
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
+
+from flowops.redact import redact
 
 EMBEDDED_DB = "mlruns.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
@@ -28,7 +32,6 @@ def is_embedded(uri: str) -> bool:
 
 def use(explicit: str | None = None) -> str:
     """Point MLflow (and any child process) at the resolved URI; returns it."""
-    import logging
 
     import mlflow
 
@@ -39,6 +42,40 @@ def use(explicit: str | None = None) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+# flowops' own commands wait at most ~15 s for a tracking server that does not answer (MLflow's
+# defaults, 7 retries with backoff factor 2 and 120 s timeouts, make a dead server a 4-minute hang).
+# Each is only a default: the usual MLFLOW_HTTP_REQUEST_* variables override it.
+BOUNDED_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",  # 3 tries in all
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits 0, then 2 s, between tries (MLflow reads an integer)
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",  # seconds per try: 3 x 3 s + 2.4 s of waiting < 15 s
+}
+
+
+class _SayRetrying(logging.Handler):
+    """urllib3's retry warnings as one plain line each: the user sees that flowops is retrying."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Retrying"):
+            return
+        left = message.split("total=", 1)[1].split(",", 1)[0] if "total=" in message else "?"
+        reason = "no answer" if "timed out" in message.lower() else "no connection"
+        uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "the tracking server"))
+        print(f"flowops: {uri}: {reason}; retrying ({left} tries left)", file=sys.stderr, flush=True)
+
+
+def bounded_http() -> None:
+    """Bound how long flowops' own commands wait on the tracking server, and say when they retry."""
+    for name, value in BOUNDED_HTTP.items():
+        os.environ.setdefault(name, value)
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(h, _SayRetrying) for h in pool.handlers):
+        pool.addHandler(_SayRetrying())
+        pool.propagate = False
 
 
 def ensure_experiment(name: str, uri: str) -> str:

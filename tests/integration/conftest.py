@@ -22,6 +22,15 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Commands run in-process (CliRunner) set MLFLOW_* variables for themselves: none leaks into the next test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store (artifacts beside it) and cache, for this process and its children."""

@@ -120,8 +120,8 @@ ALLOWED = {
     "registry": {"spec", "gitops"},
     "data": {"spec"},
     "training": {"spec", "gitops", "data"},
-    "serving": set(),
-    "teamserver": {"spec"},
+    "serving": {"registry"},  # its reads of the alias go through the registry's access layer
+    "teamserver": {"spec", "registry"},
     "cli": {"cli"},
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,11 +11,13 @@ from flowops.cli.base import policy_option, tracking_option
 from flowops.errors import FlowopsError
 
 
-def _client(tracking_uri: str | None):
+def _client(tracking_uri: str | None) -> Any:
+    """A client for the registry commands: waiting on a silent server is bounded (~15 s)."""
     from mlflow.tracking import MlflowClient
 
     from flowops import tracking
 
+    tracking.bounded_http()
     return MlflowClient(tracking.use(tracking_uri))
 
 
@@ -39,22 +42,44 @@ def _registry(tracking_uri: str | None, policy_path: Path):
     help="The git repository.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--create-model",
+    is_flag=True,
+    help="Create the registered model if it is missing (first set-up; automatic on the embedded store).",
+)
 @tracking_option
 def promote(
-    git_range: str | None, experiments: tuple[str, ...], repo: Path, dry_run: bool, tracking_uri: str | None
+    git_range: str | None,
+    experiments: tuple[str, ...],
+    repo: Path,
+    dry_run: bool,
+    create_model: bool,
+    tracking_uri: str | None,
 ) -> None:
-    """Register merged experiments' models and move aliases as registry_policy.yaml decides."""
+    """Register merged experiments' models and move aliases as registry_policy.yaml decides.
+
+    A merged file ships the run whose own record matches it (parameters, tag, model, code).
+    Exit status: 0 when every merged experiment was applied or kept out by the policy on
+    purpose (a kept-out version is registered and tagged rejected); 1 when one was refused
+    (invalid, not trained, no qualifying run, the registry failed or denied a call), with
+    nothing moved for it; 2 for a bug in flowops. On a tracking server the registered model
+    is created by the admin (flowops server-init); --create-model is for a first set-up.
+    """
+    from flowops import tracking
     from flowops.registry.promote import promote as run_promote
 
     if bool(git_range) == bool(experiments):
         raise FlowopsError("give either --git-range BEFORE..AFTER or --experiment FILE (not both)")
-    outcome = run_promote(_client(tracking_uri), repo, git_range, list(experiments), dry_run)
+    client = _client(tracking_uri)
+    create = create_model or tracking.is_embedded(tracking.resolve_uri(tracking_uri))
+    outcome = run_promote(client, repo, git_range, list(experiments), dry_run, create)
     for item in outcome.items:
         if item.status == "changed":
             version = (
                 f"v{item.version}" + (" (new)" if item.created else "") if item.version else "not registered (dry run)"
             )
             click.echo(f"{item.path}: run {item.run.info.run_id} -> {version}")
+            click.echo(f"    chosen: {item.message}")
         elif item.status == "deleted":
             click.echo(f"{item.path}: {item.message}")
     for alias, rows in outcome.decisions.items():
@@ -101,6 +126,10 @@ def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> N
     check_alias(policy, alias)
     require_model(registry)
     records = registry.history(alias)
+    if registry.malformed:
+        click.echo(
+            f"skipped {len(registry.malformed)} unreadable audit record(s): {', '.join(registry.malformed)}", err=True
+        )
     if not records:
         click.echo("no alias has moved yet")
     for r in records:
@@ -108,7 +137,7 @@ def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> N
         origin += f"commit {r.commit[:12]}" if r.commit else ""
         click.echo(
             f"{r.time}  {r.alias:<11} {'v' + r.from_version if r.from_version else 'unset':>6} -> "
-            f"v{r.to_version:<4} {r.kind:<8} by {r.actor}  {origin}".rstrip()
+            f"v{r.to_version:<4} {r.kind:<8} by {r.who()}  {origin}".rstrip()
         )
         click.echo(f"    {r.summary}")
 

@@ -6,7 +6,7 @@ from datetime import UTC
 from typing import Any
 
 from flowops.errors import FlowopsError
-from flowops.registry.store import AuditRecord, Registry, actor
+from flowops.registry.store import AuditRecord, Registry, actor, tracking_user
 from flowops.spec.policy import RegistryPolicy
 
 
@@ -50,26 +50,30 @@ def status_rows(registry: Registry, policy: RegistryPolicy) -> list[dict[str, An
 
 
 def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | None, reason: str | None) -> AuditRecord:
-    """Move `alias` back to its previous holder (from the trail) or to version `to`."""
+    """Move `alias` back: to `to` (a version that once held it), or to the holder before its last promote.
+
+    Without `to`, a second rollback does not toggle back: the last *forward* move decides.
+    """
     from datetime import datetime
 
     check_alias(policy, alias)
     require_model(registry)
     with registry.exclusive():
         current = registry.holder(alias)
+        trail = registry.history(alias)
         if to is None:
-            moves = [r for r in registry.history(alias) if current is not None and r.to_version == str(current.version)]
-            if not moves or moves[-1].from_version is None:
+            forward = [r for r in trail if r.kind == "promote"]
+            if not forward or forward[-1].from_version is None:
                 raise FlowopsError(f"{alias}: no earlier holder in the audit trail to roll back to; name one with --to")
-            to = moves[-1].from_version
-        from mlflow.exceptions import MlflowException
-
-        try:
-            registry.client.get_model_version(registry.name, to)
-        except MlflowException:
-            raise FlowopsError(f"model {registry.name!r} has no version {to!r}") from None
+            to = forward[-1].from_version
+        if registry.version(to) is None:
+            raise FlowopsError(f"model {registry.name!r} has no version {to!r}")
         if current is not None and str(current.version) == str(to):
-            raise FlowopsError(f"{alias}: v{to} already holds it")
+            raise FlowopsError(f"{alias}: v{to} already holds it (the holder before its last promote)")
+        held = {v for r in trail for v in (r.from_version, r.to_version) if v}
+        if str(to) not in held:
+            listed = ", ".join(f"v{v}" for v in sorted(held, key=lambda v: (len(v), v))) or "none"
+            raise FlowopsError(f"{alias}: v{to} never held it; versions that did: {listed}")
         record = AuditRecord(
             alias,
             current.version if current else None,
@@ -81,5 +85,6 @@ def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | N
             None,
             policy.sha256(),
             reason or "rollback",
+            user=tracking_user(),
         )
         return registry.move(alias, to, record, policy.legacy_stages, policy.archive_previous)

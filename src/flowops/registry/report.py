@@ -11,14 +11,18 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flowops import plots
 from flowops.errors import FlowopsError
+from flowops.redact import redact
 from flowops.registry.decide import Candidate, Holder, decide, explain
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
+
+if TYPE_CHECKING:
+    from flowops.registry.store import Registry
 
 MARKER = "<!-- flowops-report: {key} -->"  # one sticky comment per experiment file
 NOT_HYPERPARAMETERS = {"name", "description", "experiment_file"}
@@ -34,20 +38,25 @@ class Model:
     version: str | None = None
 
 
-def build(client, run_id: str, policy: RegistryPolicy, out: Path, uri: str, experiment_file: str | None = None) -> str:
-    """Write out/report.md and its PNGs; returns the markdown."""
-    from mlflow.exceptions import MlflowException
+def build(
+    client: Any, run_id: str, policy: RegistryPolicy, out: Path, uri: str, experiment_file: str | None = None
+) -> str:
+    """Write out/report.md and its PNGs; returns the markdown.
 
+    Every read that decides what the report says (the run, the holders) fails the command when
+    it fails: a holder that could not be read is never reported as "no model yet".
+    """
     from flowops.registry.store import Registry
 
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise FlowopsError(f"run {run_id}: not found in {uri} ({exc.error_code})") from None
+    registry = Registry(client, policy.model_name)
+    client = registry.client
+    run = client.absent_or_raise("get_run", run_id)
+    if run is None:
+        raise FlowopsError(f"run {run_id}: not found in {redact(uri)}")
     _check_experiment_file(run, experiment_file)
     out.mkdir(parents=True, exist_ok=True)
     candidate = Model("candidate", run)
-    holders = _holders(client, Registry(client, policy.model_name), policy)
+    holders = _holders(registry, policy)
     sections = [_header(run, uri)]
     if run.info.status != "FINISHED":
         reason = run.data.tags.get("flowops.failure", "no reason recorded")
@@ -82,13 +91,14 @@ def _check_experiment_file(run, experiment_file: str | None) -> None:
         )
 
 
-def _holders(client, registry, policy: RegistryPolicy) -> dict[str, Model | None]:
+def _holders(registry: Registry, policy: RegistryPolicy) -> dict[str, Model | None]:
     if not registry.model_exists():
-        return {alias: None for alias in policy.targets}
-    out = {}
+        return dict.fromkeys(policy.targets)
+    out: dict[str, Model | None] = {}
     for alias in policy.targets:
         mv = registry.holder(alias)
-        out[alias] = None if mv is None else Model(f"{alias} v{mv.version}", client.get_run(mv.run_id), str(mv.version))
+        run = None if mv is None else registry.client.get_run(mv.run_id)
+        out[alias] = None if mv is None else Model(f"{alias} v{mv.version}", run, str(mv.version))
     return out
 
 

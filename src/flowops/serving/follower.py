@@ -40,14 +40,17 @@ class AliasFollower:
         self.swaps = 0
         self._stop = threading.Event()
 
-    def check_alias(self):
-        """The version holding the alias now; FlowopsError if there is none (checked before serving)."""
-        from mlflow.exceptions import MlflowException
+    def check_alias(self) -> Any:
+        """The version holding the alias now; FlowopsError if there is none (checked before serving).
 
-        try:
-            return self.client.get_model_version_by_alias(self.name, self.alias)
-        except MlflowException:
-            raise FlowopsError(f"model {self.name!r} has no alias {self.alias!r}: promote a model first") from None
+        A registry that does not answer is said as such, not as "no alias".
+        """
+        from flowops.registry.access import checked
+
+        mv = checked(self.client).absent_or_raise("get_model_version_by_alias", self.name, self.alias, alias=True)
+        if mv is None:
+            raise FlowopsError(f"model {self.name!r} has no alias {self.alias!r}: promote a model first")
+        return mv
 
     def load(self, mv) -> Loaded:
         import mlflow.pyfunc
