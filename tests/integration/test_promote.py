@@ -6,6 +6,7 @@ not what these tests are about); `test_end_to_end_with_a_trained_model` trains f
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import json
 import subprocess
@@ -22,6 +23,7 @@ from flowops.cli import cli
 from flowops.gitops import lineage
 from flowops.registry.store import AUDIT_PREFIX
 from flowops.spec.experiment import ExperimentSpec
+from flowops.spec.params import spec_to_params
 
 from ..gitrepo import GitRepo
 from .conftest import BIN, experiment_id, flowops, tiny_spec
@@ -89,16 +91,24 @@ def repo(tmp_path, store) -> TeamRepo:
 
 
 def fake_run(
-    repo: TeamRepo, spec_dict: dict, val_iou: float, code_tree: str | None = None, model: bool = True, pr: str = "7"
+    repo: TeamRepo,
+    spec_dict: dict,
+    val_iou: float,
+    code_tree: str | None = None,
+    model: bool = True,
+    pr: str = "7",
+    dirty: bool = False,
 ) -> str:
-    """A FINISHED run as training would leave it: lineage tags, metrics, a (tiny) pyfunc model."""
+    """A FINISHED run as training would leave it: the spec's parameters, lineage tags, metrics, a (tiny) pyfunc model."""
     s = ExperimentSpec.model_validate(spec_dict)
     exp_id = experiment_id(s.experiment_name)
     with mlflow.start_run(experiment_id=exp_id, run_name=s.name) as run:
+        mlflow.log_params({**spec_to_params(s), "experiment_file": f"experiments/{s.name}.yaml"})
         mlflow.set_tags(
             {
                 "flowops.spec_sha256": s.sha256(),
                 "flowops.code_tree": code_tree or lineage.code_tree("HEAD", repo=repo.path),
+                "flowops.code_dirty": "true" if dirty else "false",
                 "flowops.pr_number": pr,
                 "flowops.git_commit": repo.head,
             }
@@ -127,7 +137,9 @@ def audit(alias: str | None = None) -> list[dict]:
     return [r for r in records if alias is None or r["alias"] == alias]
 
 
-def test_merge_commit_promotes_and_tags_everything(repo):
+def test_merge_commit_promotes_and_tags_everything(repo, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     run_id = fake_run(repo, spec("a"), 0.5)
     rng = repo.merge("merge", {"a.yaml": spec("a")})
     code, out, err = promote(repo, "--git-range", rng)
@@ -150,7 +162,8 @@ def test_merge_commit_promotes_and_tags_everything(repo):
     assert len(records) == 1
     r = records[0]
     assert (r["from_version"], r["to_version"], r["kind"], r["commit"], r["pr"]) == (None, "1", "promote", after, "7")
-    assert r["actor"] and len(r["policy_sha256"]) == 64 and "ok: val_iou 0.5 meets >= 0.2" in r["summary"]
+    assert (r["actor"], r["user"]) == ("octocat", getpass.getuser())  # GitHub's actor; the store's identity
+    assert len(r["policy_sha256"]) == 64 and "ok: val_iou 0.5 meets >= 0.2" in r["summary"]
 
 
 def test_same_promote_twice_changes_nothing(repo):
@@ -213,20 +226,23 @@ def test_untrained_experiment_is_an_error_and_moves_nothing(repo):
 
 
 def test_stale_code_is_refused(repo):
-    fake_run(repo, spec("a"), 0.9, code_tree="1" * 40)
-    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
-    assert code == 0
-    assert "FAIL trained on code tree 111111111111, merged code is" in out and "retrain on the merged code" in out
-    assert holder("production") is None and holder("staging") is None
+    run_id = fake_run(repo, spec("a"), 0.9, code_tree="1" * 40)
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 1
+    assert err.startswith(f"experiments/a.yaml: no run qualifies: run {run_id[:8]}: code tree 111111111111 is not ")
+    assert err.rstrip().endswith("retrain on the merged code")
+    assert MlflowClient().search_registered_models() == []
 
 
 def test_run_without_model_registers_nothing(repo):
     run_id = fake_run(repo, spec("a"), 0.5, model=False)
     code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
     assert code == 1
-    assert err == f"run {run_id} has no logged model 'model': it did not finish training; retrain it\n"
-    assert MlflowClient().search_model_versions("name = 'team-model'") == []
-    assert audit() == []
+    assert err == (
+        f"experiments/a.yaml: no run qualifies: run {run_id[:8]}: model: the run has no logged model 'model' "
+        "(it did not finish training; retrain it)\n"
+    )
+    assert MlflowClient().search_registered_models() == []  # refused before anything was created
 
 
 def test_dry_run_changes_nothing(repo):

@@ -98,7 +98,7 @@ def test_proxied_mode_training_promote_report(tmp_path, synth_root, sftp, postgr
     assert any(f.endswith(f"{finished.info.run_id}/artifacts/plots/learning_curves.png") for f in files), files[:20]
     assert any(f.endswith("/artifacts/MLmodel") for f in files)
     rng = repo.merge("merge", {"srv.yaml": spec})
-    promoted = run("promote", "--git-range", rng, env=env, cwd=repo.path)
+    promoted = run("promote", "--git-range", rng, "--create-model", env=env, cwd=repo.path)
     assert promoted.returncode == 0, promoted.stderr
     assert "production: moved unset -> v1 (experiments/srv.yaml)" in promoted.stdout
     report = run("report", "--run", finished.info.run_id, "--out", str(tmp_path / "report"), env=env, cwd=repo.path)
@@ -149,7 +149,7 @@ def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(
     repo, spec = team_repo(tmp_path, synth_root, name="authz")
     for args in (
         ("train", "experiments/authz.yaml"),
-        ("promote", "--git-range", repo.merge("merge", {"authz.yaml": spec})),
+        ("promote", "--git-range", repo.merge("merge", {"authz.yaml": spec}), "--create-model"),
     ):
         proc = run(*args, env=admin_env, cwd=repo.path)
         outputs.append(proc.stdout + proc.stderr)
@@ -161,7 +161,7 @@ def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(
     denied = run("rollback", "--alias", "production", "--to", "1", env=reader_env, cwd=repo.path)
     outputs.append(denied.stdout + denied.stderr)
     assert denied.returncode == 1
-    assert denied.stderr.startswith("tracking server refused: PERMISSION_DENIED"), denied.stderr
+    assert denied.stderr.startswith(f"tracking server {server.uri} refused set_registered_model_tag: PERMISSION_DENIED")
     assert len(denied.stderr.strip().splitlines()) == 1
     doctor = run("doctor", "--expect", "read-only", env=reader_env, cwd=repo.path)  # the model from the repo's policy
     outputs.append(doctor.stdout + doctor.stderr)
@@ -251,14 +251,14 @@ def test_promote_with_the_server_down_fails_clearly_then_succeeds(tmp_path, sftp
     env = client_env(
         server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0", HOME=str(tmp_path)
     )
-    down = run("promote", "--git-range", rng, env=env, cwd=repo.path)
+    down = run("promote", "--git-range", rng, "--create-model", env=env, cwd=repo.path)
     assert down.returncode == 1
     assert down.stderr.startswith(f"tracking server {server.uri} cannot be reached: "), down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
     server.start()
     client = MlflowClient(server.uri)
     assert client.search_registered_models() == []  # nothing half-done
-    again = run("promote", "--git-range", rng, env=env, cwd=repo.path)
+    again = run("promote", "--git-range", rng, "--create-model", env=env, cwd=repo.path)
     assert again.returncode == 0, again.stderr
     assert str(client.get_model_version_by_alias("team-model", "production").version) == "1"
 

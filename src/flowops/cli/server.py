@@ -133,4 +133,27 @@ def doctor(tracking_uri: str | None, expect: str, model: str | None) -> None:
         raise FlowopsError(f"doctor: {len(failed)} check(s) failed")
 
 
-COMMANDS = [server, doctor]
+@click.command("server-init")
+@click.option("--model", required=True, help="The registered model merges promote into (model_name of the policy).")
+@click.option("--promoter", help="The promote job's user: gets MANAGE on the model.")
+@click.option("--trainer", help="The training jobs' user: READ on the model (it may log runs, never move aliases).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI).")
+def server_init(model: str, promoter: str | None, trainer: str | None, tracking_uri: str | None) -> None:
+    """As the admin: create the registered model and grant the promoter and trainer identities."""
+    from mlflow.tracking import MlflowClient
+
+    from flowops import tracking
+    from flowops.teamserver.init import init_registry
+
+    tracking.bounded_http()
+    uri = tracking.use(tracking_uri)
+    auth = None
+    if promoter or trainer:
+        from mlflow.server import get_app_client
+
+        auth = get_app_client("basic-auth", tracking_uri=uri)
+    for line in init_registry(MlflowClient(uri), auth, model, promoter, trainer):
+        click.echo(line)
+
+
+COMMANDS = [server, doctor, server_init]

@@ -1,8 +1,15 @@
 """`flowops promote`: turn a merge into registry changes that follow the policy.
 
-A merge is linked to its run by content: the sha256 of each merged experiment spec, not
-the commit message, so merge commits, squash merges and fast-forwards all work. Applying
-the same range twice changes nothing the second time.
+A merge is linked to its run by the run's own record (`flowops.registry.binding`): the spec
+rebuilt from the run's parameters, its tag, its model and its code must all agree with the
+merged file, so merge commits, squash merges and fast-forwards all work and a copied tag is not
+enough. Applying the same range twice changes nothing the second time.
+
+Exit codes (`flowops promote --help`): 0 when every merged experiment was applied or kept out
+by the policy on purpose; 1 when one was refused (not trained, no qualifying run, invalid, no
+permission), with nothing moved for it; 2 for a bug. A candidate that no alias accepts is still
+registered, tagged `flowops.status=rejected` with the reasons, so the registry shows every
+merged model.
 """
 
 from __future__ import annotations
@@ -14,16 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import changed_experiments, code_tree, git, git_show, resolve_range
+from flowops.registry.binding import NotBound, bind
 from flowops.registry.decide import Candidate, Holder, TargetDecision, decide, rank
-from flowops.registry.store import AuditRecord, Registry, actor
+from flowops.registry.store import AuditRecord, Registry, actor, tracking_user
 from flowops.spec.load import POLICY_FILE, load_experiment, load_policy, policy_or_error
 from flowops.spec.policy import RegistryPolicy
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Run
-
-    from flowops.spec.experiment import ExperimentSpec
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Item:
     status: str  # changed | deleted | not trained | invalid
     message: str = ""
     run: Any = None  # the mlflow Run, for status 'changed'
+    model_id: str = ""  # the logged model it ships
     version: str | None = None
     created: bool = False
     candidate: Candidate | None = None
@@ -45,20 +51,6 @@ class Outcome:
     moves: list[str] = field(default_factory=list)  # what changed, one line each
     decisions: dict[str, list[tuple[str, TargetDecision]]] = field(default_factory=dict)  # alias -> (path, decision)
     errors: list[str] = field(default_factory=list)
-
-
-def find_run(client: MlflowClient, spec: ExperimentSpec) -> Run | None:
-    """The latest FINISHED run whose spec sha256 equals this spec's."""
-    experiment = client.get_experiment_by_name(spec.experiment_name)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
-        filter_string=f"tags.`flowops.spec_sha256` = '{spec.sha256()}' and attributes.status = 'FINISHED'",
-    )
-    return runs[0] if runs else None
 
 
 def merged_files(
@@ -83,8 +75,15 @@ def working_files(
     return head, policy, code_tree(repo=repo), [("M", f, None) for f in files]
 
 
-def gather(client: MlflowClient, entries: list[tuple[str, str, str | None]], merged_tree: str | None) -> list[Item]:
-    """Per experiment file, its run (read only)."""
+def gather(
+    client: MlflowClient,
+    repo: Path,
+    entries: list[tuple[str, str, str | None]],
+    merged: tuple[str, str | None],
+    policy: RegistryPolicy,
+) -> list[Item]:
+    """Per experiment file, the run it ships (read only); `merged` is (merge commit, merged code tree)."""
+    commit, merged_tree = merged
     items = []
     for status, path, text in entries:
         if status == "D":
@@ -95,19 +94,16 @@ def gather(client: MlflowClient, entries: list[tuple[str, str, str | None]], mer
         except ProblemsError as exc:
             items.append(Item(path, "invalid", str(exc.problems[0])))
             continue
-        run = find_run(client, spec)
-        if run is None:
-            items.append(
-                Item(
-                    path, "not trained", f"no FINISHED run with spec sha256 {spec.sha256()[:12]}: open a PR to train it"
-                )
-            )
+        try:
+            bound = bind(client, spec, merged_tree, policy.require_same_code, repo, commit)
+        except NotBound as exc:
+            items.append(Item(path, "not trained", str(exc)))
             continue
-        tags = run.data.tags
+        run = bound.run
         candidate = Candidate(
-            f"run {run.info.run_id[:8]}", dict(run.data.metrics), tags.get("flowops.code_tree"), merged_tree
+            f"run {run.info.run_id[:8]}", dict(run.data.metrics), run.data.tags.get("flowops.code_tree"), merged_tree
         )
-        items.append(Item(path, "changed", run=run, candidate=candidate))
+        items.append(Item(path, "changed", bound.why, run=run, model_id=bound.model_id, candidate=candidate))
     return items
 
 
@@ -127,12 +123,16 @@ def promote(
     git_range: str | None = None,
     files: list[str] | None = None,
     dry_run: bool = False,
+    create_model: bool = False,
 ) -> Outcome:
-    """Register the merged experiments' models and move aliases as the policy decides."""
+    """Register the merged experiments' models and move aliases as the policy decides.
+
+    The registered model must exist unless `create_model` (first set-up, the embedded store).
+    """
     after, policy, merged_tree, entries = (
         merged_files(repo, git_range) if git_range else working_files(repo, files or [])
     )
-    items = gather(client, entries, merged_tree)
+    items = gather(client, repo, entries, (after, merged_tree), policy)
     outcome = Outcome(items=items)
     outcome.errors = [f"{i.path}: {i.message}" for i in items if i.status in ("not trained", "invalid")]
     live = [i for i in items if i.status == "changed"]
@@ -146,9 +146,10 @@ def promote(
     dry_run = dry_run or policy.mode == "dry_run"
     registry = Registry(client, policy.model_name)
     if not dry_run:
-        registry.ensure_model()
+        registry.ensure_model(create_model)
+        registry.holders(policy.targets)  # aliases that cannot be read stop us before anything is registered
         for item in live:
-            mv, item.created = registry.register(item.run, version_tags(item, after))
+            mv, item.created = registry.register(item.run, item.model_id, version_tags(item, after))
             item.version = str(mv.version)
             cand = _candidate(item)
             item.candidate = Candidate(f"v{mv.version}", cand.metrics, cand.code_tree, cand.merged_code_tree)
@@ -161,7 +162,23 @@ def promote(
         return outcome
     with registry.exclusive():
         _decide_all(registry, policy, live, outcome, apply=True, commit=after)
+    _mark_rejected(registry, live, outcome)
     return outcome
+
+
+def _mark_rejected(registry: Registry, live: list[Item], outcome: Outcome) -> None:
+    """A merged candidate that no alias took is registered but tagged rejected, with the reasons."""
+    for item in live:
+        rows = [(alias, td) for alias, pairs in outcome.decisions.items() for path, td in pairs if path == item.path]
+        if item.version is None or any(td.promote for _, td in rows):
+            continue
+        current = registry.version(item.version)
+        if current is not None and current.aliases:  # it holds an alias from an earlier promote: keep it
+            continue
+        reasons = "; ".join(f"{alias}: {c.detail}" for alias, td in rows for c in td.checks if not c.passed)
+        registry.client.set_model_version_tag(registry.name, item.version, "flowops.status", "rejected")
+        registry.client.set_model_version_tag(registry.name, item.version, "flowops.rejected", reasons[:5000])
+        outcome.moves.append(f"{item.path}: v{item.version} kept out by the policy (tagged rejected): {reasons}")
 
 
 def _decide_all(
@@ -202,6 +219,7 @@ def _decide_all(
                 commit,
                 policy.sha256(),
                 _checks_summary(decision),
+                user=tracking_user(),
             )
             registry.move(alias, best.version, record, policy.legacy_stages, policy.archive_previous)
         verb = "moved" if apply else "would move"

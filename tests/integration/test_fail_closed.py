@@ -1,0 +1,211 @@
+"""Promotion fails closed: a failed read is never "nothing there", a copied tag is not a run.
+
+A real `mlflow server` (PostgreSQL, SFTP artifacts) sits behind a fault-injecting proxy
+(`faultproxy.py`): the calls the proxy does not fail reach the real server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import mlflow
+import pytest
+from mlflow.entities import LoggedModelOutput
+from mlflow.tracking import MlflowClient
+
+from .conftest import BIN
+from .faultproxy import FaultProxy
+from .test_promote import POLICY, TeamRepo, audit, fake_run, holder, promote, spec
+
+ALIAS_READ = "/registered-models/alias"  # GET: get_model_version_by_alias
+MODEL_READ = "/registered-models/get"  # GET: get_registered_model
+
+
+def flowops_env(uri: str, **extra: str) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}", **extra}
+    for key in (
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        *[k for k in os.environ if k.startswith("MLFLOW_HTTP")],
+    ):
+        env.pop(key, None)
+    return env
+
+
+def flowops_at(repo: TeamRepo, env: dict, *args: str) -> tuple[int, str, str, float]:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "flowops"), *args], cwd=repo.path, env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+@pytest.fixture
+def repo(tmp_path, store) -> TeamRepo:
+    return TeamRepo(tmp_path / "team", POLICY)
+
+
+def retry_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("flowops: ") and "retrying" in line]
+
+
+@pytest.fixture
+def served(tmp_path, postgres_db, mlflow_server, monkeypatch):
+    """A team repo whose first merge holds both aliases on a real server (v1), and a better run merged next."""
+    server = mlflow_server(postgres_db, "proxied")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    mlflow.set_tracking_uri(server.uri)
+    repo = TeamRepo(tmp_path / "team", POLICY)
+    fake_run(repo, spec("a"), 0.5)
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}), "--create-model")
+    assert code == 0, out + err
+    fake_run(repo, spec("b"), 0.9)
+    second = repo.merge("merge", {"b.yaml": spec("b")})
+    return server, repo, second
+
+
+@pytest.mark.parametrize("fault", ["500", "403", "hang"])
+def test_a_failed_registry_read_moves_nothing(served, fault, tmp_path):
+    server, repo, second = served
+    client = MlflowClient(server.uri)
+    versions = len(client.search_model_versions("name = 'team-model'"))
+    records = audit()
+    with FaultProxy(server.uri, hang_s=20) as proxy:
+        # a shorter per-try timeout than the default keeps the hanging case quick; the retries stay
+        env = flowops_env(proxy.uri, MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+        commands = [
+            (ALIAS_READ, ["promote", "--git-range", second]),
+            (ALIAS_READ, ["report", "--run", holder("production").run_id, "--out", str(tmp_path / "r")]),
+            (ALIAS_READ, ["status"]),
+            (MODEL_READ, ["history"]),
+            (ALIAS_READ, ["rollback", "--alias", "production", "--to", "1"]),
+        ]
+        for path, args in commands:
+            proxy.faults = {path: fault}
+            code, out, err, _ = flowops_at(repo, env, *args)
+            lines = [line for line in err.splitlines() if line not in retry_lines(err)]
+            assert code == 1, f"flowops {args[0]} with {fault}: {out}{err}"
+            assert len(lines) == 1 and lines[0].startswith(f"tracking server {proxy.uri}"), f"{args[0]}: {err}"
+            assert {"500": "HTTP 500", "403": "PERMISSION_DENIED", "hang": "cannot be reached"}[fault] in lines[0]
+            assert "first" not in out and "no model" not in out.lower()  # no claim made on a failed read
+            assert any(kind == fault for _, seen_path, kind in proxy.seen if path in seen_path)
+    assert str(holder("production").version) == "1" and str(holder("staging").version) == "1"
+    assert len(client.search_model_versions("name = 'team-model'")) == versions  # nothing registered either
+    assert audit() == records
+
+
+def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = TeamRepo(tmp_path / "team", POLICY)
+    merged = repo.merge("merge", {"a.yaml": spec("a")})
+    uri = f"http://127.0.0.1:{port}"
+    env = flowops_env(uri)  # flowops' own defaults, nothing overridden
+    for args in (["promote", "--git-range", merged], ["status"], ["history"], ["report", "--run", "0" * 32],
+                 ["rollback", "--alias", "production"]):  # fmt: skip
+        code, out, err, elapsed = flowops_at(repo, env, *args)
+        last = err.strip().splitlines()[-1]
+        assert code == 1 and last.startswith(f"tracking server {uri} cannot be reached: "), f"{args[0]}: {out}{err}"
+        assert elapsed < 15, f"flowops {args[0]} took {elapsed:.1f} s"
+        assert len(retry_lines(err)) == 2, err  # it says that it retries, then gives up
+
+
+def log_forged(run_id: str, repo: TeamRepo, **params: str) -> str:
+    """A run logged by someone who copies the genuine run's tags and links its model: only `params` differ."""
+    client = MlflowClient()
+    genuine = client.get_run(run_id)
+    forged = client.create_run(genuine.info.experiment_id, run_name="forged")
+    forged_id = forged.info.run_id
+    for key, value in {**genuine.data.params, **params}.items():
+        client.log_param(forged_id, key, value)
+    for key, value in genuine.data.tags.items():
+        if key.startswith("flowops."):
+            client.set_tag(forged_id, key, value)
+    client.log_metric(forged_id, "val_iou", 0.99)
+    model_id = genuine.outputs.model_outputs[0].model_id
+    client.log_outputs(forged_id, [LoggedModelOutput(model_id, 0)])
+    client.set_terminated(forged_id, "FINISHED")
+    return forged_id
+
+
+def test_a_forged_run_is_refused_and_the_genuine_one_ships(repo):
+    genuine = fake_run(repo, spec("a"), 0.5)
+    log_forged(genuine, repo, epochs="1", learning_rate="0.5")
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert (code, err) == (0, "")
+    assert holder("production").run_id == genuine
+    assert "epochs: the run was trained with 1, the merged file says 10" in out
+
+
+def test_a_forged_run_alone_is_refused_naming_the_field(repo):
+    genuine = fake_run(repo, spec("a"), 0.5)
+    log_forged(genuine, repo, epochs="1")
+    MlflowClient().delete_run(genuine)
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 1
+    assert err.startswith("experiments/a.yaml: no run qualifies: run ") and "epochs: the run was trained with 1" in err
+    assert MlflowClient().search_model_versions("name = 'team-model'") == []
+
+
+def test_a_copied_model_is_refused(repo):
+    genuine = fake_run(repo, spec("a"), 0.5)
+    forged = log_forged(genuine, repo)  # same parameters and tags, the genuine run's model
+    MlflowClient().delete_run(genuine)
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 1
+    assert f"run {forged[:8]}: model: " in err and f"was logged by run {genuine}, not by this run" in err
+
+
+def test_a_run_trained_on_uncommitted_code_is_refused(repo):
+    fake_run(repo, spec("a"), 0.5, dirty=True)
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 1 and "it was trained on uncommitted code" in err
+
+
+def test_the_run_trained_for_the_merged_pr_is_preferred(repo):
+    other = fake_run(repo, spec("a"), 0.5)  # trained for an earlier branch, newer than the PR's run below
+    repo.git("checkout", "-q", "-b", "elsewhere")  # a branch that is never merged, same code
+    (repo.path / "notes.txt").write_text("not merged\n")
+    repo.commit("elsewhere")
+    elsewhere = fake_run(repo, spec("a"), 0.6)
+    repo.git("checkout", "-q", "main")
+    code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert code == 0 and holder("production").run_id == other != elsewhere
+    assert "chosen: trained for this merge; 1 other run(s) also qualified" in out
+
+
+def test_exit_codes_mixed_merge_and_kept_out_by_policy(repo):
+    fake_run(repo, spec("a"), 0.5)
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a"), "u.yaml": spec("u")}))
+    assert code == 1 and "experiments/u.yaml: no FINISHED run" in err  # the untrained one is refused ...
+    assert str(holder("production").version) == "1"  # ... the trained one is applied
+    fake_run(repo, spec("weak"), 0.05)
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"weak.yaml": spec("weak")}))
+    assert (code, err) == (0, "")  # kept out on purpose: not an error
+    weak = MlflowClient().get_model_version("team-model", "2")
+    assert weak.tags["flowops.status"] == "rejected" and "val_iou 0.05 fails >= 0.1" in weak.tags["flowops.rejected"]
+    assert "experiments/weak.yaml: v2 kept out by the policy (tagged rejected)" in out
+    assert str(holder("production").version) == "1" and str(holder("staging").version) == "1"
+
+
+def test_a_second_rollback_does_not_toggle(repo):
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.6)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    policy = str(repo.path / "registry_policy.yaml")
+    first = subprocess.run([str(BIN / "flowops"), "rollback", "--alias", "production", "--policy", policy],
+                           capture_output=True, text=True)  # fmt: skip
+    assert (first.returncode, first.stdout) == (0, "production: v2 -> v1 (rollback: rollback)\n"), first.stderr
+    second = subprocess.run([str(BIN / "flowops"), "rollback", "--alias", "production", "--policy", policy],
+                            capture_output=True, text=True)  # fmt: skip
+    assert second.returncode == 1
+    assert second.stderr == "production: v1 already holds it (the holder before its last promote)\n"
+    assert str(holder("production").version) == "1"
+    never = subprocess.run([str(BIN / "flowops"), "rollback", "--alias", "production", "--to", "3", "--policy", policy],
+                           capture_output=True, text=True)  # fmt: skip
+    assert never.stderr == "model 'team-model' has no version '3'\n"
