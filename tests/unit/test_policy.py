@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import inf, nan
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,7 +69,29 @@ PROD = Target(
             {"val_iou": 0.6, "val_loss": 1.0},
             {"val_iou": 0.5, "val_loss": 1.0, "val_iou.dog": 0.3},
             False,
-            ["per-class IoU dropped by more than 0.02: val_iou.dog missing"],
+            ["per-class IoU dropped by more than 0.02: val_iou.dog is missing from the run"],
+        ),
+        # NaN passes no comparison: not a threshold, not the improvement, not the per-class guard
+        (
+            {"val_iou": nan, "val_loss": 1.0, "val_iou.person": nan},
+            {"val_iou": 0.5, "val_loss": 1.0, "val_iou.person": 0.5},
+            False,
+            [
+                "val_iou is nan in the run: not a number that can be compared",
+                "val_iou is nan in the run: not a number that can be compared",
+                "per-class IoU dropped by more than 0.02: val_iou.person is nan in the run: not a number that can "
+                "be compared",
+            ],
+        ),
+        (
+            {"val_iou": 0.6, "val_loss": 1.0, "val_iou.person": 0.6},
+            {"val_iou": 0.5, "val_loss": inf, "val_iou.person": nan},
+            False,
+            [
+                "val_loss is inf in v3: not a number that can be compared",
+                "per-class IoU dropped by more than 0.02: val_iou.person is nan in v3: not a number that can be "
+                "compared",
+            ],
         ),
     ],
 )

@@ -225,7 +225,33 @@ POLICY = "model_name: m\n"
         ),
         (
             POLICY + "targets:\n  latest: {}\n",
-            ["{p}:3: targets.latest: 'latest' is reserved by MLflow and cannot be an alias"],
+            ["{p}:3: targets.latest: 'latest' is reserved by MLflow (it names a version, not an alias)"],
+        ),
+        (
+            POLICY + "targets:\n  staging: {}\n  v1: {}\n",
+            ["{p}:4: targets.v1: 'v1' is reserved by MLflow (it names a version, not an alias)"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou, min: 1.5}\n",
+            ["{p}:5: targets.production.thresholds[0].min: val_iou is always within [0, 1]; 1.5 can never be met"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_loss, max: -0.1}\n",
+            ["{p}:5: targets.production.thresholds[0].max: val_loss is always >= 0; -0.1 can never be met"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou, min: .nan}\n",
+            ["{p}:5: targets.production.thresholds[0].min: must be a finite number (got nan)"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_loss, max: -.inf}\n",
+            ["{p}:5: targets.production.thresholds[0].max: must be a finite number (got -inf)"],
+        ),
+        (
+            POLICY + "targets:\n  production:\n    improve: {absolute: 2.0}\n",
+            [
+                "{p}:4: targets.production.improve.absolute: val_iou spans at most 1: an improvement of 2 can never be met"
+            ],
         ),
         (
             POLICY + "mode: dryrun\n",
@@ -265,3 +291,22 @@ def test_policy_caps_the_training_budget(write, tmp_path, monkeypatch):
         f"{open_ended.relative_to(tmp_path)}:1: max_batches_per_epoch: required: registry_policy.yaml caps "
         f"training at 100 batches (max_training_batches)",
     ]
+
+
+def test_a_per_class_metric_must_name_a_category(write):
+    experiment = write("experiments/a.yaml", "name: a\ncategories: [person, car]\n")
+    policy = write(
+        "registry_policy.yaml",
+        POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou.persn, min: 0.1}\n",
+    )
+    code, _, err = run("validate", str(experiment), str(policy))
+    assert (code, err) == (
+        1,
+        f"{policy}:5: targets.production.thresholds[0].metric: no experiment has the category 'persn' "
+        "(did you mean 'person'?); per-class metrics name one of: background, car, person\n",
+    )
+    good = write(
+        "registry_policy.yaml",
+        POLICY + "targets:\n  production:\n    thresholds:\n      - {metric: val_iou.car, min: 0.1}\n",
+    )
+    assert run("validate", str(experiment), str(good))[0] == 0

@@ -6,6 +6,7 @@ reviewers read is what happens. Every check explains itself with the numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flowops.spec.policy import PER_CLASS_PREFIX, Direction, RegistryPolicy, Target
@@ -58,6 +59,15 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _unusable(name: str, metrics: dict[str, float], whose: str) -> str | None:
+    """Why `name` cannot be compared: missing, or not a finite number (NaN passes no comparison honestly)."""
+    if name not in metrics:
+        return f"{name} is missing from {whose}"
+    if not math.isfinite(metrics[name]):
+        return f"{name} is {metrics[name]} in {whose}: not a number that can be compared"
+    return None
+
+
 def better_by(value: float, reference: float, direction: Direction) -> float:
     """How much better `value` is than `reference` (negative: worse)."""
     return value - reference if direction == "max" else reference - value
@@ -92,8 +102,9 @@ def _decide_target(
                 )
             )
     for t in target.thresholds:
-        if t.metric not in m:
-            checks.append(Check(f"{t.metric} threshold", False, f"{t.metric} is missing from the run"))
+        why = _unusable(t.metric, m, "the run")
+        if why:
+            checks.append(Check(f"{t.metric} threshold", False, why))
             continue
         ok = (t.min is None or m[t.metric] >= t.min) and (t.max is None or m[t.metric] <= t.max)
         bound = " and ".join(
@@ -115,9 +126,9 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
     h = holder.metrics
     if target.improve:
         name = policy.primary_metric
-        if name not in m or name not in h:
-            whose = "the run" if name not in m else f"v{holder.version}"
-            checks.append(Check("improvement", False, f"{name} is missing from {whose}"))
+        why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
+        if why:
+            checks.append(Check("improvement", False, why))
         else:
             # Relative margins scale with |holder value|: a zero or negative baseline stays sound.
             need = max(target.improve.absolute, target.improve.relative * abs(h[name]))
@@ -134,14 +145,9 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
                 )
             )
     for r in target.max_regression:
-        if r.metric not in m or r.metric not in h:
-            checks.append(
-                Check(
-                    f"{r.metric} regression",
-                    False,
-                    f"{r.metric} is missing from {'the run' if r.metric not in m else 'v' + holder.version}",
-                )
-            )
+        why = _unusable(r.metric, m, "the run") or _unusable(r.metric, h, f"v{holder.version}")
+        if why:
+            checks.append(Check(f"{r.metric} regression", False, why))
             continue
         worse = -better_by(m[r.metric], h[r.metric], policy.direction(r.metric))
         ok = worse <= r.max_absolute
@@ -158,8 +164,9 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
         dropped = []
         # Categories only: background IoU rewards predicting nothing, so it is not a guard.
         for name in sorted(k for k in h if k.startswith(PER_CLASS_PREFIX) and k != PER_CLASS_PREFIX + "background"):
-            if name not in m:
-                dropped.append(f"{name} missing")
+            why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
+            if why:
+                dropped.append(why)
             elif h[name] - m[name] > target.per_class.tolerance:
                 dropped.append(f"{name} {_fmt(m[name])} < {_fmt(h[name])}")
         ok = not dropped
@@ -175,7 +182,12 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
 def rank(candidates: list[Candidate], policy: RegistryPolicy) -> list[Candidate]:
     """Best first by the primary metric (missing values last)."""
     name, sign = policy.primary_metric, 1 if policy.direction(policy.primary_metric) == "max" else -1
-    return sorted(candidates, key=lambda c: (name not in c.metrics, -sign * c.metrics.get(name, 0.0)))
+
+    def key(c: Candidate) -> tuple[bool, float]:
+        value = c.metrics.get(name, math.nan)
+        return (not math.isfinite(value), -sign * value if math.isfinite(value) else 0.0)
+
+    return sorted(candidates, key=key)
 
 
 def explain(decision: Decision) -> list[str]:

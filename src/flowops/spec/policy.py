@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -30,7 +31,8 @@ BUILTIN_METRICS: dict[str, Direction] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: `.nan` or `.inf` as a threshold would make every comparison false.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Threshold(_Strict):
@@ -112,20 +114,72 @@ class RegistryPolicy(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def policy_problems(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
-    """Cross-field rules, each with the location of the offending value in the file."""
-    known = policy.directions()
+# Values flowops' own metrics can take: an IoU or F-score outside [0, 1] can never be reached.
+BOUNDS: dict[str, tuple[float, float | None]] = {
+    "val_iou": (0.0, 1.0), "val_miou": (0.0, 1.0), "val_f1": (0.0, 1.0), "iou": (0.0, 1.0), "f1": (0.0, 1.0),
+    "val_loss": (0.0, None), "loss": (0.0, None),
+}  # fmt: skip
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$")  # MLflow reads these as a version, not an alias
+
+
+def metric_bounds(metric: str) -> tuple[float, float | None] | None:
+    """(low, high) a metric can take, None when flowops does not know (a policy's own metric)."""
+    return (0.0, 1.0) if metric.startswith(PER_CLASS_PREFIX) else BOUNDS.get(metric)
+
+
+def _out_of_bounds(metric: str, value: float | None) -> str | None:
+    bounds = metric_bounds(metric)
+    if value is None or bounds is None:
+        return None
+    low, high = bounds
+    if value < low or (high is not None and value > high):
+        allowed = f"within [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        return f"{metric} is always {allowed}; {value:g} can never be met"
+    return None
+
+
+def _bound_problems(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    for alias, target in policy.targets.items():
+        for i, t in enumerate(target.thresholds):
+            for side in ("min", "max"):
+                problem = _out_of_bounds(t.metric, getattr(t, side))
+                out += [(("targets", alias, "thresholds", i, side), problem)] if problem else []
+        bounds = metric_bounds(policy.primary_metric)
+        if target.improve and bounds and bounds[1] is not None and target.improve.absolute > bounds[1] - bounds[0]:
+            out.append(
+                (
+                    ("targets", alias, "improve", "absolute"),
+                    f"{policy.primary_metric} spans at most {bounds[1] - bounds[0]:g}: "
+                    f"an improvement of {target.improve.absolute:g} can never be met",
+                )
+            )
+    return out
+
+
+def metric_locations(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
+    """(location in the file, metric name) of every metric the policy names."""
     named: list[tuple[tuple, str]] = [(("primary_metric",), policy.primary_metric)]
     for alias, target in policy.targets.items():
         named += [(("targets", alias, "thresholds", i, "metric"), t.metric) for i, t in enumerate(target.thresholds)]
         named += [
             (("targets", alias, "max_regression", i, "metric"), r.metric) for i, r in enumerate(target.max_regression)
         ]
+    return named
+
+
+def policy_problems(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
+    """Cross-field rules, each with the location of the offending value in the file."""
+    known = policy.directions()
+    named = metric_locations(policy)
     out = [
         (loc, f"unknown metric {name!r}{did_you_mean(name, known)}; declare its direction under metrics:")
         for loc, name in named
         if name not in known and not name.startswith(PER_CLASS_PREFIX)
     ]
-    if "latest" in policy.targets:
-        out.append((("targets", "latest"), "'latest' is reserved by MLflow and cannot be an alias"))
-    return out
+    out += [
+        (("targets", alias), f"{alias!r} is reserved by MLflow (it names a version, not an alias)")
+        for alias in policy.targets
+        if RESERVED_ALIAS.match(alias)
+    ]
+    return out + _bound_problems(policy)

@@ -99,6 +99,8 @@ def _message(err: Any, loc: tuple, model: type[BaseModel]) -> str:
         return f"unknown {field} {show(value)}{did_you_mean(value, choices)}; expected {listed}"
     if kind in _TYPE_WORDS:
         return f"must be {_TYPE_WORDS[kind]} (got {show(value)})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {show(value)})"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_too_long":

@@ -11,6 +11,9 @@ from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
+from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
+from flowops.spec.problems import where
+from flowops.suggest import did_you_mean
 
 
 def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | None:
@@ -34,15 +37,31 @@ def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | Non
     )
 
 
+def _per_class_problems(path: Path, policy: RegistryPolicy, specs: list[ExperimentSpec]) -> list[Problem]:
+    """A per-class metric (`val_iou.<category>`) must name a category some experiment trains."""
+    known = sorted({c for spec in specs for c in spec.categories} | {"background"})
+    doc = yamlfile.load(path)
+    out = []
+    for loc, name in metric_locations(policy):
+        category = name[len(PER_CLASS_PREFIX) :] if name.startswith(PER_CLASS_PREFIX) else None
+        if category is not None and category not in known:
+            message = (
+                f"no experiment has the category {category!r}{did_you_mean(category, known)}; "
+                f"per-class metrics name one of: {', '.join(known)}"
+            )
+            out.append(Problem(str(path), message, doc.line_of(loc), where(loc)))
+    return out
+
+
 def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Problem]]:
     """Validate every file; all problems of all files, never stopping at the first."""
     specs: list[ExperimentSpec] = []
     problems: list[Problem] = []
     names: dict[str, str] = {}
-    policy = None
+    policy, policy_path = None, None
     for path in [p for p in paths if Path(p).name == POLICY_FILE]:  # first: it may cap the experiments
         try:
-            policy = load_policy(path)
+            policy, policy_path = load_policy(path), Path(path)
         except ProblemsError as exc:
             problems.extend(exc.problems)
     for path in [p for p in paths if Path(p).name != POLICY_FILE]:
@@ -61,4 +80,6 @@ def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Proble
             problem = _budget_problem(Path(path), spec, policy.max_training_batches)
             problems.extend([problem] if problem else [])
         specs.append(spec)
+    if policy is not None and policy_path is not None and specs:
+        problems.extend(_per_class_problems(policy_path, policy, specs))
     return specs, problems
