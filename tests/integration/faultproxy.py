@@ -3,7 +3,8 @@
 Part of the test harness, not a mock: every request it does not fail is forwarded to the real
 `mlflow server` and its real answer returned. A fault is (path substring, kind): `500` answers
 HTTP 500, `403` answers PERMISSION_DENIED as MLflow's auth would, `hang` holds the request until
-the client gives up (at most `hang_s`), `kill` never answers and closes the connection.
+the client gives up (at most `hang_s`) and never forwards it; `hang_write = n` hangs the n-th
+write (a process killed there has made exactly n - 1 writes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class FaultProxy:
         parsed = urlparse(target)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.faults: dict[str, str] = {}  # path substring -> 500 | 403 | hang
+        self.hang_write: int | None = None  # hang the n-th write (POST, PATCH, DELETE), counting from 1
+        self.writes = 0
         self.seen: list[tuple[str, str, str]] = []  # (method, path, what happened)
         self.hang_s = hang_s
         self._stop = threading.Event()
@@ -35,6 +38,10 @@ class FaultProxy:
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = next((kind for part, kind in proxy.faults.items() if part in self.path), None)
+                if self.command != "GET":
+                    proxy.writes += 1
+                    if proxy.writes == proxy.hang_write:
+                        fault = "hang"
                 proxy.seen.append((self.command, self.path, fault or "forwarded"))
                 if fault == "hang":
                     proxy._stop.wait(proxy.hang_s)

@@ -280,7 +280,8 @@ def test_rollback_history_and_status(repo):
     assert (result.exit_code, result.stdout) == (0, "production: v2 -> v1 (rollback: bad canary)\n")
     assert str(holder("production").version) == "1"
     result = runner.invoke(cli, ["history", "--alias", "production", *policy])
-    lines = result.stdout.splitlines()
+    *lines, hold = result.stdout.splitlines()
+    assert hold.startswith("production: held at v1 by rollback on ") and "(bad canary)" in hold
     assert [line.split()[1:5] for line in lines[::2]] == [
         ["production", "unset", "->", "v1"],
         ["production", "v1", "->", "v2"],

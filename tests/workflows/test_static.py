@@ -154,3 +154,10 @@ def test_network_steps_are_skipped_under_act():
             ) or "cml " in step.get("run", "")
             if needs_network:
                 assert "!env.ACT" in step.get("if", ""), f"{path.name}: {step}"
+
+
+def test_promote_checks_out_the_whole_history():
+    """promote replays every merge on main: a shallow checkout would see one commit."""
+    steps_ = [step for _, step in steps(load(REPO / ".github" / "workflows" / "promote.yml"))]
+    checkout = next(step for step in steps_ if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0

@@ -30,9 +30,10 @@ def _registry(tracking_uri: str | None, policy_path: Path):
 
 
 @click.command()
-@click.option("--git-range", help="BEFORE..AFTER of the push to main (the merge's net change).")
 @click.option(
-    "--experiment", "experiments", multiple=True, help="Promote these experiment files from the working tree instead."
+    "--git-range",
+    required=True,
+    help="BEFORE..AFTER of the push to main: the registry is reconciled to AFTER; its merges are reported.",
 )
 @click.option(
     "--repo",
@@ -49,16 +50,19 @@ def _registry(tracking_uri: str | None, policy_path: Path):
 )
 @tracking_option
 def promote(
-    git_range: str | None,
-    experiments: tuple[str, ...],
+    git_range: str,
     repo: Path,
     dry_run: bool,
     create_model: bool,
     tracking_uri: str | None,
 ) -> None:
-    """Register merged experiments' models and move aliases as registry_policy.yaml decides.
+    """Reconcile the registry to main: each alias gets the version main's merges decide.
 
-    A merged file ships the run whose own record matches it (parameters, tag, model, code).
+    Every merge on main's first-parent history is decided in order with the policy committed
+    at it (a revert or deletion gives an alias back to the earlier holder); only the difference
+    from the registry is applied, so a cancelled job loses nothing and an old job re-run moves
+    nothing backwards. A merged file ships the run whose own record matches it (parameters,
+    tag, model, code). A rolled-back alias is held: promote leaves it and reports the drift.
     Exit status: 0 when every merged experiment was applied or kept out by the policy on
     purpose (a kept-out version is registered and tagged rejected); 1 when one was refused
     (invalid, not trained, no qualifying run, the registry failed or denied a call), with
@@ -68,11 +72,9 @@ def promote(
     from flowops import tracking
     from flowops.registry.promote import promote as run_promote
 
-    if bool(git_range) == bool(experiments):
-        raise FlowopsError("give either --git-range BEFORE..AFTER or --experiment FILE (not both)")
     client = _client(tracking_uri)
     create = create_model or tracking.is_embedded(tracking.resolve_uri(tracking_uri))
-    outcome = run_promote(client, repo, git_range, list(experiments), dry_run, create)
+    outcome = run_promote(client, repo, git_range, dry_run, create)
     for item in outcome.items:
         if item.status == "changed":
             version = (
@@ -94,24 +96,41 @@ def promote(
 
 
 @click.command()
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="The git repository whose main is the desired state.",
+)
+@click.option("--ref", default="HEAD", show_default=True, help="The commit of main to compare with (its tip).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @tracking_option
 @policy_option
-def status(tracking_uri: str | None, policy_path: Path) -> None:
-    """Show which version holds each alias, with its key metrics and lineage."""
+def status(repo: Path, ref: str, as_json: bool, tracking_uri: str | None, policy_path: Path) -> None:
+    """Show which version holds each alias, what main asks for, and any drift (a hold, a missed merge)."""
+    import json
+
     from flowops.registry.history import status_rows
 
     registry, policy = _registry(tracking_uri, policy_path)
-    for row in status_rows(registry, policy):
+    rows = status_rows(registry, policy, repo, ref)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    for row in rows:
         if row["version"] is None:
             click.echo(f"{row['alias']}: unset")
-            continue
-        name, value = row["primary"]
-        metric = f"{name} {value:.4f}" if value is not None else f"{name} missing"
-        click.echo(
-            f"{row['alias']}: v{row['version']}  {metric}  spec {row['spec_path']}  commit "
-            f"{(row['commit'] or '?')[:12]}"
-            f"  run {row['run_id']}" + (f"  PR #{row['pr']}" if row["pr"] else "")
-        )
+        else:
+            name, value = row["primary"]
+            metric = f"{name} {value:.4f}" if value is not None else f"{name} missing"
+            click.echo(
+                f"{row['alias']}: v{row['version']}  {metric}  spec {row['spec_path']}  commit "
+                f"{(row['commit'] or '?')[:12]}"
+                f"  run {row['run_id']}" + (f"  PR #{row['pr']}" if row["pr"] else "")
+            )
+        if row.get("drift"):
+            click.echo(f"    drift: {row['drift']}")
 
 
 @click.command()
@@ -138,8 +157,14 @@ def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> N
         click.echo(
             f"{r.time}  {r.alias:<11} {'v' + r.from_version if r.from_version else 'unset':>6} -> "
             f"v{r.to_version:<4} {r.kind:<8} by {r.who()}  {origin}".rstrip()
+            + ("  (pending: the next promote or rollback settles it)" if r.state == "pending" else "")
         )
         click.echo(f"    {r.summary}")
+    from flowops.registry.promote import describe_hold
+
+    for held, hold in sorted(registry.holds().items()):
+        if alias is None or held == alias:
+            click.echo(f"{held}: {describe_hold(held, hold)}")
 
 
 @click.command()
@@ -181,4 +206,21 @@ def report(run_id: str, out: Path, experiment_file: str | None, tracking_uri: st
     click.echo(f"wrote {out / 'report.md'}")
 
 
-COMMANDS = [promote, status, history, rollback, report]
+@click.command()
+@click.option("--alias", required=True, help="The held alias.")
+@tracking_option
+@policy_option
+def release(alias: str, tracking_uri: str | None, policy_path: Path) -> None:
+    """Release a rollback's hold: the next promote moves the alias to what main asks for again."""
+    from flowops.registry.history import check_alias, require_model
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    check_alias(policy, alias)
+    require_model(registry)
+    if alias not in registry.holds():
+        raise FlowopsError(f"{alias}: not held")
+    registry.release(alias)
+    click.echo(f"{alias}: hold released; the next flowops promote reconciles it to main")
+
+
+COMMANDS = [promote, status, history, rollback, release, report]

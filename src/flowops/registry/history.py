@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError
@@ -24,29 +25,66 @@ def require_model(registry: Registry) -> None:
         raise FlowopsError(f"model {registry.name!r} is not registered yet: nothing has been promoted")
 
 
-def status_rows(registry: Registry, policy: RegistryPolicy) -> list[dict[str, Any]]:
-    """Each alias's holder with its key metrics and lineage."""
+def status_rows(
+    registry: Registry, policy: RegistryPolicy, repo: Path | None = None, ref: str = "HEAD"
+) -> list[dict[str, Any]]:
+    """Each alias's holder with its key metrics and lineage, what main at `ref` asks for, and the drift."""
     require_model(registry)
+    desired = _desired(registry, policy, repo, ref)
+    holds = registry.holds()
     rows: list[dict[str, Any]] = []
     for alias in policy.targets:
         mv = registry.holder(alias)
-        if mv is None:
-            rows.append({"alias": alias, "version": None})
-            continue
-        metrics = registry.client.get_run(mv.run_id).data.metrics
-        rows.append(
-            {
-                "alias": alias,
-                "version": str(mv.version),
-                "run_id": mv.run_id,
-                "primary": (policy.primary_metric, metrics.get(policy.primary_metric)),
-                "val_loss": metrics.get("val_loss"),
-                "spec_path": mv.tags.get("flowops.spec_path"),
-                "commit": mv.tags.get("flowops.merge_commit"),
-                "pr": mv.tags.get("flowops.pr_number"),
-            }
-        )
+        row: dict[str, Any] = {"alias": alias, "version": None if mv is None else str(mv.version)}
+        if mv is not None:
+            metrics = registry.client.get_run(mv.run_id).data.metrics
+            row.update(
+                {
+                    "run_id": mv.run_id,
+                    "primary": (policy.primary_metric, metrics.get(policy.primary_metric)),
+                    "val_loss": metrics.get("val_loss"),
+                    "spec_path": mv.tags.get("flowops.spec_path"),
+                    "commit": mv.tags.get("flowops.merge_commit"),
+                    "pr": mv.tags.get("flowops.pr_number"),
+                }
+            )
+        row["hold"] = holds.get(alias)
+        row["wants"], row["drift"] = _drift(registry, alias, row["version"], desired, row["hold"])
+        rows.append(row)
     return rows
+
+
+def _desired(registry: Registry, policy: RegistryPolicy, repo: Path | None, ref: str) -> Any:
+    """main's desired state at `ref`, or a string saying why there is none (not a git checkout)."""
+    from flowops.gitops.git import git
+    from flowops.registry.desired import replay
+
+    if repo is None:
+        return "no repository given"
+    tip = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo)
+    if not tip:
+        return f"{repo}: {ref} is not a commit of a git repository: no desired state to compare with"
+    return replay(registry.client, repo, tip, policy)
+
+
+def _drift(registry: Registry, alias: str, have: str | None, desired: Any, hold: dict | None) -> tuple[Any, str]:
+    """(the version main wants, or None; one line on how the registry differs from it, "" when it agrees)."""
+    if isinstance(desired, str):
+        return None, desired
+    want = desired.holders.get(alias)
+    mv = None if want is None else registry.version_for_run(want.run.info.run_id)
+    wants = None if want is None else (str(mv.version) if mv else f"run {want.run.info.run_id[:8]} (not registered)")
+    if hold is not None and hold.get("version") != wants:
+        from flowops.registry.promote import describe_hold
+
+        return wants, f"{describe_hold(alias, hold)}; main wants {_label(wants)}"
+    if wants is None or wants == have:
+        return wants, ""
+    return wants, f"main at {desired.tip[:12]} wants {_label(wants)}: run flowops promote to reconcile"
+
+
+def _label(version: str | None) -> str:
+    return "no holder" if version is None else (f"v{version}" if version[0].isdigit() else version)
 
 
 def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | None, reason: str | None) -> AuditRecord:
@@ -59,6 +97,7 @@ def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | N
     check_alias(policy, alias)
     require_model(registry)
     with registry.exclusive():
+        registry.repair()
         current = registry.holder(alias)
         trail = registry.history(alias)
         if to is None:
@@ -87,4 +126,6 @@ def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | N
             reason or "rollback",
             user=tracking_user(),
         )
+        # Break-glass: the hold keeps reconciliation from moving it back until released or main agrees.
+        registry.hold(alias, str(to), record.time, reason or "rollback")
         return registry.move(alias, to, record, policy.legacy_stages, policy.archive_previous)

@@ -1,169 +1,209 @@
-"""`flowops promote`: turn a merge into registry changes that follow the policy.
+"""`flowops promote`: reconcile the registry to what main asks for.
 
-A merge is linked to its run by the run's own record (`flowops.registry.binding`): the spec
-rebuilt from the run's parameters, its tag, its model and its code must all agree with the
-merged file, so merge commits, squash merges and fast-forwards all work and a copied tag is not
-enough. Applying the same range twice changes nothing the second time.
+Git is the desired state. `desired.replay` decides every merge on main's first-parent history
+(the policy committed at each merge, runs bound by their own record), so the holder each alias
+should have is a pure function of main; promote compares it with the registry and applies only
+the difference. A push whose promote job was cancelled loses nothing (the next run replays its
+merge), a re-run of an old job moves nothing backwards (the registry remembers the newest main
+commit it was reconciled to), and a `git revert` is a rollback. A break-glass `flowops rollback`
+holds its alias: reconciliation leaves it alone and reports the drift.
 
-Exit codes (`flowops promote --help`): 0 when every merged experiment was applied or kept out
-by the policy on purpose; 1 when one was refused (not trained, no qualifying run, invalid, no
-permission), with nothing moved for it; 2 for a bug. A candidate that no alias accepts is still
-registered, tagged `flowops.status=rejected` with the reasons, so the registry shows every
-merged model.
+`--git-range BEFORE..AFTER` names the push: AFTER is the commit reconciled to, and the merges in
+the range are the ones reported. Exit codes (`flowops promote --help`): 0 when every merged
+experiment in the range was applied or kept out by the policy on purpose (a kept-out version is
+registered and tagged `flowops.status=rejected` with the reasons); 1 when one was refused (not
+trained, no qualifying run, invalid, the registry failed or denied a call), with nothing moved
+for it; 2 for a bug.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowops.errors import FlowopsError, ProblemsError
-from flowops.gitops.git import changed_experiments, code_tree, git, git_show, resolve_range
-from flowops.registry.binding import NotBound, bind
-from flowops.registry.decide import Candidate, Holder, TargetDecision, decide, rank
+from flowops.errors import FlowopsError
+from flowops.gitops.git import git, resolve_range
+from flowops.registry.decide import TargetDecision
+from flowops.registry.desired import Desired, Item, Step, first_parent_commits, policy_at, replay
 from flowops.registry.store import AuditRecord, Registry, actor, tracking_user
-from flowops.spec.load import POLICY_FILE, load_experiment, load_policy, policy_or_error
-from flowops.spec.policy import RegistryPolicy
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
 @dataclass
-class Item:
-    """One merged experiment file and what became of it."""
-
-    path: str
-    status: str  # changed | deleted | not trained | invalid
-    message: str = ""
-    run: Any = None  # the mlflow Run, for status 'changed'
-    model_id: str = ""  # the logged model it ships
-    version: str | None = None
-    created: bool = False
-    candidate: Candidate | None = None
-
-
-@dataclass
 class Outcome:
-    items: list[Item] = field(default_factory=list)
-    moves: list[str] = field(default_factory=list)  # what changed, one line each
+    items: list[Item] = field(default_factory=list)  # the experiment files of the merges in the range
+    moves: list[str] = field(default_factory=list)  # what changed (or would), one line each
     decisions: dict[str, list[tuple[str, TargetDecision]]] = field(default_factory=dict)  # alias -> (path, decision)
     errors: list[str] = field(default_factory=list)
-
-
-def merged_files(
-    repo: Path, git_range: str
-) -> tuple[str, RegistryPolicy, str | None, list[tuple[str, str, str | None]]]:
-    """For a range: (after commit, its policy, its code tree, [(A|M|D, path, text at after)])."""
-    before, after = resolve_range(repo, git_range)
-    policy = load_policy_text(repo, after)
-    entries = [
-        (status, path, None if status == "D" else git_show(repo, after, path))
-        for status, path in changed_experiments(repo, before, after)
-    ]
-    return after, policy, code_tree(after, repo=repo), entries
-
-
-def working_files(
-    repo: Path, files: list[str]
-) -> tuple[str, RegistryPolicy, str | None, list[tuple[str, str, str | None]]]:
-    """For --experiment files: the working tree stands in for the merge."""
-    policy = policy_or_error(repo / POLICY_FILE)
-    head = git("rev-parse", "HEAD", cwd=repo) or "working-tree"
-    return head, policy, code_tree(repo=repo), [("M", f, None) for f in files]
-
-
-def gather(
-    client: MlflowClient,
-    repo: Path,
-    entries: list[tuple[str, str, str | None]],
-    merged: tuple[str, str | None],
-    policy: RegistryPolicy,
-) -> list[Item]:
-    """Per experiment file, the run it ships (read only); `merged` is (merge commit, merged code tree)."""
-    commit, merged_tree = merged
-    items = []
-    for status, path, text in entries:
-        if status == "D":
-            items.append(Item(path, "deleted", "deleted in this merge: nothing to promote"))
-            continue
-        try:
-            spec = load_experiment(path, text)
-        except ProblemsError as exc:
-            items.append(Item(path, "invalid", str(exc.problems[0])))
-            continue
-        try:
-            bound = bind(client, spec, merged_tree, policy.require_same_code, repo, commit)
-        except NotBound as exc:
-            items.append(Item(path, "not trained", str(exc)))
-            continue
-        run = bound.run
-        candidate = Candidate(
-            f"run {run.info.run_id[:8]}", dict(run.data.metrics), run.data.tags.get("flowops.code_tree"), merged_tree
-        )
-        items.append(Item(path, "changed", bound.why, run=run, model_id=bound.model_id, candidate=candidate))
-    return items
-
-
-def load_policy_text(repo: Path, commit: str) -> RegistryPolicy:
-    """The policy as committed at `commit` (what the merge says, not the working tree)."""
-    try:
-        return load_policy(POLICY_FILE, git_show(repo, commit, POLICY_FILE))
-    except ProblemsError as exc:
-        raise FlowopsError(
-            f"{POLICY_FILE} at {commit[:12]} is invalid: {str(exc.problems[0]).split(': ', 1)[1]}"
-        ) from None
 
 
 def promote(
     client: MlflowClient,
     repo: Path,
-    git_range: str | None = None,
-    files: list[str] | None = None,
+    git_range: str,
     dry_run: bool = False,
     create_model: bool = False,
 ) -> Outcome:
-    """Register the merged experiments' models and move aliases as the policy decides.
+    """Reconcile the registry to main at AFTER of `git_range`; report the merges in the range.
 
     The registered model must exist unless `create_model` (first set-up, the embedded store).
     """
-    after, policy, merged_tree, entries = (
-        merged_files(repo, git_range) if git_range else working_files(repo, files or [])
-    )
-    items = gather(client, repo, entries, (after, merged_tree), policy)
-    outcome = Outcome(items=items)
-    outcome.errors = [f"{i.path}: {i.message}" for i in items if i.status in ("not trained", "invalid")]
-    live = [i for i in items if i.status == "changed"]
-    if policy.mode == "disabled" or not live:
-        outcome.moves.append(
-            "promotion is disabled by the policy"
-            if policy.mode == "disabled"
-            else "no trained experiment in this merge"
-        )
+    before, tip = resolve_range(repo, git_range)
+    policy = policy_at(repo, tip)
+    if isinstance(policy, str):
+        raise FlowopsError(policy)
+    registry = Registry(client, policy.model_name)
+    outcome = Outcome()
+    if _behind(registry, repo, tip, outcome):
+        return outcome
+    labels: dict[str, str] = {}
+    exists = registry.model_exists()
+
+    def label(run_id: str) -> str:
+        if run_id not in labels:
+            mv = registry.version_for_run(run_id) if exists else None
+            labels[run_id] = str(mv.version) if mv else f"run {run_id[:8]}"
+        return labels[run_id]
+
+    desired = replay(client, repo, tip, policy, label)
+    scope = _in_range(repo, before, tip, desired.steps)
+    outcome.items = [i for step in scope for i in step.items]
+    outcome.errors = [f"{i.path}: {i.message}" for i in outcome.items if i.status in ("not trained", "invalid")]
+    outcome.errors += [f"{step.commit[:12]}: {step.skipped}" for step in scope if step.skipped]
+    for step in scope:
+        for alias, rows in step.decisions.items():
+            outcome.decisions.setdefault(alias, []).extend(rows)
+    if policy.mode == "disabled":
+        outcome.moves.append("promotion is disabled by the policy")
         return outcome
     dry_run = dry_run or policy.mode == "dry_run"
-    registry = Registry(client, policy.model_name)
+    live = [i for i in outcome.items if i.status == "changed"]
+    if not live:
+        outcome.moves.append("no trained experiment in this merge")
+        if not any(desired.holders.values()):
+            return outcome  # main asks for nothing yet: nothing to create or move
     if not dry_run:
         registry.ensure_model(create_model)
         registry.holders(policy.targets)  # aliases that cannot be read stop us before anything is registered
-        for item in live:
-            mv, item.created = registry.register(item.run, item.model_id, version_tags(item, after))
-            item.version = str(mv.version)
-            cand = _candidate(item)
-            item.candidate = Candidate(f"v{mv.version}", cand.metrics, cand.code_tree, cand.merged_code_tree)
-    if dry_run:
-        if registry.model_exists():  # report versions that exist already, change nothing
-            for item in live:
-                mv = registry.version_for_run(item.run.info.run_id)
-                item.version = str(mv.version) if mv else None
-        _decide_all(registry, policy, live, outcome, apply=False, commit=after)
+        with registry.exclusive():
+            if _behind(registry, repo, tip, outcome):  # checked again: another promote may have gone first
+                return outcome
+            for line in registry.repair():
+                outcome.moves.append(f"journal: {line}")
+            wanted = [h for h in desired.holders.values() if h is not None and all(h is not i for i in live)]
+            for item in [*live, *wanted]:
+                mv, item.created = registry.register(item.run, item.model_id, version_tags(item))
+                item.version = str(mv.version)
+            _apply(registry, desired, scope, outcome)
+            applied = registry.applied_commit()
+            if not applied or _is_ancestor(repo, applied, tip):
+                registry.set_applied_commit(tip)
+        _mark_rejected(registry, live, outcome)
         return outcome
-    with registry.exclusive():
-        _decide_all(registry, policy, live, outcome, apply=True, commit=after)
-    _mark_rejected(registry, live, outcome)
+    for item in live:  # report versions that exist already, change nothing
+        known = label(item.run.info.run_id)
+        item.version = None if known.startswith("run ") else known
+    _plan(registry if exists else None, desired, scope, outcome, label)
     return outcome
+
+
+def _apply(registry: Registry, desired: Desired, scope: list[Step], outcome: Outcome) -> None:
+    """Move each alias to the version main asks for, unless a break-glass hold keeps it."""
+    holds = registry.holds()
+    actual = {alias: registry.holder(alias) for alias in desired.policy.targets}
+    for alias in desired.policy.targets:
+        want, have = desired.holders.get(alias), actual[alias]
+        have_v = str(have.version) if have is not None else None
+        if want is None or want.version is None:
+            outcome.moves.append(f"{alias}: stays at {_v(have_v)}" + (" (main names no holder)" if have_v else ""))
+            continue
+        hold = holds.get(alias)
+        if hold is not None and hold.get("version") != want.version:
+            outcome.moves.append(f"{alias}: {describe_hold(alias, hold)}; main wants v{want.version} ({want.path})")
+            continue
+        if hold is not None:
+            registry.release(alias)
+            outcome.moves.append(f"{alias}: main now agrees with the hold at v{want.version}: hold released")
+        if have_v == want.version:
+            decided_here = any(want.commit == step.commit for step in scope)
+            outcome.moves.append(
+                f"{alias}: v{want.version} ({want.path}) already holds it; nothing to do"
+                if decided_here
+                else f"{alias}: stays at v{want.version}"
+            )
+            continue
+        kind, commit = desired.reasons.get(alias, ("promote", desired.tip))
+        note = next((s.notes.get(alias, "") for s in scope if s.commit == want.commit), "")
+        record = AuditRecord(
+            alias,
+            have_v,
+            want.version,
+            kind,
+            _now(),
+            actor(),
+            want.run.data.tags.get("flowops.pr_number"),
+            commit,
+            desired.policy.sha256(),
+            _summary(alias, want, desired, kind, commit),
+            user=tracking_user(),
+        )
+        registry.move(alias, want.version, record, desired.policy.legacy_stages, desired.policy.archive_previous)
+        why = f" (revert: {want.path} is what main has since {commit[:12]})" if kind == "revert" else note
+        outcome.moves.append(f"{alias}: moved {_v(have_v)} -> v{want.version} ({want.path}){why}")
+
+
+def _plan(registry: Registry | None, desired: Desired, scope: list[Step], outcome: Outcome, label: Any) -> None:
+    """What _apply would do (dry run): nothing is written."""
+    holds = registry.holds() if registry else {}
+    for alias in desired.policy.targets:
+        have = registry.holder(alias) if registry else None
+        have_v = str(have.version) if have is not None else None
+        want = desired.holders.get(alias)
+        if want is None:
+            outcome.moves.append(f"{alias}: stays at {_v(have_v)}")
+            continue
+        known = label(want.run.info.run_id)
+        target = "(new version)" if known.startswith("run ") else known
+        if alias in holds and holds[alias].get("version") != target:
+            outcome.moves.append(f"{alias}: {describe_hold(alias, holds[alias])}; main wants v{target} ({want.path})")
+        elif have_v == target:
+            outcome.moves.append(f"{alias}: v{target} ({want.path}) already holds it; nothing to do")
+        else:
+            note = next((s.notes.get(alias, "") for s in scope if s.commit == want.commit), "")
+            outcome.moves.append(f"{alias}: would move {_v(have_v)} -> v{target} ({want.path}){note}")
+
+
+def describe_hold(alias: str, hold: dict[str, str]) -> str:
+    return (
+        f"held at v{hold.get('version')} by rollback on {hold.get('time', '?')} by {hold.get('user', '?')} "
+        f"({hold.get('reason', 'no reason given')}); release it with flowops release --alias {alias}"
+    )
+
+
+def _behind(registry: Registry, repo: Path, tip: str, outcome: Outcome) -> bool:
+    """Whether the registry already follows a newer main than `tip` (then nothing may move)."""
+    applied = registry.applied_commit()
+    if applied and applied != tip and _is_ancestor(repo, tip, applied):
+        outcome.moves.append(
+            f"the registry already follows main at {applied[:12]}, which includes {tip[:12]}: nothing to do "
+            "(a re-run of an older job never moves an alias backwards)"
+        )
+        return True
+    return False
+
+
+def _in_range(repo: Path, before: str, tip: str, steps: list[Step]) -> list[Step]:
+    """The steps of the merges the push brought (first-parent commits after `before`)."""
+    older = set(first_parent_commits(repo, before)) if git("cat-file", "-e", before, cwd=repo) is not None else set()
+    return [s for s in steps if s.commit not in older]
+
+
+def _is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    return git("merge-base", "--is-ancestor", older, newer, cwd=repo) is not None
 
 
 def _mark_rejected(registry: Registry, live: list[Item], outcome: Outcome) -> None:
@@ -181,75 +221,32 @@ def _mark_rejected(registry: Registry, live: list[Item], outcome: Outcome) -> No
         outcome.moves.append(f"{item.path}: v{item.version} kept out by the policy (tagged rejected): {reasons}")
 
 
-def _decide_all(
-    registry: Registry, policy: RegistryPolicy, live: list[Item], outcome: Outcome, apply: bool, commit: str
-) -> None:
-    # Holders are read inside the queue, right before moving, so a promote that ran
-    # meanwhile is decided against, not overwritten.
-    holders: dict[str, Holder | None] = (
-        registry.holders(policy.targets) if registry.model_exists() else dict.fromkeys(policy.targets)
-    )
-    by_candidate = {item.path: decide(_candidate(item), holders, policy) for item in live}
-    for alias in policy.targets:
-        outcome.decisions[alias] = [(item.path, by_candidate[item.path].targets[alias]) for item in live]
-        holder = holders[alias]
-        already = [i for i in live if holder and i.version == holder.version]
-        if already and holder is not None:
-            outcome.moves.append(f"{alias}: v{holder.version} ({already[0].path}) already holds it; nothing to do")
-            continue
-        passing = [i for i in live if by_candidate[i.path].targets[alias].promote]
-        if not passing:
-            outcome.moves.append(f"{alias}: stays at {_v(holder)}")
-            continue
-        item_of = {id(i.candidate): i for i in passing}
-        best = item_of[id(rank([_candidate(i) for i in passing], policy)[0])]
-        others = [i.path for i in passing if i is not best]
-        target_version = best.version or "(new version)"
-        note = f" (also qualified, ranked lower: {', '.join(others)})" if others else ""
-        if apply and best.version is not None:
-            decision = by_candidate[best.path].targets[alias]
-            record = AuditRecord(
-                alias,
-                holder.version if holder else None,
-                best.version,
-                "promote",
-                _now(),
-                actor(),
-                best.run.data.tags.get("flowops.pr_number"),
-                commit,
-                policy.sha256(),
-                _checks_summary(decision),
-                user=tracking_user(),
-            )
-            registry.move(alias, best.version, record, policy.legacy_stages, policy.archive_previous)
-        verb = "moved" if apply else "would move"
-        outcome.moves.append(f"{alias}: {verb} {_v(holder)} -> v{target_version} ({best.path}){note}")
-
-
-def _candidate(item: Item) -> Candidate:
-    if item.candidate is None:
-        raise FlowopsError(f"{item.path}: no candidate run (this is a bug in flowops)")
-    return item.candidate
-
-
-def _v(holder: Holder | None) -> str:
-    return f"v{holder.version}" if holder else "unset"
-
-
-def _now() -> str:
-    from datetime import datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _checks_summary(decision: TargetDecision) -> str:
+def _summary(alias: str, want: Item, desired: Desired, kind: str, commit: str) -> str:
+    if kind == "revert":
+        return (
+            f"revert: main no longer has the holder's experiment file at {commit[:12]}; "
+            f"{want.path} is the holder before it"
+        )
+    step = next((s for s in desired.steps if s.commit == want.commit), None)
+    rows = step.decisions.get(alias, []) if step else []
+    decision = next((td for path, td in rows if path == want.path), None)
+    if decision is None:
+        return "promote"
     return "; ".join(f"{'ok' if c.passed else 'FAIL'}: {c.detail}" for c in decision.checks) or "no checks"
 
 
-def version_tags(item: Item, commit: str) -> dict[str, str]:
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "unset"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def version_tags(item: Item) -> dict[str, str]:
     """Everything a version needs to explain itself: its run's lineage and the merge."""
     tags = {k: v for k, v in item.run.data.tags.items() if k.startswith("flowops.") and k != "flowops.experiment_file"}
     tags.update(
-        {"flowops.spec_path": item.path, "flowops.merge_commit": commit, "flowops.run_id": item.run.info.run_id}
+        {"flowops.spec_path": item.path, "flowops.merge_commit": item.commit, "flowops.run_id": item.run.info.run_id}
     )
     return tags

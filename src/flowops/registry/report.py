@@ -69,7 +69,8 @@ def build(
     sections.append(_per_class_table(candidate, holders))
     production = holders.get("production") or next((h for h in holders.values() if h), None)
     sections.append(_params_diff(run, production))
-    sections.append(_preview(run, holders, policy))
+    holds = registry.holds() if any(holders.values()) else {}
+    sections.append(_preview(run, holders, policy, holds))
     sections.append(_figures(client, candidate, production, out))
     return _write(out, run, sections)
 
@@ -198,7 +199,9 @@ def _params_diff(run, production: Model | None) -> str:
     )
 
 
-def _preview(run, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
+def _preview(
+    run, holders: dict[str, Model | None], policy: RegistryPolicy, holds: dict[str, dict] | None = None
+) -> str:
     from flowops.gitops.git import code_tree
 
     tags = run.data.tags
@@ -210,7 +213,14 @@ def _preview(run, holders: dict[str, Model | None], policy: RegistryPolicy) -> s
     lines = []
     for alias, td in decision.targets.items():
         holder = holders.get(alias)
-        if holder is not None and holder.run.info.run_id == run.info.run_id:
+        hold = (holds or {}).get(alias)
+        if hold is not None:
+            lines.append(
+                f"- **`{alias}`** is held at v{hold.get('version')} by a rollback on {hold.get('time', '?')} "
+                f"({hold.get('reason', 'no reason given')}): merging will not move it until "
+                f"`flowops release --alias {alias}`" + (" (this run would pass its checks)." if td.promote else ".")
+            )
+        elif holder is not None and holder.run.info.run_id == run.info.run_id:
             lines.append(f"- **`{alias}`** already holds this run (v{holder.version}): merging changes nothing there.")
         elif td.promote:
             lines.append(

@@ -16,8 +16,10 @@ import getpass
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +30,10 @@ from flowops.registry.decide import Holder
 
 AUDIT_PREFIX = "flowops.audit."
 INTENT_PREFIX = "flowops.intent."
-STALE_INTENT_S = 600  # an intent older than this belongs to a process that died
+HOLD_PREFIX = "flowops.hold."  # + alias: a break-glass rollback that reconciliation leaves alone
+APPLIED_TAG = "flowops.applied_commit"  # the newest main commit the registry was reconciled to
+STALE_INTENT_S = 60  # an intent unchanged this long (its holder beats every HEARTBEAT_S) belongs to a dead process
+HEARTBEAT_S = 5
 LEGACY_STAGES = {"staging": "Staging", "production": "Production"}
 
 
@@ -46,6 +51,7 @@ class AuditRecord:
     summary: str
     key: str = ""
     user: str = ""  # the identity the tracking server authenticated (records before 0.2 have none)
+    state: str = "done"  # pending: written before the alias moved; done once it has (records before 0.2: done)
 
     def who(self) -> str:
         if not self.user:  # an older record: `actor` was the GitHub actor or the OS user
@@ -61,10 +67,6 @@ def actor() -> str:
 def tracking_user() -> str:
     """The identity the tracking server sees: MLFLOW_TRACKING_USERNAME, else (embedded store) the OS user."""
     return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
-
-
-def _unique_key(prefix: str) -> str:
-    return f"{prefix}{int(time.time() * 1000):013d}.{uuid.uuid4().hex[:8]}"
 
 
 class Registry:
@@ -134,15 +136,18 @@ class Registry:
         version = str(version)
         record.to_version = version
         record.from_version = None if record.from_version is None else str(record.from_version)
-        record.key = _unique_key(AUDIT_PREFIX)
-        value = {k: v for k, v in asdict(record).items() if k != "key"}
-        value["summary"] = value["summary"][:2000]
-        self.client.set_registered_model_tag(self.name, record.key, json.dumps(value))
+        record.key = self._next_audit_key()
+        # Journal: pending record -> alias move -> record done. A process killed in between leaves a
+        # pending record that the next command settles (`repair`): done if the alias moved, else removed.
+        record.state = "pending"
+        self._write_record(record)
         try:
             self.client.set_registered_model_alias(self.name, alias, version)
         except Exception:
             self.client.delete_registered_model_tag(self.name, record.key)
             raise
+        record.state = "done"
+        self._write_record(record)
         if legacy_stages:
             self.mirror_stages([v for v in (version, record.from_version) if v], archive_previous)
         if archive_previous and record.from_version and record.from_version != version:
@@ -151,6 +156,60 @@ class Registry:
                 self.client.set_model_version_tag(self.name, record.from_version, "flowops.status", "archived")
         self.client.set_model_version_tag(self.name, version, "flowops.status", "live")
         return record
+
+    def _next_audit_key(self) -> str:
+        """Audit keys sort in the order the moves were made (under the lock), whatever the clocks say."""
+        tags = self.client.get_registered_model(self.name).tags
+        numbers = [k[len(AUDIT_PREFIX) :].split(".")[0] for k in tags if k.startswith(AUDIT_PREFIX)]
+        last = max((int(n) for n in numbers if n.isdigit()), default=0)
+        return f"{AUDIT_PREFIX}{max(int(time.time() * 1000), last + 1):013d}.{uuid.uuid4().hex[:8]}"
+
+    def _write_record(self, record: AuditRecord) -> None:
+        value = {k: v for k, v in asdict(record).items() if k != "key"}
+        value["summary"] = value["summary"][:2000]
+        self.client.set_registered_model_tag(self.name, record.key, json.dumps(value))
+
+    def repair(self) -> list[str]:
+        """Settle journal records a killed process left pending; one line per record settled."""
+        settled = []
+        for record in [r for r in self.history() if r.state == "pending"]:
+            holder = self.holder(record.alias)
+            if holder is not None and str(holder.version) == record.to_version:
+                record.state = "done"
+                self._write_record(record)
+                settled.append(f"{record.alias}: the move to v{record.to_version} happened; its record is now done")
+            else:
+                self.client.delete_registered_model_tag(self.name, record.key)
+                settled.append(
+                    f"{record.alias}: the move to v{record.to_version} never happened; its record is removed"
+                )
+        return settled
+
+    def holds(self) -> dict[str, dict[str, str]]:
+        """alias -> the break-glass hold on it (version, time, user, reason)."""
+        tags = self.client.get_registered_model(self.name).tags
+        out = {}
+        for key, value in tags.items():
+            if key.startswith(HOLD_PREFIX):
+                try:
+                    out[key[len(HOLD_PREFIX) :]] = dict(json.loads(value))
+                except (ValueError, TypeError):
+                    self.malformed.append(key)
+        return out
+
+    def hold(self, alias: str, version: str, when: str, reason: str) -> None:
+        value = {"version": str(version), "time": when, "user": tracking_user(), "actor": actor(), "reason": reason}
+        self.client.set_registered_model_tag(self.name, HOLD_PREFIX + alias, json.dumps(value))
+
+    def release(self, alias: str) -> None:
+        self.client.delete_registered_model_tag(self.name, HOLD_PREFIX + alias)
+
+    def applied_commit(self) -> str | None:
+        model = self.client.absent_or_raise("get_registered_model", self.name)
+        return None if model is None else model.tags.get(APPLIED_TAG)
+
+    def set_applied_commit(self, commit: str) -> None:
+        self.client.set_registered_model_tag(self.name, APPLIED_TAG, commit)
 
     def mirror_stages(self, versions: list[str], archive_previous: bool) -> None:
         """Legacy stage of each version from the aliases it holds: Production over Staging."""
@@ -177,36 +236,98 @@ class Registry:
         return [r for r in records if alias is None or r.alias == alias]
 
     @contextmanager
-    def exclusive(self, timeout_s: float = 120, settle_s: float = 0.3):
-        """Serialise promotes of this model: queue by intent tag, oldest live intent first."""
-        key = _unique_key(INTENT_PREFIX)
-        self.client.set_registered_model_tag(
-            self.name, key, json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
-        )
+    def exclusive(self, timeout_s: float = 2 * STALE_INTENT_S) -> Iterator[None]:
+        """Serialise promotes and rollbacks of this model without trusting anyone's clock.
+
+        Each process writes an intent tag, reads which intents were there (its `seen` set) and
+        publishes that set in its intent. Another intent is ahead of mine if I saw it and it did
+        not see me, or we saw each other and its key sorts first: every pair agrees, and an
+        intent that arrives while one holds the lock finds it in its `seen` set and waits.
+        The holder rewrites its intent every few seconds (a heartbeat); a waiter that sees an
+        intent unchanged for STALE_INTENT_S on its own monotonic clock (at once, for a dead
+        process of this host) removes it. Wall clocks decide nothing.
+        """
+        key = f"{INTENT_PREFIX}{uuid.uuid4().hex}"
+        me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "beat": 0, "seen": None}
+        self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+        stop = threading.Event()
         try:
-            time.sleep(settle_s)  # let intents written at the same moment become visible
-            deadline = time.time() + timeout_s
+            me["seen"] = sorted(k for k in self._intents() if k != key)
+            self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+            observed: dict[str, tuple[str, float]] = {}  # key -> (value, when it last changed, my monotonic clock)
+            deadline = time.monotonic() + timeout_s
             while True:
-                now_ms = time.time() * 1000
-                live = sorted(
+                intents = self._intents()
+                now = time.monotonic()
+                for other, value in intents.items():
+                    if other != key and observed.get(other, ("", 0.0))[0] != value:
+                        observed[other] = (value, now)
+                dead = [
                     k
-                    for k in self.client.get_registered_model(self.name).tags
-                    if k.startswith(INTENT_PREFIX) and now_ms - _intent_ms(k) < STALE_INTENT_S * 1000
-                )
-                if not live or live[0] == key:
+                    for k, (v, since) in observed.items()
+                    if k in intents and (now - since >= STALE_INTENT_S or _gone(v))
+                ]
+                for stale in dead:
+                    self._drop(stale)
+                ahead = [k for k, v in intents.items() if k != key and k not in dead and _ahead(k, v, key, me["seen"])]
+                if not ahead:
                     break
-                if time.time() > deadline:
+                if now > deadline:
                     raise FlowopsError(
                         f"model {self.name}: another promote has held the registry for over {timeout_s:.0f} s "
-                        f"({live[0]})"
+                        f"({ahead[0]})"
                     )
                 time.sleep(0.2)
+            beat = threading.Thread(target=self._heartbeat, args=(key, me, stop), daemon=True)
+            beat.start()
             yield
         finally:
+            stop.set()
+            self._drop(key)
+
+    def _intents(self) -> dict[str, str]:
+        tags = self.client.get_registered_model(self.name).tags
+        return {k: v for k, v in tags.items() if k.startswith(INTENT_PREFIX)}
+
+    def _heartbeat(self, key: str, me: dict, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            me["beat"] += 1
+            try:
+                self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+            except RegistryError:
+                return  # the command itself will fail on its next call; waiters then expire this intent
+
+    def _drop(self, key: str) -> None:
+        try:
             self.client.delete_registered_model_tag(self.name, key)
+        except RegistryError as exc:  # another waiter removed it first
+            if exc.code != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
 
-def _intent_ms(key: str) -> float:
-    """When an intent tag was written; a tag that does not parse counts as stale (ignored)."""
-    stamp = key[len(INTENT_PREFIX) :].split(".")[0]
-    return float(stamp) if stamp.isdigit() else 0.0
+def _ahead(other: str, value: str, mine: str, my_seen: list[str] | None) -> bool:
+    """Whether intent `other` goes before mine (both sides of a pair compute the same answer)."""
+    try:
+        their_seen = json.loads(value).get("seen")
+    except (ValueError, TypeError, AttributeError):
+        return False  # not an intent flowops wrote: ignored
+    if their_seen is None:
+        return True  # it has not published what it saw yet: wait for it
+    i_saw, they_saw = other in (my_seen or []), mine in their_seen
+    if i_saw and they_saw:
+        return other < mine
+    return i_saw
+
+
+def _gone(value: str) -> bool:
+    """Whether an intent names a process of this host that no longer runs."""
+    try:
+        owner = json.loads(value)
+        if owner.get("host") != socket.gethostname():
+            return False
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, TypeError, KeyError, PermissionError, AttributeError):
+        return False
+    return False

@@ -1,0 +1,178 @@
+"""The registry main asks for: a pure function of main's first-parent history (reads only).
+
+For each merge on main, oldest first, the experiment files it adds or changes are bound to
+their runs (`binding`) and decided against the holders main had asked for until then, with
+the policy committed at that merge — the same `decide()` the PR report previews, so "beat the
+holder by X" keeps its meaning. A holder whose experiment file is gone from main (a deletion, a
+`git revert`) gives way to the most recent earlier holder that is still present. Nothing here
+writes: `promote` applies the difference, `status` shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowops.errors import FlowopsError, ProblemsError
+from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show
+from flowops.registry.binding import NotBound, bind
+from flowops.registry.decide import Candidate, Holder, TargetDecision, decide, rank
+from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
+from flowops.spec.policy import RegistryPolicy
+
+
+@dataclass
+class Item:
+    """One experiment file a merge adds, changes or deletes, and the run it ships."""
+
+    path: str
+    status: str  # changed | deleted | not trained | invalid
+    message: str = ""
+    sha: str = ""
+    run: Any = None  # the mlflow Run, for status 'changed'
+    model_id: str = ""
+    commit: str = ""
+    version: str | None = None
+    created: bool = False
+    spec: Any = None  # the ExperimentSpec, for status 'changed'
+
+
+@dataclass
+class Step:
+    """What one merge on main decided."""
+
+    commit: str
+    items: list[Item] = field(default_factory=list)
+    decisions: dict[str, list[tuple[str, TargetDecision]]] = field(default_factory=dict)  # alias -> (path, decision)
+    notes: dict[str, str] = field(default_factory=dict)  # alias -> "(also qualified, ranked lower: ...)"
+    skipped: str = ""  # why this merge decided nothing (no policy, an invalid policy)
+
+
+@dataclass
+class Desired:
+    """Which run main says each alias should hold, and why."""
+
+    tip: str
+    policy: RegistryPolicy
+    holders: dict[str, Item | None]
+    reasons: dict[str, tuple[str, str]]  # alias -> (promote | revert, the commit that made it so)
+    steps: list[Step]
+
+
+def first_parent_commits(repo: Path, tip: str) -> list[str]:
+    """Main's merges, oldest first (the first-parent line: one commit per merge or direct push)."""
+    if git("rev-parse", "--is-shallow-repository", cwd=repo) == "true":
+        raise FlowopsError(
+            f"{repo}: a shallow clone; promote replays main's whole history (checkout with fetch-depth: 0)"
+        )
+    out = git("rev-list", "--first-parent", "--reverse", tip, cwd=repo)
+    if out is None:
+        raise FlowopsError(f"{repo}: cannot list the history of {tip[:12]}")
+    return out.split()
+
+
+def policy_at(repo: Path, commit: str) -> RegistryPolicy | str:
+    """The policy committed at `commit`, or why there is none to decide with."""
+    if git("cat-file", "-e", f"{commit}:{POLICY_FILE}", cwd=repo) is None:
+        return f"no {POLICY_FILE} at {commit[:12]}"
+    try:
+        return load_policy(POLICY_FILE, git_show(repo, commit, POLICY_FILE))
+    except ProblemsError as exc:
+        return f"{POLICY_FILE} at {commit[:12]} is invalid: {str(exc.problems[0]).split(': ', 1)[1]}"
+
+
+def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any = None) -> Desired:
+    """Decide every merge on main up to `tip`; `label(run_id)` names a run's version for messages."""
+    label = label or (lambda run_id: f"run {run_id[:8]}")
+    present: dict[str, str] = {}  # experiment file -> spec sha256, as main has it now
+    history: dict[str, list[Item]] = {alias: [] for alias in policy.targets}
+    reasons: dict[str, tuple[str, str]] = {}
+    steps = []
+    commits = first_parent_commits(repo, tip)
+    for index, commit in enumerate(commits):
+        parent = commits[index - 1] if index else EMPTY_TREE
+        changes = changed_experiments(repo, parent, commit)
+        if not changes:
+            continue
+        before = {alias: _current(entries, present) for alias, entries in history.items()}
+        step = Step(commit)
+        for status, path in changes:
+            item = _item(status, path, repo, commit)
+            step.items.append(item)
+            present.pop(path, None)
+            if item.sha:
+                present[path] = item.sha
+        # a holder whose file is gone (deleted, reverted, changed) gives way to an earlier one still present
+        for alias, entries in history.items():
+            now = _current(entries, present)
+            if now is not before[alias]:
+                reasons[alias] = ("revert", commit)
+        rules = policy_at(repo, commit)
+        if isinstance(rules, str):
+            step.skipped = rules
+            steps.append(step)
+            continue
+        tree = code_tree(commit, repo=repo)
+        for item in step.items:
+            if item.status == "changed":
+                _bind(client, repo, item, tree, rules, commit)
+        live = [i for i in step.items if i.status == "changed"]
+        for alias in (a for a in rules.targets if a in history):
+            winner, rows, note = decide_merge(live, _current(history[alias], present), alias, rules, tree, label)
+            step.decisions[alias] = rows
+            if winner is not None:
+                history[alias].append(winner)
+                reasons[alias] = ("promote", commit)
+                step.notes[alias] = note
+        steps.append(step)
+    holders = {alias: _current(entries, present) for alias, entries in history.items()}
+    return Desired(tip, policy, holders, reasons, steps)
+
+
+def decide_merge(
+    live: list[Item], holder: Item | None, alias: str, policy: RegistryPolicy, tree: str | None, label: Any
+) -> tuple[Item | None, list[tuple[str, TargetDecision]], str]:
+    """(the item that takes `alias` at this merge or None, each item's decision, a note on the others)."""
+    held = None if holder is None else Holder(label(holder.run.info.run_id), dict(holder.run.data.metrics))
+    candidates = {
+        i.path: Candidate(
+            label(i.run.info.run_id), dict(i.run.data.metrics), i.run.data.tags.get("flowops.code_tree"), tree
+        )
+        for i in live
+    }
+    decisions = {i.path: decide(candidates[i.path], {alias: held}, policy).targets[alias] for i in live}
+    rows = [(i.path, decisions[i.path]) for i in live]
+    if holder is not None and any(i.run.info.run_id == holder.run.info.run_id for i in live):
+        return None, rows, ""  # the holder's own run merged again: nothing changes
+    passing = [i for i in live if decisions[i.path].promote]
+    if not passing:
+        return None, rows, ""
+    by_candidate = {id(candidates[i.path]): i for i in passing}
+    best = by_candidate[id(rank([candidates[i.path] for i in passing], policy)[0])]
+    others = [i.path for i in passing if i is not best]
+    return best, rows, f" (also qualified, ranked lower: {', '.join(others)})" if others else ""
+
+
+def _current(entries: list[Item], present: dict[str, str]) -> Item | None:
+    """The most recent holder whose experiment file main still has, unchanged."""
+    return next((e for e in reversed(entries) if present.get(e.path) == e.sha), None)
+
+
+def _item(status: str, path: str, repo: Path, commit: str) -> Item:
+    if status == "D":
+        return Item(path, "deleted", "deleted in this merge: nothing to promote", commit=commit)
+    try:
+        spec = load_experiment(path, git_show(repo, commit, path))
+    except ProblemsError as exc:
+        return Item(path, "invalid", str(exc.problems[0]), commit=commit)
+    return Item(path, "changed", sha=spec.sha256(), commit=commit, spec=spec)
+
+
+def _bind(client: Any, repo: Path, item: Item, tree: str | None, policy: RegistryPolicy, commit: str) -> None:
+    try:
+        bound = bind(client, item.spec, tree, policy.require_same_code, repo, commit)
+    except NotBound as exc:
+        item.status, item.message = "not trained", str(exc)
+        return
+    item.run, item.model_id, item.message = bound.run, bound.model_id, bound.why
