@@ -144,6 +144,7 @@ def promotion(run_ids: dict[str, str]) -> int:
         ("fast-forward", "weak.yaml", WEAK),
     ]
     service = None
+    merged_at: dict[str, str] = {}
     try:
         for how, name, text in merges:
             if name == "unet-longer.yaml":
@@ -151,6 +152,7 @@ def promotion(run_ids: dict[str, str]) -> int:
             before = git(repo, "rev-parse", "HEAD")
             merge(repo, how, f"experiments/{name}", text)
             after = git(repo, "rev-parse", "HEAD")
+            merged_at[name] = after
             console.print(
                 f"\n[bold]PR adding experiments/{name} merged ({how}): flowops promote --git-range "
                 f"{before[:8]}..{after[:8]}"
@@ -160,17 +162,36 @@ def promotion(run_ids: dict[str, str]) -> int:
                 service = Service(model)
             else:
                 service.ask(f"after merging {name}")
-        console.print("\n[bold]Rolling production back one step: flowops rollback --alias production")
+        # GitOps rollback: revert the merge in git; the next promote moves production back.
+        for title, target in (
+            ("Rolling production back by git revert of the unet-longer merge", merged_at["unet-longer.yaml"]),
+            ("And forward again by reverting the revert", "HEAD"),
+        ):
+            before = git(repo, "rev-parse", "HEAD")
+            git(repo, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid", "revert", "--no-edit", target)
+            after = git(repo, "rev-parse", "HEAD")
+            console.print(f"\n[bold]{title}: git revert, then flowops promote --git-range {before[:8]}..{after[:8]}")
+            sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
+            if service is not None:
+                service.ask(f"after: {title.lower()}")
+        # Break-glass: move production now and hold it; git is not changed, so status shows the drift.
+        console.print("\n[bold]Break-glass: flowops rollback --alias production (holds it until released)")
         sh("flowops", "rollback", "--alias", "production", "--reason", "demo: roll back once", "--tracking-uri", URI)
         if service is not None:
-            service.ask("after the rollback")
+            service.ask("after the break-glass rollback")
+        console.print("\n[bold]flowops status: the hold, and what main wants")
+        sh("flowops", "status", "--repo", str(repo), "--tracking-uri", URI)
+        console.print("\n[bold]flowops release --alias production, then promote: production follows main again")
+        sh("flowops", "release", "--alias", "production", "--tracking-uri", URI)
+        head = git(repo, "rev-parse", "HEAD")
+        sh("flowops", "promote", "--git-range", f"{head}~1..{head}", "--repo", str(repo), "--tracking-uri", URI)
     finally:
         if service is not None:
             service.stop()
     console.print("\n[bold]flowops history")
     sh("flowops", "history", "--tracking-uri", URI)
     console.print("\n[bold]flowops status")
-    sh("flowops", "status", "--tracking-uri", URI)
+    sh("flowops", "status", "--repo", str(repo), "--tracking-uri", URI)
     shutil.rmtree(repo, ignore_errors=True)
     return 0
 
