@@ -70,13 +70,20 @@ def test_git_revert_is_a_rollback(repo):
     assert (code, err) == (0, "")
     assert run_of("production") == runs["a"] and run_of("staging") == runs["a"]
     assert (
-        f"production: moved v2 -> v1 (experiments/a.yaml) (revert: experiments/a.yaml is what main has since {repo.head[:12]})"
-        in out
+        f"production: moved v2 -> v1 (experiments/a.yaml) (revert at {repo.head[:12]}: main no longer has the "
+        "holder's experiment file)" in out
     )
     last = audit("production")[-1]
     assert (last["kind"], last["commit"], last["from_version"], last["to_version"]) == ("revert", repo.head, "2", "1")
     code, out, _ = flowops_in(repo, "history", "--alias", "production")
     assert out.splitlines()[-2].split()[1:6] == ["production", "v2", "->", "v1", "revert"]
+    before = repo.head
+    repo.git("revert", "--no-edit", "HEAD")  # and forward again: b's file is back
+    code, out, err = promote(repo, "--git-range", f"{before}..{repo.head}")
+    assert (code, err) == (0, "") and run_of("production") == runs["b"]
+    assert f"production: moved v1 -> v2 (experiments/b.yaml) (restored at {repo.head[:12]}: main has " in out
+    assert audit("production")[-1]["kind"] == "restore"
+    assert "production <- experiments/b.yaml" not in out  # not decided against itself
 
 
 def test_a_rollback_holds_until_released_and_status_shows_the_drift(repo):

@@ -103,11 +103,14 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
             present.pop(path, None)
             if item.sha:
                 present[path] = item.sha
-        # a holder whose file is gone (deleted, reverted, changed) gives way to an earlier one still present
+        # a holder whose file is gone (deleted, reverted, changed) gives way to an earlier one still present;
+        # a file that comes back (a revert of the revert) gives its entry back
         for alias, entries in history.items():
             now = _current(entries, present)
             if now is not before[alias]:
-                reasons[alias] = ("revert", commit)
+                old = before[alias]
+                back = old is not None and (now is None or _index(entries, now) < _index(entries, old))
+                reasons[alias] = ("revert" if back else "restore", commit)
         rules = policy_at(repo, commit)
         if isinstance(rules, str):
             step.skipped = rules
@@ -144,7 +147,16 @@ def decide_merge(
     decisions = {i.path: decide(candidates[i.path], {alias: held}, policy).targets[alias] for i in live}
     rows = [(i.path, decisions[i.path]) for i in live]
     if holder is not None and any(i.run.info.run_id == holder.run.info.run_id for i in live):
-        return None, rows, ""  # the holder's own run merged again: nothing changes
+        # the holder's own run merged again (a file restored): nothing to decide against itself
+        return (
+            None,
+            [
+                (path, td)
+                for path, td in rows
+                if path not in {i.path for i in live if i.run.info.run_id == holder.run.info.run_id}
+            ],
+            "",
+        )
     passing = [i for i in live if decisions[i.path].promote]
     if not passing:
         return None, rows, ""
@@ -152,6 +164,10 @@ def decide_merge(
     best = by_candidate[id(rank([candidates[i.path] for i in passing], policy)[0])]
     others = [i.path for i in passing if i is not best]
     return best, rows, f" (also qualified, ranked lower: {', '.join(others)})" if others else ""
+
+
+def _index(entries: list[Item], entry: Item) -> int:
+    return next(i for i, e in enumerate(entries) if e is entry)
 
 
 def _current(entries: list[Item], present: dict[str, str]) -> Item | None:

@@ -152,7 +152,10 @@ def _apply(registry: Registry, desired: Desired, scope: list[Step], outcome: Out
             user=tracking_user(),
         )
         registry.move(alias, want.version, record, desired.policy.legacy_stages, desired.policy.archive_previous)
-        why = f" (revert: {want.path} is what main has since {commit[:12]})" if kind == "revert" else note
+        why = {
+            "revert": f" (revert at {commit[:12]}: main no longer has the holder's experiment file)",
+            "restore": f" (restored at {commit[:12]}: main has {want.path} again)",
+        }.get(kind, note)
         outcome.moves.append(f"{alias}: moved {_v(have_v)} -> v{want.version} ({want.path}){why}")
 
 
@@ -227,6 +230,8 @@ def _summary(alias: str, want: Item, desired: Desired, kind: str, commit: str) -
             f"revert: main no longer has the holder's experiment file at {commit[:12]}; "
             f"{want.path} is the holder before it"
         )
+    if kind == "restore":
+        return f"restored: main has {want.path} again at {commit[:12]} (a revert was reverted)"
     step = next((s for s in desired.steps if s.commit == want.commit), None)
     rows = step.decisions.get(alias, []) if step else []
     decision = next((td for path, td in rows if path == want.path), None)
