@@ -54,7 +54,7 @@ def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_s
     ]
     denied = run("promote", "--git-range", merged, env=as_user(server.uri, tmp_path, "trainer"), cwd=repo.path)
     assert denied.returncode == 1
-    assert denied.stderr.startswith(f"tracking server {server.uri} refused create_model_version: PERMISSION_DENIED")
+    assert denied.stderr.startswith(f"tracking server {server.uri} refused set_registered_model_tag: PERMISSION_DENIED")
     assert len(denied.stderr.strip().splitlines()) == 1
     assert admin_client.search_model_versions("name = 'team-model'") == []
 
