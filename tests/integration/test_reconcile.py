@@ -180,7 +180,8 @@ def oracle(merges: list[tuple[str, float, bool]]) -> dict[str, str | None]:
     return {alias: (entries[-1][0] if entries else None) for alias, entries in holders.items()}
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI sees the same sequences every run; explore others with --hypothesis-seed=N.
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=events)
 @example(sequence=[("merge", 0.5, True), ("merge", 0.9, True), ("revert", 0.0, False), ("merge", 0.7, True)])
 @example(sequence=[("merge", 0.5, True), ("merge", 0.15, True), ("merge", 0.9, False), ("promote-old", 0.0, False)])
