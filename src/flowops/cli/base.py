@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +17,15 @@ BUG_HINT = "this is a bug in flowops: rerun with --traceback and report the outp
 tracking_option = click.option(
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)."
 )
+
+
+def repo_option(help_text: str = "The git repository.") -> Callable[[Any], Any]:
+    """--repo: the git checkout a command reads (default: here)."""
+    return click.option(
+        "--repo", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True, help=help_text
+    )
+
+
 policy_option = click.option(
     "--policy",
     "policy_path",

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from flowops.cli.base import policy_option, tracking_option
+from flowops.cli.base import policy_option, repo_option, tracking_option
 from flowops.errors import FlowopsError
 
 
@@ -35,13 +35,7 @@ def _registry(tracking_uri: str | None, policy_path: Path):
     required=True,
     help="BEFORE..AFTER of the push to main: the registry is reconciled to AFTER; its merges are reported.",
 )
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="The git repository.",
-)
+@repo_option()
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option(
     "--create-model",
@@ -96,13 +90,7 @@ def promote(
 
 
 @click.command()
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="The git repository whose main is the desired state.",
-)
+@repo_option("The git repository whose main is the desired state.")
 @click.option("--ref", default="HEAD", show_default=True, help="The commit of main to compare with (its tip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @tracking_option
@@ -160,7 +148,7 @@ def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> N
             + ("  (pending: the next promote or rollback settles it)" if r.state == "pending" else "")
         )
         click.echo(f"    {r.summary}")
-    from flowops.registry.promote import describe_hold
+    from flowops.registry.store import describe_hold
 
     for held, hold in sorted(registry.holds().items()):
         if alias is None or held == alias:

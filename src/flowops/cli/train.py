@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from flowops.cli.base import repo_option
 from flowops.errors import FlowopsError
 
 
@@ -77,13 +78,7 @@ def train(
 @click.command()
 @click.option("--base", required=True, help="The PR's base commit (github.event.pull_request.base.sha).")
 @click.option("--head", required=True, help="The PR's head commit (github.event.pull_request.head.sha).")
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="The git repository.",
-)
+@repo_option()
 @click.option(
     "--retrain", is_flag=True, help="When training code changed, train every experiment (the PR's 'retrain' label)."
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError
-from flowops.registry.store import AuditRecord, Registry, actor, tracking_user
+from flowops.registry.store import AuditRecord, Registry, actor, describe_hold, tracking_user
 from flowops.spec.policy import RegistryPolicy
 
 
@@ -75,8 +75,6 @@ def _drift(registry: Registry, alias: str, have: str | None, desired: Any, hold:
     mv = None if want is None else registry.version_for_run(want.run.info.run_id)
     wants = None if want is None else (str(mv.version) if mv else f"run {want.run.info.run_id[:8]} (not registered)")
     if hold is not None and hold.get("version") != wants:
-        from flowops.registry.promote import describe_hold
-
         return wants, f"{describe_hold(alias, hold)}; main wants {_label(wants)}"
     if wants is None or wants == have:
         return wants, ""

@@ -27,7 +27,7 @@ from flowops.errors import FlowopsError
 from flowops.gitops.git import git, resolve_range
 from flowops.registry.decide import TargetDecision
 from flowops.registry.desired import Desired, Item, Step, first_parent_commits, policy_at, replay
-from flowops.registry.store import AuditRecord, Registry, actor, tracking_user
+from flowops.registry.store import AuditRecord, Registry, actor, describe_hold, tracking_user
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -178,13 +178,6 @@ def _plan(registry: Registry | None, desired: Desired, scope: list[Step], outcom
         else:
             note = next((s.notes.get(alias, "") for s in scope if s.commit == want.commit), "")
             outcome.moves.append(f"{alias}: would move {_v(have_v)} -> v{target} ({want.path}){note}")
-
-
-def describe_hold(alias: str, hold: dict[str, str]) -> str:
-    return (
-        f"held at v{hold.get('version')} by rollback on {hold.get('time', '?')} by {hold.get('user', '?')} "
-        f"({hold.get('reason', 'no reason given')}); release it with flowops release --alias {alias}"
-    )
 
 
 def _behind(registry: Registry, repo: Path, tip: str, outcome: Outcome) -> bool:

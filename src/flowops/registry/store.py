@@ -305,6 +305,13 @@ class Registry:
                 raise
 
 
+def describe_hold(alias: str, hold: dict[str, str]) -> str:
+    return (
+        f"held at v{hold.get('version')} by rollback on {hold.get('time', '?')} by {hold.get('user', '?')} "
+        f"({hold.get('reason', 'no reason given')}); release it with flowops release --alias {alias}"
+    )
+
+
 def _ahead(other: str, value: str, mine: str, my_seen: list[str] | None) -> bool:
     """Whether intent `other` goes before mine (both sides of a pair compute the same answer)."""
     try:
