@@ -1,0 +1,173 @@
+"""Checks a run bundle from the untrusted PR stage before anything of it is imported.
+
+The folder: only `bundle.json`, `artifacts/` and `model/`; plain files and folders (no
+symbolic links, devices or pipes); every file listed with its size and sha256, nothing more
+and nothing missing; sizes under the limits. The record: the schema. The lineage: the facts
+the import stage works out itself (PR, head commit, code tree, experiment file, spec hash);
+the bundle may repeat them but never differ, and the run's parameters must make exactly the
+experiment file at the approved commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
+
+from flowops.bundle.export import sha256_file
+from flowops.bundle.form import CLAIMS, FOLDERS, LINEAGE, RECORD, Bundle
+from flowops.errors import FlowopsError
+from flowops.gitops.git import code_tree, git, git_show
+from flowops.spec.load import load_experiment
+from flowops.spec.params import PARAMETERS, spec_from_params
+
+
+class BundleRefused(FlowopsError):
+    """The bundle is not imported; the message names the file or field and the rule."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 2 << 30
+    max_total_bytes: int = 8 << 30
+    max_files: int = 10_000
+    max_record_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the import stage knows without the bundle: from the event and from git."""
+
+    pr_number: str
+    head_sha: str
+    code_tree: str
+    experiment_file: str
+    spec_sha256: str
+    experiment_name: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "flowops.pr_number": self.pr_number,
+            "flowops.git_commit": self.head_sha,
+            "flowops.code_tree": self.code_tree,
+            "flowops.code_dirty": "false",  # trained on a checkout of exactly this commit
+            "flowops.experiment_file": self.experiment_file,
+            "flowops.spec_sha256": self.spec_sha256,
+            "mlflow.source.git.commit": self.head_sha,
+        }
+
+
+def facts_from_git(repo: Path, head_sha: str, experiment_file: str, pr_number: str) -> Facts:
+    """The lineage of a PR run, from the base repository's git (never from the PR's files as run)."""
+    sha = git("rev-parse", "--verify", "--quiet", f"{head_sha}^{{commit}}", cwd=repo)
+    if not sha or not head_sha or sha != git("rev-parse", head_sha, cwd=repo):
+        raise FlowopsError(f"--head-sha {head_sha}: not a commit in {repo} (fetch the PR head first)")
+    if not pr_number.isdigit():
+        raise FlowopsError(f"--pr {pr_number!r}: expected the pull request number")
+    spec = load_experiment(experiment_file, git_show(repo, sha, experiment_file))
+    tree = code_tree(sha, repo=repo)
+    if not tree:
+        raise FlowopsError(f"{repo}: no code tree at {sha[:12]}")
+    return Facts(pr_number, sha, tree, experiment_file, spec.sha256(), spec.experiment_name)
+
+
+def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundle:
+    """The bundle's record, when the folder passes every check; BundleRefused naming the first failure."""
+    found = _walk(folder, limits)
+    record_path = folder / RECORD
+    if RECORD not in found:
+        raise BundleRefused(f"{folder}: no {RECORD}; not a run bundle")
+    if found.pop(RECORD) > limits.max_record_bytes:
+        raise BundleRefused(f"{record_path}: larger than {limits.max_record_bytes} bytes")
+    try:
+        bundle = Bundle.model_validate(json.loads(record_path.read_text()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValidationError):
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            raise BundleRefused(f"{record_path}: {where}: {error['msg']}") from None
+        raise BundleRefused(f"{record_path}: not JSON ({exc})") from None
+    _check_files(folder, bundle, found)
+    _check_lineage(record_path, bundle, facts)
+    return bundle
+
+
+def _walk(folder: Path, limits: Limits) -> dict[str, int]:
+    """relative path -> size of every plain file; refuses links, odd entries and anything over a limit."""
+    if folder.is_symlink() or not folder.is_dir():
+        raise BundleRefused(f"{folder}: not a folder")
+    sizes: dict[str, int] = {}
+    total = 0
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs) + sorted(files):
+            path = Path(root) / name
+            rel = path.relative_to(folder).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise BundleRefused(f"{folder}: {rel}: a symbolic link; a bundle holds plain files only")
+            if root == str(folder) and name not in (RECORD, *FOLDERS):
+                raise BundleRefused(f"{folder}: {rel}: not part of a run bundle ({RECORD}, {', '.join(FOLDERS)}/)")
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise BundleRefused(f"{folder}: {rel}: not a plain file")
+            size = path.lstat().st_size
+            if size > limits.max_file_bytes:
+                raise BundleRefused(f"{folder}: {rel}: {size} bytes, over the limit of {limits.max_file_bytes}")
+            total += size
+            if total > limits.max_total_bytes:
+                raise BundleRefused(f"{folder}: over {limits.max_total_bytes} bytes in all")
+            sizes[rel] = size
+            if len(sizes) > limits.max_files:
+                raise BundleRefused(f"{folder}: more than {limits.max_files} files")
+    return sizes
+
+
+def _check_files(folder: Path, bundle: Bundle, found: dict[str, int]) -> None:
+    record = folder / RECORD
+    for rel in bundle.files:
+        parts = PurePosixPath(rel).parts
+        if rel.startswith("/") or "\\" in rel or ".." in parts or "." in parts or parts[0] not in FOLDERS:
+            raise BundleRefused(f"{record}: files: {rel!r}: a path must stay under {' or '.join(FOLDERS)}/")
+    missing = sorted(set(bundle.files) - set(found))
+    extra = sorted(set(found) - set(bundle.files))
+    if missing:
+        raise BundleRefused(f"{record}: files: {missing[0]!r} is listed but not in the bundle")
+    if extra:
+        raise BundleRefused(f"{folder}: {extra[0]}: in the bundle but not listed in {RECORD}")
+    for rel, entry in bundle.files.items():
+        if found[rel] != entry.size or sha256_file(folder / rel) != entry.sha256:
+            raise BundleRefused(f"{folder}: {rel}: size or sha256 differs from {RECORD}")
+    if bundle.status == "FINISHED" and (bundle.model is None or "model/MLmodel" not in bundle.files):
+        raise BundleRefused(f"{record}: model: a FINISHED run must carry its model (model/MLmodel)")
+
+
+def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
+    truth = facts.tags()
+    for key, value in bundle.tags.items():
+        if key in LINEAGE and value != truth[key]:
+            raise BundleRefused(
+                f"{record}: tags.{key}: {value!r} differs from {truth[key]!r} "
+                "(lineage comes from the import stage's git and event, not from the bundle)"
+            )
+        if key.startswith("flowops.") and key not in LINEAGE and key not in CLAIMS:
+            raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
+    params = {k: v for k, v in bundle.params.items() if k in PARAMETERS}
+    try:
+        spec = spec_from_params(params)
+    except FlowopsError as exc:
+        raise BundleRefused(f"{record}: params: {exc}") from None
+    if spec.sha256() != facts.spec_sha256:
+        raise BundleRefused(
+            f"{record}: params: they make spec sha256 {spec.sha256()[:12]}, but {facts.experiment_file} at "
+            f"{facts.head_sha[:12]} is {facts.spec_sha256[:12]}"
+        )
+    if bundle.experiment_name != facts.experiment_name:
+        raise BundleRefused(
+            f"{record}: experiment_name: {bundle.experiment_name!r}, but {facts.experiment_file} says "
+            f"{facts.experiment_name!r}"
+        )

@@ -1,0 +1,80 @@
+"""What a run bundle is: `bundle.json` (the run's record) beside `artifacts/` and `model/`.
+
+The PR stage writes one with `flowops bundle export`; the trusted stage reads it with
+`flowops bundle import`, which believes nothing in it that it can work out for itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = 1
+RECORD = "bundle.json"
+FOLDERS = ("artifacts", "model")  # the only entries beside the record
+
+# Lineage the import stage sets from git and the event; a bundle may repeat them, never differ.
+LINEAGE = (
+    "flowops.pr_number",
+    "flowops.git_commit",
+    "flowops.code_tree",
+    "flowops.code_dirty",
+    "flowops.experiment_file",
+    "flowops.spec_sha256",
+)
+# What the trainer observed and may report (carried as the trainer's claims).
+CLAIMS = (
+    "flowops.git_branch",
+    "flowops.dataset_fingerprint",
+    "flowops.hardware",
+    "flowops.versions",
+    "flowops.images_train",
+    "flowops.images_val",
+    "flowops.images_skipped",
+    "flowops.cache",
+    "flowops.precision",
+    "flowops.failure",
+)
+KEPT_MLFLOW_TAGS = ("mlflow.runName", "mlflow.note.content")
+
+
+class Metric(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=250)
+    value: float
+    step: int = Field(ge=0)
+    timestamp: int = Field(ge=0)
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class LoggedModelRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["model"] = "model"
+    step: int = Field(default=0, ge=0)
+
+
+class Bundle(BaseModel):
+    """bundle.json. Every file under artifacts/ and model/ is listed in `files` with its hash."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = 1
+    experiment_name: str = Field(min_length=1, max_length=500)
+    run_name: str = Field(min_length=1, max_length=250)
+    status: Literal["FINISHED", "FAILED"]
+    start_time: int = Field(ge=0)
+    end_time: int | None = Field(default=None, ge=0)
+    params: dict[str, str] = Field(max_length=1000)
+    tags: dict[str, str] = Field(max_length=1000)
+    metrics: list[Metric] = Field(max_length=1_000_000)
+    model: LoggedModelRecord | None = None
+    files: dict[str, FileEntry] = Field(max_length=10_000)

@@ -1,0 +1,56 @@
+"""`flowops bundle import`: a checked run bundle becomes a run on the team's tracking server.
+
+Runs in the trusted stage with the trainer's credentials. Nothing is written until the whole
+bundle has passed `check_bundle`; once the run exists, any failure ends it FAILED with the
+reason, so no half-imported run stays RUNNING or looks finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flowops.bundle.check import Facts
+from flowops.bundle.form import CLAIMS, FOLDERS, KEPT_MLFLOW_TAGS, Bundle
+from flowops.tracking import FAILURE_TAG
+
+IMPORTED_TAG = "flowops.imported"  # the import stage's own mark: "bundle of PR <n> at <sha>"
+BATCH = 500
+
+
+def import_bundle(client: Any, uri: str, folder: Path, bundle: Bundle, facts: Facts) -> str:
+    """Create the run from `bundle` (already checked against `facts`); its id."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
+
+    from flowops.tracking import ensure_experiment
+
+    experiment_id = ensure_experiment(bundle.experiment_name, uri)
+    tags = {k: v for k, v in bundle.tags.items() if k in CLAIMS or k in KEPT_MLFLOW_TAGS}
+    tags.update(facts.tags())
+    tags[IMPORTED_TAG] = f"run bundle of PR #{facts.pr_number} at {facts.head_sha}"
+    run = client.create_run(experiment_id, start_time=bundle.start_time, tags=tags, run_name=bundle.run_name)
+    run_id = run.info.run_id
+    try:
+        params = [Param(k, v) for k, v in bundle.params.items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[i : i + 100])
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for m in bundle.metrics]
+        for i in range(0, len(metrics), BATCH):
+            client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+        if (folder / FOLDERS[0]).is_dir():
+            client.log_artifacts(run_id, str(folder / FOLDERS[0]))
+        if bundle.model is not None:
+            model = client.create_logged_model(experiment_id, name=bundle.model.name, source_run_id=run_id)
+            client.log_model_artifacts(model.model_id, str(folder / "model"))
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, bundle.model.step)])
+    except BaseException as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"import of the run bundle failed: {type(exc).__name__}: {first}"
+        try:
+            client.set_tag(run_id, FAILURE_TAG, reason[:500])
+            client.set_terminated(run_id, "FAILED")
+        finally:
+            raise
+    client.set_terminated(run_id, bundle.status, end_time=bundle.end_time)
+    return str(run_id)

