@@ -174,3 +174,66 @@ def test_category_absent_from_dataset(dataset):
 def test_missing_dataset_folder(tmp_path):
     with pytest.raises(FlowopsError, match=r"^dataset .*nope: no such folder$"):
         open_split(spec_for(tmp_path / "nope"), "train")
+
+
+def _poison(folder, consistent: bool) -> None:
+    """Zero the masks (no labelled pixel left); with `consistent`, also forge meta.json's content hash."""
+    masks = np.load(folder / "masks.npy")
+    np.save(folder / "masks.npy", np.zeros_like(masks))
+    if consistent:
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["content_sha256"] = cache.content_sha256(np.load(folder / "images.npy"), np.zeros_like(masks))
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _entry(cache_dir):
+    (key,) = [p for p in cache_dir.iterdir() if not p.name.startswith(".")]
+    return key / "train"
+
+
+def test_a_poisoned_cache_entry_is_detected_and_decoded_again(dataset, cache_dir, capsys):
+    split = open_split(spec_for(dataset), "train")
+    clean = cache.load_split(split, ["person", "car"], 32)
+    cache.wait_for_writes()
+    assert clean.masks.any()
+    _poison(_entry(cache_dir), consistent=False)
+    used = cache.load_split(split, ["person", "car"], 32)
+    assert not used.hit and np.array_equal(used.masks, clean.masks)
+    assert used.fingerprint == clean.fingerprint
+    assert "does not match the content hash in its meta.json; decoding the dataset again" in capsys.readouterr().err
+
+
+def test_a_forged_entry_is_caught_by_the_trusted_index_and_replaced_by_a_trusted_job(
+    dataset, cache_dir, tmp_path, monkeypatch, capsys
+):
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv(cache.INDEX_ENV, str(index))
+    monkeypatch.setenv(cache.WRITER_ENV, "trusted")  # a job on main builds the entry and records its hash
+    split = open_split(spec_for(dataset), "train")
+    clean = cache.load_split(split, ["person", "car"], 32)
+    cache.wait_for_writes()
+    assert len(list(index.iterdir())) == 1
+    # A PR job with write access to the cache forges an entry whose meta.json agrees with it.
+    _poison(_entry(cache_dir), consistent=True)
+    monkeypatch.delenv(cache.WRITER_ENV)
+    used = cache.load_split(split, ["person", "car"], 32)  # a PR job: rebuilt for itself, entry left
+    cache.wait_for_writes()
+    assert not used.hit and np.array_equal(used.masks, clean.masks) and used.fingerprint == clean.fingerprint
+    assert f"does not match the content hash in the trusted index {index}" in capsys.readouterr().err
+    assert not np.load(_entry(cache_dir) / "masks.npy").any()
+    monkeypatch.setenv(cache.WRITER_ENV, "trusted")
+    assert not cache.load_split(split, ["person", "car"], 32).hit  # a trusted job replaces it
+    cache.wait_for_writes()
+    again = cache.load_split(split, ["person", "car"], 32)
+    assert again.hit and np.array_equal(again.masks, clean.masks) and again.fingerprint == clean.fingerprint
+
+
+def test_without_an_index_a_consistent_forgery_still_shows_in_the_fingerprint(dataset, cache_dir):
+    split = open_split(spec_for(dataset), "train")
+    clean = cache.load_split(split, ["person", "car"], 32)
+    cache.wait_for_writes()
+    _poison(_entry(cache_dir), consistent=True)
+    used = cache.load_split(split, ["person", "car"], 32)
+    assert used.hit and not used.masks.any()
+    assert used.fingerprint != clean.fingerprint  # the run records the content it trained on

@@ -3,6 +3,12 @@
 The key is (annotation file sha256, categories, image size): a new annotation file, other
 categories or another size get their own entry. Entries are written to a temporary folder
 and renamed into place, so an interrupted build never looks complete.
+
+A cache shared between jobs is not trusted: every hit is hashed and compared with the content
+hash recorded when the entry was written, in the trusted index (FLOWOPS_CACHE_INDEX, a folder
+only trusted jobs can write) when one is configured, else beside the entry. An entry that does
+not match is decoded again from the dataset (and not written back), and a run's fingerprint
+always covers the arrays it actually trained on.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from flowops.data.preprocess import resize_image
 from flowops.errors import FlowopsError
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
-FORMAT = 2  # bump when the cached arrays change meaning (2: masks rasterised at the cache size)
+INDEX_ENV = "FLOWOPS_CACHE_INDEX"  # content hashes recorded by trusted writers; PR jobs only read it
+WRITER_ENV = "FLOWOPS_CACHE_WRITER"  # "trusted" in jobs on main or scheduled: they record hashes, replace bad entries
+FORMAT = 3  # bump when the cached arrays change meaning (3: content hashes; 2: masks at the cache size)
 MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
 _WRITERS: list[threading.Thread] = []
 
@@ -38,9 +46,10 @@ class CachedSplit:
     images: np.ndarray  # (n, size, size, 3) uint8 RGB
     masks: np.ndarray  # (n, size, size) uint8 class indices
     file_names: list[str]
-    fingerprint: str  # sha256 over the annotation file and every image file used
+    fingerprint: str  # sha256 over the annotation file, every image file used and the decoded arrays
     skipped: list[str]  # unreadable images, left out
     hit: bool  # served from the cache
+    source: str = ""  # sha256 over the annotation file and every image file used
 
 
 def cache_root() -> Path:
@@ -58,22 +67,71 @@ def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     Training starts on the arrays in memory while a thread writes them to the cache; the
     process waits for that thread before it exits (or call `wait_for_writes`).
     """
-    folder = cache_root() / cache_key(split.annotation_sha256, categories, size) / split.name
-    if (folder / "meta.json").exists():  # memory-mapped: the page cache holds it, not a second copy
-        meta = json.loads((folder / "meta.json").read_text())
-        return CachedSplit(
-            np.load(folder / "images.npy", mmap_mode="r"),
-            np.load(folder / "masks.npy", mmap_mode="r"),
-            meta["file_names"],
-            meta["fingerprint"],
-            meta["skipped"],
-            hit=True,
-        )
+    key = cache_key(split.annotation_sha256, categories, size)
+    folder = cache_root() / key / split.name
+    if (folder / "meta.json").exists():
+        hit = _verified_hit(folder, f"{key}-{split.name}")
+        if hit is not None:
+            return hit
+        if not _trusted_writer(_index_file(f"{key}-{split.name}")):
+            return _build(split, size)  # decoded again; the bad entry is left for a trusted job to replace
     built = _build(split, size)
-    writer = threading.Thread(target=_write, args=(built, folder), name=f"flowops-cache-{split.name}")
+    writer = threading.Thread(
+        target=_write, args=(built, folder, f"{key}-{split.name}"), name=f"flowops-cache-{split.name}"
+    )
     writer.start()  # not a daemon: the interpreter joins it at exit
     _WRITERS.append(writer)
     return built
+
+
+def content_sha256(images: np.ndarray, masks: np.ndarray) -> str:
+    """sha256 of the decoded arrays (shape, dtype and bytes), as training reads them."""
+    digest = hashlib.sha256()
+    for array in (images, masks):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data.cast("B"))
+    return digest.hexdigest()
+
+
+def _fingerprint(source: str, content: str) -> str:
+    return hashlib.sha256(f"{source}:{content}".encode()).hexdigest()
+
+
+def _index_file(name: str) -> Path | None:
+    index = os.environ.get(INDEX_ENV)
+    return Path(index) / f"{name}.sha256" if index else None
+
+
+def _trusted_writer(index: Path | None) -> bool:
+    """May this job record content hashes? Said by its workflow, enforced by the index folder's permissions."""
+    return index is not None and os.environ.get(WRITER_ENV) == "trusted" and os.access(index.parent, os.W_OK)
+
+
+def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
+    """The entry, memory-mapped, when its arrays hash to the recorded content hash; else None (and why)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        images = np.load(folder / "images.npy", mmap_mode="r")  # the page cache holds it, not a second copy
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        source = meta["fingerprint"]
+        content = content_sha256(images, masks)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"flowops: cache entry {folder} is unreadable ({exc}); decoding the dataset again", file=sys.stderr)
+        return None
+    index = _index_file(name)
+    try:
+        expected = index.read_text().strip() if index else meta.get("content_sha256")
+    except OSError:
+        expected = None
+    if content != expected:
+        where = f"the trusted index {index}" if index else "its meta.json"
+        print(
+            f"flowops: cache entry {folder} does not match the content hash in {where}; "
+            "decoding the dataset again (the entry was changed after it was written, or never verified)",
+            file=sys.stderr,
+        )
+        return None
+    return CachedSplit(images, masks, meta["file_names"], _fingerprint(source, content), meta["skipped"], hit=True)
 
 
 def wait_for_writes() -> None:
@@ -82,20 +140,36 @@ def wait_for_writes() -> None:
         _WRITERS.pop().join()
 
 
-def _write(built: CachedSplit, folder: Path) -> None:
+def _write(built: CachedSplit, folder: Path, name: str) -> None:
     tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
         np.save(tmp / "images.npy", built.images)
         np.save(tmp / "masks.npy", built.masks)
-        meta = {"file_names": built.file_names, "fingerprint": built.fingerprint, "skipped": built.skipped}
+        content = content_sha256(built.images, built.masks)
+        meta = {
+            "file_names": built.file_names,
+            "fingerprint": built.source,
+            "content_sha256": content,
+            "skipped": built.skipped,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
+        index = _index_file(name)
+        if index is not None and _trusted_writer(index):
+            index.write_text(content + "\n")
     except OSError as exc:  # a full disk loses the cache entry, not the training
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
         return
+    if folder.exists() and _trusted_writer(index):
+        stale = folder.with_name(f".{folder.name}-replaced-{os.getpid()}")  # a trusted job replaces a bad entry
+        try:
+            folder.rename(stale)
+        except OSError:
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp.rename(folder)
     except OSError:  # another process built it first: theirs is as good as ours
@@ -139,4 +213,6 @@ def _build(split: Split, size: int) -> CachedSplit:
         digest.update(f"{name}:{h}\n".encode())
     images = np.stack([a[0] for _, a, _ in kept])
     masks = np.stack([a[1] for _, a, _ in kept])
-    return CachedSplit(images, masks, [n for n, _, _ in kept], digest.hexdigest(), skipped, hit=False)
+    source = digest.hexdigest()
+    fingerprint = _fingerprint(source, content_sha256(images, masks))
+    return CachedSplit(images, masks, [n for n, _, _ in kept], fingerprint, skipped, hit=False, source=source)
