@@ -118,6 +118,16 @@ def test_all_errors_of_all_files_are_reported(write):
     ]
 
 
+def test_annotations_put_each_problem_on_its_line_of_the_diff(write):
+    a = write("a.yaml", GOOD + "epochs: 0\n")
+    b = write("b,c.yaml", "name: [unclosed\n")
+    code, out, err = run("validate", "--annotations", str(a), str(b))
+    assert code == 1
+    assert out.splitlines()[0] == f"::error file={a},line=4,title=flowops validate::epochs: must be >= 1 (got 0)"
+    assert out.splitlines()[1].startswith(f"::error file={str(b).replace(',', '%2C')},line=")
+    assert len(out.splitlines()) == len(err.splitlines()) == 2  # the plain lines stay on stderr
+
+
 def test_duplicate_names_across_files(write):
     a = write("a.yaml", GOOD)
     b = write("b.yaml", "# second\n" + GOOD)

@@ -15,7 +15,12 @@ SCHEMA_PATH = Path("experiments/schema.json")
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def validate(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--annotations",
+    is_flag=True,
+    help="Also print each problem as a GitHub Actions ::error annotation (shown on the PR's diff).",
+)
+def validate(paths: tuple[Path, ...], annotations: bool) -> None:
     """Check experiment files (default: experiments/*.yaml and registry_policy.yaml)."""
     from flowops.errors import ProblemsError
     from flowops.spec.load import default_paths
@@ -26,8 +31,25 @@ def validate(paths: tuple[Path, ...]) -> None:
         raise FlowopsError("nothing to validate: no experiments/*.yaml here and no paths given")
     specs, problems = validate_paths(files)
     if problems:
+        if annotations:
+            for problem in problems:
+                click.echo(annotation(problem))
         raise ProblemsError(problems)
     click.echo(f"ok: {len(files)} file(s) valid ({len(specs)} experiment(s))")
+
+
+def annotation(problem) -> str:
+    """`::error file=F,line=L,title=T::message` with GitHub's escaping of properties and message."""
+
+    def prop(text: str) -> str:
+        return (
+            text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(",", "%2C")
+        )
+
+    message = (f"{problem.where}: " if problem.where else "") + problem.message
+    message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    line = f",line={problem.line}" if problem.line else ""
+    return f"::error file={prop(problem.path)}{line},title={prop('flowops validate')}::{message}"
 
 
 @click.command()
