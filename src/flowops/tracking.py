@@ -97,6 +97,19 @@ def artifact_location(uri: str) -> str | None:
     return (db.resolve().parent / EMBEDDED_ARTIFACTS).as_uri()
 
 
+PUBLIC_UI_ENV = "FLOWOPS_PUBLIC_UI_URL"  # the tracking UI as people outside the network may see it
+
+
+def report_link(uri: str, run) -> str:
+    """How a published report points at a run: never the tracking URI, unless its UI is declared public."""
+    public = os.environ.get(PUBLIC_UI_ENV, "").strip()
+    if public:
+        return f"{public.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    if os.environ.get("GITHUB_ACTIONS") == "true" or uri.startswith(("http://", "https://")):
+        return f"run {run.info.run_id} on the team's tracking server (set {PUBLIC_UI_ENV} to link it)"
+    return ui_hint(uri, run)
+
+
 def ui_hint(uri: str, run) -> str:
     """How a person opens this run: a link for a server, the `mlflow ui` command otherwise."""
     exp, run_id = run.info.experiment_id, run.info.run_id

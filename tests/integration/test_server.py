@@ -104,7 +104,13 @@ def test_proxied_mode_training_promote_report(tmp_path, synth_root, sftp, postgr
     report = run("report", "--run", finished.info.run_id, "--out", str(tmp_path / "report"), env=env, cwd=repo.path)
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
-    assert f"`{server.uri}/#/experiments/" in text and "production v1" in text
+    assert "production v1" in text
+    assert server.uri not in text and "127.0.0.1" not in text  # published: no internal address
+    assert f"`run {finished.info.run_id} on the team's tracking server (set FLOWOPS_PUBLIC_UI_URL" in text
+    public = {**env, "FLOWOPS_PUBLIC_UI_URL": "https://mlflow.example.org/"}
+    report = run("report", "--run", finished.info.run_id, "--out", str(tmp_path / "r2"), env=public, cwd=repo.path)
+    assert report.returncode == 0, report.stderr
+    assert "`https://mlflow.example.org/#/experiments/" in (tmp_path / "r2" / "report.md").read_text()
 
 
 def test_direct_mode_clients_write_to_sftp(tmp_path, synth_root, sftp, postgres_db, mlflow_server):

@@ -104,7 +104,7 @@ def _holders(registry: Registry, policy: RegistryPolicy) -> dict[str, Model | No
 
 
 def _header(run, uri: str) -> str:
-    from flowops.tracking import ui_hint
+    from flowops.tracking import report_link
 
     tags = run.data.tags
     start = datetime.fromtimestamp(run.info.start_time / 1000, UTC)
@@ -118,7 +118,7 @@ def _header(run, uri: str) -> str:
         f"| {pr} | commit `{tags.get('flowops.git_commit', '?')[:12]}` on `{tags.get('flowops.git_branch', '?')}` |",
         f"| run | `{run.info.run_id}` **{run.info.status}**, started {start:%Y-%m-%d %H:%M} UTC, {duration} |",
         f"| hardware | {tags.get('flowops.hardware', '?')} |",
-        f"| open | `{ui_hint(uri, run)}` |",
+        f"| open | `{report_link(uri, run)}` |",
     ]
     return "\n".join(lines)
 
@@ -303,11 +303,27 @@ def _write(out: Path, run, sections: list[str]) -> str:
     key = run.data.tags.get("flowops.experiment_file") or run.info.run_name
     text = MARKER.format(key=key) + "\n" + "\n\n".join(s for s in sections if s) + "\n"
     (out / "report.md").write_text(text)
+    (out / "comment.md").write_text(for_comment(text))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as fh:
             fh.write(text + "\n")
     return text
+
+
+def for_comment(markdown: str) -> str:
+    """The report as a PR comment: images are not uploaded anywhere, so each becomes a pointer to its file.
+
+    The PNGs stay in the report folder (the workflow artifact) and on the tracking server; no
+    third-party image host sees validation images.
+    """
+    import re
+
+    return re.sub(
+        r"!\[([^\]]*)\]\(([\w.-]+\.png)\)",
+        r"*\1: `\2` in the workflow run's report artifact and the run's artifacts*",
+        markdown,
+    )
 
 
 def sections(markdown: str, *titles: str) -> str:
