@@ -188,6 +188,9 @@ def command(settings: ServerSettings) -> list[str]:
 
 def environment(settings: ServerSettings, config_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # MLflow's server-side job runner (GenAI jobs) starts seven worker processes per server;
+    # flowops uses none of them. An operator can still turn it on explicitly.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if settings.auth:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(settings, config_dir))
         # Every worker must sign sessions with the same key: generate one per start if none is set.
