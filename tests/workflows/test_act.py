@@ -28,25 +28,54 @@ BIN = Path(sys.executable).parent
 VENV = BIN.parent
 POLICY = {"model_name": "act-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}
 REMOTE = {
+    "actions/checkout": "3d3c42e5aac5ba805825da76410c181273ba90b1",
     "actions/setup-python": "5fda3b95a4ea91299a34e894583c3862153e4b97",
-    "iterative/setup-cml": "f12ea7685438c1fc438d50f77519b3860cf5fa98",
     "actions/upload-artifact": "bbbca2ddaa5d8feaa63e36b76fdaad77386f024f",
+    "actions/download-artifact": "3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c",
+}
+# Offline stand-ins for the remote actions. act copies the repository into the job for a
+# checkout without `ref`; a checkout *with* `ref` (the PR's approved commit) comes here: a copy
+# of the repository ($ACT_REPO) detached at exactly that commit, whatever the branch says. setup-python only echoes (skipped under act
+# anyway); the artifact actions copy folders through $ACT_ARTIFACTS, so a bundle really travels
+# from the train job to the import job.
+STAND_INS = {
+    "actions/checkout": {
+        "inputs": {"ref": {"default": ""}, "persist-credentials": {"default": ""}, "fetch-depth": {"default": ""}},
+        "env": {"REF": "${{ inputs.ref }}"},
+        "run": 'cp -a "$ACT_REPO"/. . && git checkout -q --detach "$REF" && echo "checked out $(git rev-parse HEAD)"',
+    },
+    "actions/setup-python": {"inputs": {"python-version": {"default": ""}}, "run": "echo stand-in", "env": {}},
+    "actions/upload-artifact": {
+        "inputs": {"name": {}, "path": {}, "if-no-files-found": {"default": "warn"}, "retention-days": {"default": ""}},
+        "env": {"NAME": "${{ inputs.name }}", "SRC": "${{ inputs.path }}"},
+        "run": 'if [ -e "$SRC" ]; then mkdir -p "$ACT_ARTIFACTS/$NAME" && cp -a "$SRC"/. "$ACT_ARTIFACTS/$NAME"/; fi',
+    },
+    "actions/download-artifact": {
+        "inputs": {"name": {}, "path": {}},
+        "env": {"NAME": "${{ inputs.name }}", "DEST": "${{ inputs.path }}"},
+        "run": 'test -d "$ACT_ARTIFACTS/$NAME" && mkdir -p "$DEST" && cp -a "$ACT_ARTIFACTS/$NAME"/. "$DEST"/',
+    },
 }
 
 
 @pytest.fixture(scope="module")
-def stand_in(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("stand-in")
-    (folder / "action.yml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "offline stand-in",
-                "description": "replaces a remote action under act",
-                "runs": {"using": "composite", "steps": [{"run": "echo stand-in", "shell": "bash"}]},
-            }
+def stand_in(tmp_path_factory) -> dict[str, Path]:
+    folders = {}
+    for action, spec in STAND_INS.items():
+        folder = tmp_path_factory.mktemp("stand-in")
+        step = {"run": spec["run"], "shell": "bash", "env": spec["env"]}
+        (folder / "action.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": f"offline stand-in for {action}",
+                    "description": "replaces a remote action under act",
+                    "inputs": spec["inputs"],
+                    "runs": {"using": "composite", "steps": [step]},
+                }
+            )
         )
-    )
-    return folder
+        folders[action] = folder
+    return folders
 
 
 class Repo(GitRepo):
@@ -74,10 +103,12 @@ class Repo(GitRepo):
 
 
 def act(
-    repo: Repo, event: str, payload: dict, workflow: str, stand_in: Path, store: str, cache: Path
+    repo: Repo, event: str, payload: dict, workflow: str, stand_in: dict[str, Path], store: str, cache: Path
 ) -> subprocess.CompletedProcess:
     (repo.path.parent / "event.json").write_text(json.dumps(payload))
-    maps = [x for action, sha in REMOTE.items() for x in ("--local-repository", f"{action}@{sha}={stand_in}")]
+    maps = [x for action, sha in REMOTE.items() for x in ("--local-repository", f"{action}@{sha}={stand_in[action]}")]
+    artifacts = repo.path.parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
     cmd = [
         str(BIN / "act"),
         event,
@@ -101,6 +132,10 @@ def act(
         f"MLFLOW_TRACKING_URI={store}",
         "--env",
         f"FLOWOPS_CACHE_DIR={cache}",
+        "--env",
+        f"ACT_ARTIFACTS={artifacts}",
+        "--env",
+        f"ACT_REPO={repo.path}",
     ]
     return subprocess.run(cmd, cwd=repo.path, capture_output=True, text=True, timeout=900)
 
@@ -119,9 +154,12 @@ def job_summary(stdout: str) -> str:
     return "\n".join("\n".join(b) for b in blocks)
 
 
-def pr_payload(base: str, head: str, number: int, fork: bool = False, labels=(), action: str = "opened") -> dict:
+def pr_payload(
+    base: str, head: str, number: int, fork: bool = False, labels=(), action: str = "opened", label: str | None = None
+) -> dict:
+    """A pull_request / pull_request_target payload as GitHub sends it (the `label` object on `labeled`)."""
     repo = {"full_name": "acme/flowops"}
-    return {
+    payload = {
         "action": action,
         "number": number,
         "repository": repo,
@@ -136,11 +174,17 @@ def pr_payload(base: str, head: str, number: int, fork: bool = False, labels=(),
             "labels": [{"name": n} for n in labels],
         },
     }
+    if label is not None:
+        payload["label"] = {"name": label}
+    return payload
 
 
 @pytest.fixture
 def setup(tmp_path, synth_root, stand_in):
     store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    # The team's store exists before the matrix jobs import in parallel (two processes creating
+    # one SQLite schema at once collide; a real tracking server has its schema already).
+    MlflowClient(store).search_experiments()
     return Repo(tmp_path / "team"), store, tmp_path / "cache"
 
 
@@ -149,28 +193,35 @@ def experiment_text(synth_root: Path, name: str, **changes) -> str:
     return "# yaml-language-server: $schema=schema.json\n" + yaml.safe_dump(spec, sort_keys=False)
 
 
-def test_pull_request_trains_and_reports_then_merge_promotes(setup, synth_root, stand_in):
+def team_runs(store: str) -> list:
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("act")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def test_same_repo_pr_trains_without_credentials_imports_reports_then_merge_promotes(setup, synth_root, stand_in):
     repo, store, cache = setup
     text = experiment_text(synth_root, "act-tiny")
     base, head = repo.pr("feature", {"experiments/tiny.yaml": text})
-    proc = act(repo, "pull_request", pr_payload(base, head, 5), "experiment.yml", stand_in, store, cache)
+    proc = act(repo, "pull_request_target", pr_payload(base, head, 5), "train.yml", stand_in, store, cache)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    assert "ok: 2 file(s) valid (1 experiment(s))" in out  # validate ran
-    assert "Job succeeded" in out and "train experiments/tiny.yaml" in out
+    assert "train experiments/tiny.yaml" in out and "import and report experiments/tiny.yaml" in out
+    (run,) = team_runs(store)
     client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("act").experiment_id])
     spec = ExperimentSpec.model_validate(yaml.safe_load(text))
     assert run.info.status == "FINISHED"
+    # The train job wrote its own store; the team's run came through the bundle, lineage set on import.
+    assert run.data.tags["flowops.imported"] == f"run bundle of PR #5 at {head}"
     assert run.data.tags["flowops.spec_sha256"] == spec.sha256()
-    assert run.data.tags["flowops.pr_number"] == "5"  # from the event payload
+    assert run.data.tags["flowops.pr_number"] == "5"
     assert run.data.tags["flowops.git_commit"] == head
-    # The report reaches the job summary (act prints it; on GitHub it is also the sticky comment).
+    # The report reaches the job summary; on GitHub it is also the sticky comment.
     summary = job_summary(proc.stdout)
     assert "<!-- flowops-report: experiments/tiny.yaml -->" in summary
     assert "Merging this will move **`production`** from unset to the new version." in summary
-    assert "| **val_iou** |" not in summary  # first model: no comparison table
     assert "No model holds any alias yet" in summary
+    assert store.removeprefix("sqlite:///") not in summary  # no tracking address in what is published
 
     # the merge: a push to main
     repo.git("checkout", "-q", "main")
@@ -194,7 +245,7 @@ def test_pull_request_trains_and_reports_then_merge_promotes(setup, synth_root, 
     ]
 
 
-def test_invalid_experiment_stops_at_validate(setup, synth_root, stand_in):
+def test_invalid_experiment_is_annotated_on_its_line(setup, synth_root, stand_in):
     repo, store, cache = setup
     bad = experiment_text(synth_root, "broken").replace("epochs: 2", "epochs: 0")
     base, head = repo.pr("bad", {"experiments/broken.yaml": bad})
@@ -202,25 +253,62 @@ def test_invalid_experiment_stops_at_validate(setup, synth_root, stand_in):
     proc = act(repo, "pull_request", pr_payload(base, head, 6), "experiment.yml", stand_in, store, cache)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"experiments/broken.yaml:{line}: epochs: must be >= 1 (got 0)" in out
-    assert "train experiments/broken.yaml" not in out
     assert (
-        not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
+        f"::error file=experiments/broken.yaml,line={line},title=flowops validate::epochs: must be >= 1 (got 0)" in out
     )
+    assert f"experiments/broken.yaml:{line}: epochs: must be >= 1 (got 0)" in out
+    assert team_runs(store) == []
 
 
-def test_fork_pr_without_the_label_does_not_train(setup, synth_root, stand_in):
+def test_fork_trains_only_the_commit_a_maintainer_approved(setup, synth_root, stand_in):
     repo, store, cache = setup
-    base, head = repo.pr("fork", {"experiments/fork.yaml": experiment_text(synth_root, "from-a-fork")})
-    proc = act(repo, "pull_request", pr_payload(base, head, 7, fork=True), "experiment.yml", stand_in, store, cache)
+    files = {
+        "experiments/one.yaml": experiment_text(synth_root, "fork-one"),
+        "experiments/two.yaml": experiment_text(synth_root, "fork-two", seed=7),
+    }
+    base, head = repo.pr("fork", files)
+
+    # opened: nothing trains; the contributor is told what a maintainer must approve
+    proc = act(repo, "pull_request_target", pr_payload(base, head, 7, fork=True), "train.yml", stand_in, store, cache)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert '"experiments": ["experiments/fork.yaml"]' in out  # validated and listed
-    assert "train experiments/fork.yaml" not in out  # but not trained
-    assert (
-        not Path(store.removeprefix("sqlite:///")).exists() or MlflowClient(store).get_experiment_by_name("act") is None
-    )
+    assert "train experiments/" not in out
+    assert f"fork PR: training waits for a maintainer to approve commit {head} with the label safe-to-train" in out
+    assert f"A maintainer reviews commit `{head}`" in job_summary(proc.stdout)
+    assert team_runs(store) == []
+
+    # a label other than safe-to-train approves nothing
+    other = pr_payload(base, head, 7, fork=True, labels=["retrain"], action="labeled", label="retrain")
+    proc = act(repo, "pull_request_target", other, "train.yml", stand_in, store, cache)
+    assert proc.returncode == 0 and "train experiments/" not in proc.stdout + proc.stderr
+
+    # the maintainer adds safe-to-train: both experiments train (matrix), at exactly that commit
+    approve = pr_payload(base, head, 7, fork=True, labels=["safe-to-train"], action="labeled", label="safe-to-train")
+    proc = act(repo, "pull_request_target", approve, "train.yml", stand_in, store, cache)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    runs = team_runs(store)
+    assert sorted(r.data.tags["flowops.experiment_file"] for r in runs) == [
+        "experiments/one.yaml",
+        "experiments/two.yaml",
+    ]
+    assert {r.data.tags["flowops.git_commit"] for r in runs} == {head}
+    assert {r.data.tags["flowops.imported"] for r in runs} == {f"run bundle of PR #7 at {head}"}
+
+    # a push after the approval: the label is still on the PR, but nothing trains until re-approved
+    repo.git("checkout", "-q", "fork")
+    (repo.path / "experiments" / "one.yaml").write_text(experiment_text(synth_root, "fork-one", seed=3))
+    pushed = repo.commit("a new push")
+    sync = pr_payload(base, pushed, 7, fork=True, labels=["safe-to-train"], action="synchronize")
+    proc = act(repo, "pull_request_target", sync, "train.yml", stand_in, store, cache)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "train experiments/" not in out
+    assert "withdraw a fork's approval on a new push" in out  # the label comes off
+    assert f"approve commit {pushed}" in out
+    assert len(team_runs(store)) == 2
 
 
 def test_pinned_stand_ins_match_the_workflows():
     assert REMOTE and all(PINNED[a] == sha for a, sha in REMOTE.items())
+    assert set(STAND_INS) == set(REMOTE)

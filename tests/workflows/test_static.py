@@ -17,7 +17,6 @@ from ..conftest import REPO
 from .conftest import PINNED, WORKFLOWS, load, pinned_actions
 
 BIN = Path(sys.executable).parent
-ACTION = REPO / ".github" / "actions" / "setup-flowops" / "action.yml"
 
 
 def steps(workflow: dict):
@@ -26,8 +25,11 @@ def steps(workflow: dict):
             yield job_id, step
 
 
-def test_the_three_workflows_exist():
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "experiment.yml", "promote.yml"]
+ACTIONS = sorted((REPO / ".github" / "actions").glob("*/action.yml"))
+
+
+def test_the_workflows_exist():
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "experiment.yml", "promote.yml", "train.yml"]
 
 
 def test_zizmor_finds_nothing_of_medium_severity_or_higher():
@@ -35,6 +37,8 @@ def test_zizmor_finds_nothing_of_medium_severity_or_higher():
         [
             str(BIN / "zizmor"),
             "--offline",
+            "--persona",
+            "auditor",
             "--min-severity",
             "medium",
             "--no-progress",
@@ -49,7 +53,9 @@ def test_zizmor_finds_nothing_of_medium_severity_or_higher():
     assert "No findings to report" in proc.stdout
 
 
-@pytest.mark.parametrize("path", [*WORKFLOWS, ACTION], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*WORKFLOWS, *ACTIONS], ids=lambda p: p.parent.name if p.name == "action.yml" else p.name
+)
 def test_github_schema_accepts_the_file(path):
     schema = "vendor.github-actions" if path.name == "action.yml" else "vendor.github-workflows"
     proc = subprocess.run(
@@ -62,7 +68,7 @@ def flowops_calls() -> list[tuple[str, list[str]]]:
     calls = []
     for path in WORKFLOWS:
         for _, step in steps(load(path)):
-            for line in step.get("run", "").splitlines():
+            for line in step.get("run", "").replace("\\\n", " ").splitlines():  # continued lines joined
                 for match in re.finditer(r"(?:^|[;&|]\s*)flowops\s+([^;&|]+)", line.strip()):
                     calls.append((path.name, shlex.split(match.group(1).replace("$(", "").replace(")", ""))))
     return calls
@@ -70,9 +76,11 @@ def flowops_calls() -> list[tuple[str, list[str]]]:
 
 def test_every_flowops_call_names_a_real_command_and_options():
     calls = flowops_calls()
-    assert {c[1][0] for c in calls} >= {"validate", "changed", "train", "report", "promote"}
+    assert {c[1][0] for c in calls} >= {"validate", "changed", "train", "bundle", "report", "promote"}
     for name, argv in calls:
         command = cli.commands.get(argv[0])
+        if isinstance(command, click.Group):  # flowops bundle export|import
+            command, argv = command.commands.get(argv[1]), argv[1:]
         assert isinstance(command, click.Command), f"{name}: flowops {argv[0]} does not exist"
         options = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
         for word in argv[1:]:
@@ -102,7 +110,7 @@ def unpinned(uses: list[tuple[str, str]], pinned: dict[str, str]) -> list[str]:
 
 
 def test_every_remote_action_is_pinned_to_a_listed_sha():
-    uses = remote_uses([*WORKFLOWS, ACTION])
+    uses = remote_uses([*WORKFLOWS, *ACTIONS])
     assert {use.partition("@")[0] for _, use in uses} >= {"actions/checkout", "actions/setup-python"}
     assert unpinned(uses, PINNED) == []
 
@@ -122,17 +130,14 @@ def test_permissions_are_read_only_by_default_and_widened_per_job():
     for path in WORKFLOWS:
         workflow = load(path)
         assert workflow["permissions"] == {}, path.name
-        assert "pull_request_target" not in workflow["on"], path.name
         for job_id, job in workflow["jobs"].items():
             assert "permissions" in job and "timeout-minutes" in job, f"{path.name}:{job_id}"
-    experiment = load(REPO / ".github/workflows/experiment.yml")["jobs"]
-    assert experiment["validate"]["permissions"] == {"contents": "read"}
-    assert experiment["train"]["permissions"]["pull-requests"] == "write"
-    assert (
-        "secrets." not in (REPO / ".github/workflows/experiment.yml").read_text().split("\n  train:")[0]
-    )  # no secrets in validate
-    assert experiment["train"]["runs-on"] == ["self-hosted", "gpu"]
-    assert experiment["train"]["concurrency"]["cancel-in-progress"] is True
+    train = load(REPO / ".github/workflows/train.yml")["jobs"]
+    assert train["train"]["permissions"] == {"contents": "read"}
+    assert train["train"]["runs-on"] == ["self-hosted", "gpu"]
+    assert train["train"]["concurrency"]["cancel-in-progress"] is True
+    assert train["import"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert train["import"]["environment"] == "training"
     promote = load(REPO / ".github/workflows/promote.yml")
     assert promote["concurrency"] == {"group": "promote", "cancel-in-progress": False}
     assert promote["jobs"]["promote"]["environment"] == "production"
@@ -147,11 +152,12 @@ def test_no_expressions_inside_run_scripts():
 
 
 def test_network_steps_are_skipped_under_act():
+    """act runs offline: setup-python and every call of GitHub's API (gh, the sticky comment) are skipped."""
     for path in WORKFLOWS[1:]:  # ci.yml never runs under act
         for _, step in steps(load(path)):
-            needs_network = any(
-                a in step.get("uses", "") for a in ("setup-python", "setup-cml", "upload-artifact")
-            ) or "cml " in step.get("run", "")
+            needs_network = any(a in step.get("uses", "") for a in ("setup-python", "sticky-comment")) or re.search(
+                r"(^|\s)gh ", step.get("run", "")
+            )
             if needs_network:
                 assert "!env.ACT" in step.get("if", ""), f"{path.name}: {step}"
 

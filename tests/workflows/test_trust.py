@@ -1,0 +1,170 @@
+"""GitHub's rules for PR code, encoded: act cannot show them (it hands secrets to fork events and
+always runs the local copy of a workflow), so the workflow files are checked against them here.
+
+- `pull_request` (and its review events, and merge queues) run the workflow file *as the PR has
+  it*: a PR can rewrite every `if:` there. Such a workflow must hold nothing worth taking and
+  never reach a self-hosted runner.
+- `pull_request_target` and `workflow_run` run the base branch's file: gates belong there. A job
+  in them that checks out the PR's code (a checkout with `ref:`) is PR code: no secret, no write
+  permission, no environment, and the commit it checks out is the one the gate approved
+  (`pull_request.head.sha` of the event), never a branch name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from ..conftest import REPO
+from .conftest import WORKFLOWS, load
+
+PR_DEFINED = {"pull_request", "pull_request_review", "pull_request_review_comment", "merge_group"}
+APPROVED_SHA = "${{ needs.gate.outputs.sha }}"
+TRAIN = REPO / ".github" / "workflows" / "train.yml"
+
+
+def triggers(workflow: dict) -> set[str]:
+    on = workflow["on"]
+    return {on} if isinstance(on, str) else set(on)
+
+
+def checkouts(job: dict) -> list[dict]:
+    return [s for s in job.get("steps", []) if s.get("uses", "").startswith("actions/checkout@")]
+
+
+def runs_pr_code(workflow: dict, job: dict) -> bool:
+    """Does this job execute code the PR controls?"""
+    if triggers(workflow) & PR_DEFINED:
+        return True  # the workflow file itself is the PR's
+    return any("ref" in s.get("with", {}) for s in checkouts(job))
+
+
+def jobs() -> list[tuple[str, str, dict, dict]]:
+    return [(p.name, job_id, load(p), job) for p in WORKFLOWS for job_id, job in load(p)["jobs"].items()]
+
+
+def test_the_rules_see_the_jobs_that_run_pr_code():
+    pr_code = {(name, job_id) for name, job_id, wf, job in jobs() if runs_pr_code(wf, job)}
+    assert (
+        ("train.yml", "train") in pr_code
+        and ("experiment.yml", "validate") in pr_code
+        and ("ci.yml", "test") in pr_code
+    )
+    assert ("train.yml", "import") not in pr_code and ("train.yml", "gate") not in pr_code
+
+
+def test_no_self_hosted_runner_is_reachable_from_a_workflow_the_pr_defines():
+    for name, job_id, workflow, job in jobs():
+        if triggers(workflow) & PR_DEFINED:
+            labels = job["runs-on"] if isinstance(job["runs-on"], list) else [job["runs-on"]]
+            assert "self-hosted" not in labels, f"{name}:{job_id}: the PR's copy of this file decides who runs here"
+
+
+def test_a_job_that_runs_pr_code_holds_no_secret_and_no_write_permission():
+    for name, job_id, workflow, job in jobs():
+        if not runs_pr_code(workflow, job):
+            continue
+        text = yaml.safe_dump(job)
+        assert "secrets." not in text, f"{name}:{job_id}: PR code next to a secret"
+        assert "github.token" not in text and "GITHUB_TOKEN" not in text, f"{name}:{job_id}"
+        assert "write" not in set(job.get("permissions", {}).values()), f"{name}:{job_id}: {job['permissions']}"
+        assert "environment" not in job, f"{name}:{job_id}: an environment's secrets would reach PR code"
+
+
+def test_secrets_are_given_to_steps_never_to_whole_jobs_or_workflows():
+    for path in WORKFLOWS:
+        workflow = load(path)
+        assert "secrets." not in yaml.safe_dump(workflow.get("env", {})), path.name
+        for job_id, job in workflow["jobs"].items():
+            assert "secrets." not in yaml.safe_dump(job.get("env", {})), f"{path.name}:{job_id}: job-level secret"
+
+
+def test_every_checkout_of_pr_code_is_the_approved_commit():
+    for name, job_id, workflow, job in jobs():
+        for step in checkouts(job):
+            if "ref" in step.get("with", {}):
+                assert "pull_request_target" in triggers(workflow), f"{name}:{job_id}"
+                assert step["with"]["ref"] == APPROVED_SHA, f"{name}:{job_id}: checks out {step['with']['ref']}"
+            assert step["with"]["persist-credentials"] is False, f"{name}:{job_id}"
+    for path in WORKFLOWS:  # a branch name moves after approval; only the event's SHA is what was read
+        assert not re.search(r"head_ref|head\.ref\b", path.read_text()), path.name
+    gate = load(TRAIN)["jobs"]["gate"]
+    (decide,) = [s for s in gate["steps"] if s.get("id") == "gate"]
+    assert decide["env"]["HEAD"] == "${{ github.event.pull_request.head.sha }}"
+    assert 'echo "sha=$HEAD"' in decide["run"]
+    assert gate["outputs"]["sha"] == "${{ steps.gate.outputs.sha }}"
+
+
+def test_trusted_jobs_run_only_base_branch_code():
+    """Jobs holding a secret or a write permission check out nothing but the base (no `ref`)."""
+    for name, job_id, workflow, job in jobs():
+        powerful = "secrets." in yaml.safe_dump(job) or "write" in set(job.get("permissions", {}).values())
+        if powerful:
+            assert not runs_pr_code(workflow, job), f"{name}:{job_id}"
+            local = [s["uses"] for s in job.get("steps", []) if s.get("uses", "").startswith("./")]
+            assert not local or checkouts(job), f"{name}:{job_id}: a local action with no checkout of the base"
+
+
+def test_training_and_gating_live_in_a_file_github_takes_from_the_base_branch():
+    workflow = load(TRAIN)
+    assert triggers(workflow) == {"pull_request_target"}
+    assert load(TRAIN)["on"]["pull_request_target"]["types"] == ["opened", "synchronize", "reopened", "labeled"]
+    experiment = load(REPO / ".github" / "workflows" / "experiment.yml")
+    assert (
+        "train" not in experiment["jobs"]
+        and "self-hosted" not in (REPO / ".github/workflows/experiment.yml").read_text()
+    )
+
+
+def test_no_tool_is_installed_at_an_unpinned_version():
+    for path in [*WORKFLOWS, *sorted((REPO / ".github" / "actions").glob("*/action.yml"))]:
+        text = path.read_text()
+        assert "setup-cml" not in text and "cml " not in text, path.name  # installed CML `latest` at run time
+        assert not re.search(r"@(main|master|latest)\b|version: *[\"']?latest", text), path.name
+
+
+def test_hosted_jobs_install_flowops_fresh_and_only_self_hosted_ones_use_a_prepared_venv():
+    for name, job_id, _, job in jobs():
+        for step in job.get("steps", []):
+            venv = step.get("with", {}).get("venv")
+            if venv is None:
+                continue
+            if job["runs-on"] == "ubuntu-latest":
+                assert venv == "${{ env.ACT && vars.FLOWOPS_VENV || '' }}", f"{name}:{job_id}"
+            else:
+                assert venv == "${{ vars.FLOWOPS_VENV }}", f"{name}:{job_id}"
+
+
+def gate_decision(fork: bool, action: str, label: str) -> str:
+    """Run the gate step's own script, as the workflow has it, with the event's values."""
+    (decide,) = [s for s in load(TRAIN)["jobs"]["gate"]["steps"] if s.get("id") == "gate"]
+    out = REPO / ".pytest-gate-output"
+    env = {
+        "PATH": os.environ["PATH"],
+        "ACTION": action,
+        "LABEL": label,
+        "FORK": "true" if fork else "false",
+        "HEAD": "a" * 40,
+        "GITHUB_OUTPUT": str(out),
+        "GITHUB_STEP_SUMMARY": os.devnull,
+    }
+    try:
+        subprocess.run(["bash", "-e", "-c", decide["run"]], env=env, check=True, capture_output=True)
+        return dict(line.split("=", 1) for line in out.read_text().splitlines())["approved"]
+    finally:
+        out.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["same-repo", "fork"])
+@pytest.mark.parametrize("action", ["opened", "synchronize", "reopened", "labeled", "edited"])
+@pytest.mark.parametrize("label", ["", "safe-to-train", "retrain", "other"])
+def test_the_gate_approves_forks_only_by_the_label_event_itself(fork, action, label):
+    if fork:
+        expected = action == "labeled" and label == "safe-to-train"
+    else:
+        expected = action in ("opened", "synchronize", "reopened") or (action == "labeled" and label == "retrain")
+    assert gate_decision(fork, action, label) == ("true" if expected else "false")
