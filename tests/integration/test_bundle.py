@@ -219,3 +219,15 @@ def test_a_bundle_for_another_commit_than_the_approved_one_is_refused(trained, t
     assert proc.stderr.strip() == f"{EXPERIMENT}: not found at {repo.base[:12]}"
     proc = import_(repo, copy(bundle, tmp_path / "x"), team, head="main~5")
     assert proc.returncode == 1 and "--head-sha main~5: not a commit" in proc.stderr
+
+
+def test_the_import_stage_is_light(trained, tmp_path, monkeypatch):
+    """The trusted stage runs on a hosted runner: checking and importing never loads TensorFlow."""
+    from .test_light_commands import run_fresh
+
+    repo, bundle, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
+    args = ["bundle", "import", str(copy(bundle, tmp_path)), "--experiment-file", EXPERIMENT]
+    code, heavy, out = run_fresh(repo.path, tmp_path, *args, "--head-sha", repo.head_sha, "--pr", "3")
+    assert code == 0, out
+    assert "tensorflow" not in heavy and "flowops.training" not in heavy, heavy
