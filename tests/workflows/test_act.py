@@ -309,6 +309,25 @@ def test_fork_trains_only_the_commit_a_maintainer_approved(setup, synth_root, st
     assert len(team_runs(store)) == 2
 
 
+def test_a_pr_whose_code_forges_its_lineage_gets_nothing_imported(setup, synth_root, stand_in):
+    """The train job runs the PR's code (the MLproject puts its src/ first): here it lies about its commit."""
+    repo, store, cache = setup
+    lineage = (repo.path / "src" / "flowops" / "gitops" / "lineage.py").read_text()
+    forged = lineage.replace('"git_commit": commit or "unknown",', '"git_commit": "0" * 40,')
+    assert forged != lineage
+    base, head = repo.pr(
+        "forger",
+        {"experiments/forged.yaml": experiment_text(synth_root, "forged"), "src/flowops/gitops/lineage.py": forged},
+    )
+    proc = act(repo, "pull_request_target", pr_payload(base, head, 8), "train.yml", stand_in, store, cache)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    lines = out.splitlines()
+    assert any("train experiments/forged.yaml" in line and "Job succeeded" in line for line in lines)  # it trained
+    assert f"tags.flowops.git_commit: '{'0' * 40}' differs from '{head}' (lineage comes from the import stage" in out
+    assert team_runs(store) == []
+
+
 def test_pinned_stand_ins_match_the_workflows():
     assert REMOTE and all(PINNED[a] == sha for a, sha in REMOTE.items())
     assert set(STAND_INS) == set(REMOTE)
