@@ -37,8 +37,12 @@ def export_command(run_id: str, out: Path, tracking_uri: str | None) -> None:
 @repo_option("The base repository's checkout, with the PR head fetched.")
 @tracking_option
 @click.option("--run-id-file", type=click.Path(path_type=Path, dir_okay=False), help="Write the new run's id here.")
-@click.option("--max-file-bytes", type=click.IntRange(min=1), default=2 << 30, show_default=True)
-@click.option("--max-total-bytes", type=click.IntRange(min=1), default=8 << 30, show_default=True)
+@click.option(
+    "--max-file-bytes", type=click.IntRange(min=1), default=2 << 30, show_default=True, help="Refuse a larger file."
+)
+@click.option(
+    "--max-total-bytes", type=click.IntRange(min=1), default=8 << 30, show_default=True, help="Refuse a larger bundle."
+)
 def import_command(
     folder: Path,
     experiment_file: str,
