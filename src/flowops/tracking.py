@@ -80,13 +80,22 @@ def bounded_http() -> None:
 
 def ensure_experiment(name: str, uri: str) -> str:
     """The id of MLflow experiment `name`, created if missing (artifacts beside the database when embedded)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException as exc:  # another job (a matrix sibling) created it first: use theirs
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return again.experiment_id
 
 
 def artifact_location(uri: str) -> str | None:

@@ -231,3 +231,31 @@ def test_the_import_stage_is_light(trained, tmp_path, monkeypatch):
     code, heavy, out = run_fresh(repo.path, tmp_path, *args, "--head-sha", repo.head_sha, "--pr", "3")
     assert code == 0, out
     assert "tensorflow" not in heavy and "flowops.training" not in heavy, heavy
+
+
+def test_parallel_imports_into_a_new_experiment_all_land(tmp_path):
+    """Matrix siblings import at once: creating the same experiment twice must not fail either."""
+    import threading
+
+    from flowops.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'team.db'}"
+    MlflowClient(uri).search_experiments()  # the schema exists, as on a real server
+    found: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def create(name: str) -> None:
+        start.wait()
+        try:
+            found.setdefault(name, []).append(ensure_experiment(name, uri))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(f"exp-{i % 2}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {name: len(set(ids)) for name, ids in found.items()} == {"exp-0": 1, "exp-1": 1}
