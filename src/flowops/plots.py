@@ -36,8 +36,19 @@ def palette(n_classes: int) -> np.ndarray:
     return np.tile(base, (reps, 1))[:n_classes]
 
 
-def learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, metrics=("iou", "loss")) -> Path:
-    """One panel per metric; each history (label -> {metric: per-epoch values}) as train and val lines."""
+DPI = 144
+
+
+def learning_curves(
+    histories: dict[str, dict[str, list[float]]],
+    path: Path,
+    metrics=("iou", "loss"),
+    thresholds: dict[str, float] | None = None,
+) -> Path:
+    """One panel per metric; each history (label -> {metric: per-epoch values}) as training (dashed) and
+    validation (solid) lines on the same axes, epochs as integers, a policy threshold as a red line."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6))
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=False):
@@ -46,14 +57,26 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, me
                 values = history.get(key)
                 if values:
                     ax.plot(range(1, len(values) + 1), values, style, marker="o", ms=3, label=f"{label} {key}")
+        limit = (thresholds or {}).get(f"val_{metric}")
+        if limit is not None:
+            ax.axhline(limit, color="tab:red", lw=1, ls=":", label=f"policy threshold val_{metric} {limit:g}")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _coloured(colours: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class colours; IGNORE (255, COCO crowds) in grey."""
+    table = np.full((256, 3), 160, dtype=colours.dtype)
+    table[: len(colours)] = colours
+    return table[mask]
 
 
 def mask_grid(
@@ -66,7 +89,7 @@ def mask_grid(
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
             ax = axes[r][c]
-            ax.imshow(panel if panel.ndim == 3 else colours[panel])
+            ax.imshow(panel if panel.ndim == 3 else _coloured(colours, panel))
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -74,7 +97,7 @@ def mask_grid(
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i] / 255) for i in range(n_classes)]
     fig.legend(handles, class_names, loc="lower center", ncol=min(n_classes, 6), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -92,9 +115,10 @@ def per_class_bars(series: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_xticklabels(classes, rotation=20)
     ax.set_ylim(0, 1)
     ax.set_ylabel("validation IoU")
+    ax.set_xlabel("category")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from flowops.data.masks import class_mask, one_hot
+from flowops.data.masks import IGNORE, class_mask, one_hot
 from flowops.data.preprocess import resize_mask
 from flowops.data.synth import rle_compressed, rle_uncompressed
 
@@ -48,8 +48,21 @@ def test_crowd_rle_is_decoded_not_read_as_polygon(encode):
     truth = blob(5, 15, 3, 9) | blob(20, 35, 30, 40)
     coco = coco_with([{"category_id": 3, "segmentation": encode(truth), "iscrowd": 1}])
     mask = class_mask(coco, coco.imgs[1], {3: 2})
-    assert np.array_equal(mask, truth * 2)
+    assert np.array_equal(mask, np.where(truth, IGNORE, 0))  # a crowd is ignored, not foreground
     assert np.array_equal(mask > 0, coco.annToMask(coco.anns[1]).astype(bool))
+
+
+def test_an_object_drawn_over_a_crowd_keeps_its_class():
+    crowd = blob(0, 30, 0, 30)
+    coco = coco_with(
+        [
+            {"category_id": 3, "segmentation": rle_compressed(crowd), "iscrowd": 1},
+            {"category_id": 3, "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]]},
+        ]
+    )
+    mask = class_mask(coco, coco.imgs[1], {3: 2})
+    assert mask[10, 10] == 2 and mask[25, 25] == IGNORE and mask[35, 35] == 0
+    assert one_hot(mask, 3)[25, 25].tolist() == [0.0, 0.0, 0.0]  # no class at all: no loss
 
 
 def test_uncompressed_rle_matches_pycocotools_encoding():
@@ -109,6 +122,6 @@ def test_masks_drawn_at_the_cache_size_match_full_size_masks_shrunk():
     for size in (20, 32, 64):
         small = class_mask(coco, coco.imgs[1], {1: 1, 3: 2}, size)
         shrunk = resize_mask(full, size, size)
-        assert small.shape == (size, size) and set(np.unique(small)) == {0, 1, 2}
+        assert small.shape == (size, size) and set(np.unique(small)) == {0, 1, IGNORE}
         assert (small == shrunk).mean() > 0.9  # only edge pixels may differ
-        assert np.array_equal(small == 2, shrunk == 2)  # RLE: shrunk the same way exactly
+        assert np.array_equal(small == IGNORE, shrunk == IGNORE)  # RLE: shrunk the same way exactly

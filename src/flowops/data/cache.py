@@ -36,7 +36,9 @@ from flowops.errors import FlowopsError
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
 INDEX_ENV = "FLOWOPS_CACHE_INDEX"  # content hashes recorded by trusted writers; PR jobs only read it
 WRITER_ENV = "FLOWOPS_CACHE_WRITER"  # "trusted" in jobs on main or scheduled: they record hashes, replace bad entries
-FORMAT = 3  # bump when the cached arrays change meaning (3: content hashes; 2: masks at the cache size)
+FORMAT = (
+    4  # bump when the cached arrays change meaning (4: crowds are 255; 3: content hashes; 2: masks at the cache size)
+)
 MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
 _WRITERS: list[threading.Thread] = []
 
@@ -50,6 +52,7 @@ class CachedSplit:
     skipped: list[str]  # unreadable images, left out
     hit: bool  # served from the cache
     source: str = ""  # sha256 over the annotation file and every image file used
+    content: str = ""  # sha256 of the decoded arrays (flowops.evaluation.eval_set_id uses it)
 
 
 def cache_root() -> Path:
@@ -131,7 +134,8 @@ def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
             file=sys.stderr,
         )
         return None
-    return CachedSplit(images, masks, meta["file_names"], _fingerprint(source, content), meta["skipped"], hit=True)
+    fingerprint = _fingerprint(source, content)
+    return CachedSplit(images, masks, meta["file_names"], fingerprint, meta["skipped"], True, source, content)
 
 
 def wait_for_writes() -> None:
@@ -147,7 +151,7 @@ def _write(built: CachedSplit, folder: Path, name: str) -> None:
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
         np.save(tmp / "images.npy", built.images)
         np.save(tmp / "masks.npy", built.masks)
-        content = content_sha256(built.images, built.masks)
+        content = built.content
         meta = {
             "file_names": built.file_names,
             "fingerprint": built.source,
@@ -213,6 +217,6 @@ def _build(split: Split, size: int) -> CachedSplit:
         digest.update(f"{name}:{h}\n".encode())
     images = np.stack([a[0] for _, a, _ in kept])
     masks = np.stack([a[1] for _, a, _ in kept])
-    source = digest.hexdigest()
-    fingerprint = _fingerprint(source, content_sha256(images, masks))
-    return CachedSplit(images, masks, [n for n, _, _ in kept], fingerprint, skipped, hit=False, source=source)
+    source, content = digest.hexdigest(), content_sha256(images, masks)
+    names = [n for n, _, _ in kept]
+    return CachedSplit(images, masks, names, _fingerprint(source, content), skipped, False, source, content)

@@ -7,6 +7,10 @@ polygon, crowd RLE compressed or not. The result is one class index per pixel
 Overlap rule: where objects of different categories claim the same pixel, the object with
 the smaller area wins (a smaller object overlapping a larger one is usually in front of
 it); on equal areas, the category listed first in the experiment wins.
+
+Crowd regions (`iscrowd: 1`, one RLE over many people) are IGNORE (255): as in COCO's own
+evaluation, they count in neither the training loss nor the metrics. A non-crowd object drawn
+over a crowd region keeps its class.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from flowops.data.preprocess import resize_mask
+
+IGNORE = 255  # flowops.evaluation.IGNORE: pixels that count in neither loss nor metrics
 
 
 def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = None) -> np.ndarray:
@@ -43,15 +49,19 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
             if size:
                 pixels = resize_mask(pixels, size, size)
         pixels = pixels.astype(bool)
-        decoded.append((int(pixels.sum()), class_of[ann["category_id"]], pixels))
+        cls = IGNORE if ann.get("iscrowd") else class_of[ann["category_id"]]
+        decoded.append((bool(ann.get("iscrowd")), int(pixels.sum()), cls, pixels))
     mask = np.zeros((height, width), dtype=np.uint8)
-    # Paint largest first and, on equal areas, later-listed categories first, so that the
-    # object painted last on any pixel is the one the rule says wins it.
-    for _, cls, pixels in sorted(decoded, key=lambda t: (-t[0], -t[1])):
+    # Crowds first (anything drawn over them wins); then largest first and, on equal areas,
+    # later-listed categories first, so that the object painted last on any pixel is the one
+    # the rule says wins it.
+    for _, _, cls, pixels in sorted(decoded, key=lambda t: (not t[0], -t[1], -t[2])):
         mask[pixels] = cls
     return mask
 
 
 def one_hot(mask: np.ndarray, n_classes: int) -> np.ndarray:
-    """(h, w) class indices -> (h, w, n_classes) float32 one-hot."""
-    return np.eye(n_classes, dtype=np.float32)[mask]
+    """(h, w) class indices -> (h, w, n_classes) float32 one-hot; IGNORE pixels are all zeros."""
+    table = np.zeros((256, n_classes), dtype=np.float32)
+    table[np.arange(n_classes), np.arange(n_classes)] = 1.0
+    return table[mask]

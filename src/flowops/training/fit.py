@@ -63,13 +63,13 @@ def fit(spec: ExperimentSpec, cached):
 
 
 def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path) -> None:
-    """Per-class validation IoU, learning curves, sample predictions (figure and arrays)."""
+    """Dataset-level validation metrics from per-image confusion matrices (stored for later
+    comparisons), the evaluation set's identity, learning curves and sample predictions."""
     import mlflow
     import numpy as np
 
-    from flowops import plots
+    from flowops import evaluation, plots
     from flowops.pyfunc import predict_masks
-    from flowops.training.metrics import per_class_iou
     from flowops.training.model import inference_function
 
     n_classes = len(spec.class_names)
@@ -77,10 +77,18 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     predicted = np.concatenate(
         [np.argmax(forward(val.images[i : i + 16]), -1) for i in range(0, len(val.images), 16)]
     ).astype(np.uint8)
-    ious = per_class_iou(val.masks, predicted, n_classes)
-    final = {f"val_iou.{name}": float(v) for name, v in zip(spec.class_names, ious, strict=False) if not np.isnan(v)}
-    final["val_miou"] = float(np.nanmean(ious))
-    mlflow.log_metrics(final)
+    confusion = evaluation.confusion_per_image(np.asarray(val.masks), predicted, n_classes)
+    eval_set = evaluation.eval_set_id(val.content, spec.class_names, spec.image_size)
+    mlflow.log_metrics(evaluation.split_metrics(confusion, spec.class_names))
+    mlflow.set_tags({"flowops.eval_set": eval_set, "flowops.eval_images": str(len(confusion))})
+    np.savez_compressed(
+        tmp / "confusion.npz",
+        confusion=confusion,
+        file_names=np.array(val.file_names),
+        class_names=np.array(spec.class_names),
+        eval_set=np.array(eval_set),
+    )
+    mlflow.log_artifact(str(tmp / "confusion.npz"), "evaluation")
 
     plots.learning_curves({spec.name: history}, tmp / "learning_curves.png")
     mlflow.log_artifact(str(tmp / "learning_curves.png"), "plots")

@@ -182,10 +182,26 @@ def training_model(model, n_classes: int, learning_rate: float, *, augment: bool
         if jit_compile:  # XLA has no CropAndResize: compile the model's step, not the augmentation
             trainer.model_step = tf.function(trainer.model_step, jit_compile=True)  # type: ignore[method-assign]
         # Dice handles the class imbalance (small objects), focal loss sharpens boundaries.
-        loss = sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss()
-        metrics = [sm.metrics.IOUScore(threshold=0.5, name="iou"), sm.metrics.FScore(threshold=0.5, name="f1")]
+        loss = ignoring(sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss(), "loss")
+        metrics = [
+            ignoring(sm.metrics.IOUScore(threshold=0.5), "iou"),
+            ignoring(sm.metrics.FScore(threshold=0.5), "f1"),
+        ]
         trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return trainer
+
+
+def ignoring(fn, name: str):
+    """`fn` on labelled pixels only: where the one-hot target is all zeros (IGNORE, a COCO crowd), the
+    prediction is zeroed too, so such a pixel adds nothing to Dice, focal loss, IoU or F-score."""
+    import tensorflow as tf
+
+    def wrapped(y_true, y_pred):
+        labelled = tf.reduce_sum(y_true, axis=-1, keepdims=True)
+        return fn(y_true, y_pred * tf.cast(labelled, y_pred.dtype))
+
+    wrapped.__name__ = name
+    return wrapped
 
 
 def float32_copy(model, architecture: str, backbone: str, n_classes: int, image_size: int):
