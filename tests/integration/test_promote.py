@@ -30,6 +30,7 @@ from .conftest import BIN, experiment_id, flowops, tiny_spec
 
 POLICY = {
     "model_name": "team-model",
+    "primary_metric": "val_iou",
     "targets": {
         "staging": {"thresholds": [{"metric": "val_iou", "min": 0.1}]},
         "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}},
@@ -90,6 +91,9 @@ def repo(tmp_path, store) -> TeamRepo:
     return TeamRepo(tmp_path / "team", POLICY)
 
 
+EVAL_SET = "e7a1" * 16
+
+
 def fake_run(
     repo: TeamRepo,
     spec_dict: dict,
@@ -111,9 +115,12 @@ def fake_run(
                 "flowops.code_dirty": "true" if dirty else "false",
                 "flowops.pr_number": pr,
                 "flowops.git_commit": repo.head,
+                "flowops.eval_set": EVAL_SET,  # every fake run is scored on the same data
             }
         )
-        mlflow.log_metrics({"val_iou": val_iou, "val_loss": 1 - val_iou, "val_iou.person": val_iou})
+        mlflow.log_metrics(
+            {"val_iou": val_iou, "val_miou": val_iou, "val_loss": 1 - val_iou, "val_iou.person": val_iou}
+        )
         if model:
             mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
     return run.info.run_id

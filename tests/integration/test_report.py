@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import jsonschema
 import mlflow
 import numpy as np
 import pytest
@@ -16,10 +18,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from flowops.cli import cli
-from flowops.registry.decide import Candidate, Holder, decide
 from flowops.registry.report import delta_cell, params_diff
-from flowops.spec.policy import RegistryPolicy
 
+from ..conftest import REPO
 from .conftest import experiment_id
 from .test_promote import EchoModel
 
@@ -28,16 +29,37 @@ POLICY = {
     "require_same_code": False,
     "targets": {
         "staging": {},
-        "production": {"thresholds": [{"metric": "val_iou", "min": 0.2}], "improve": {"absolute": 0.01}},
+        "production": {"thresholds": [{"metric": "val_miou", "min": 0.2}], "improve": {"absolute": 0.01}},
     },
 }
 CLASSES = np.array(["background", "person", "car"])
 
 
+EVAL = "e" * 64
+SCHEMA = REPO / "docs" / "report.schema.json"
+
+
+def confusions(seed: int, n: int = 40, accuracy: float = 0.8) -> np.ndarray:
+    """Per-image confusion matrices of a model that gets `accuracy` of the pixels right, on n fixed images."""
+    from flowops.evaluation import confusion_per_image
+
+    truth = np.random.default_rng(0).integers(0, 3, (n, 16, 16)).astype(np.uint8)  # the same images for every model
+    rng = np.random.default_rng(seed)
+    predicted = np.where(rng.random(truth.shape) < accuracy, truth, rng.integers(0, 3, truth.shape)).astype(np.uint8)
+    return confusion_per_image(truth, predicted, 3)
+
+
 def logged_run(
-    name: str, metrics: dict, params: dict, files=("a.jpg", "b.jpg"), status="FINISHED", failure=None
+    name: str,
+    metrics: dict,
+    params: dict,
+    files=("a.jpg", "b.jpg"),
+    status="FINISHED",
+    failure=None,
+    eval_set: str | None = EVAL,
+    confusion: np.ndarray | None = None,
 ) -> str:
-    """A run as training leaves it: params, per-epoch history, samples, a model."""
+    """A run as training leaves it: params, per-epoch history, samples, per-image evaluation, a model."""
     exp_id = experiment_id("reports")
     run = mlflow.start_run(experiment_id=exp_id, run_name=name)
     mlflow.log_params(params)
@@ -46,6 +68,7 @@ def logged_run(
             "flowops.experiment_file": f"experiments/{name}.yaml",
             "flowops.pr_number": "12",
             "flowops.git_commit": "a" * 40,
+            **({"flowops.eval_set": eval_set, "flowops.eval_images": "40"} if eval_set else {}),
         }
     )
     for epoch in (1, 2):
@@ -62,6 +85,10 @@ def logged_run(
             class_names=CLASSES,
         )
         mlflow.log_artifact(str(Path(tmp) / "samples.npz"), "samples")
+        if confusion is not None:
+            names = np.array([f"img{i}.jpg" for i in range(len(confusion))])
+            np.savez_compressed(Path(tmp) / "confusion.npz", confusion=confusion, file_names=names)
+            mlflow.log_artifact(str(Path(tmp) / "confusion.npz"), "evaluation")
     mlflow.pyfunc.log_model(name="model", python_model=EchoModel(), pip_requirements=["mlflow"])
     if failure:
         mlflow.set_tag("flowops.failure", failure)
@@ -100,7 +127,15 @@ def report(run_id: str, out: Path, policy_file: Path, *extra: str):
     return result.exit_code, result.stderr, text
 
 
-BASE = {"val_iou": 0.40, "val_loss": 0.80, "val_f1": 0.50, "val_iou.person": 0.30, "val_iou.car": 0.50}
+BASE = {
+    "val_miou": 0.40,
+    "val_iou": 0.40,
+    "val_loss": 0.80,
+    "val_fscore": 0.50,
+    "iou": 0.45,
+    "val_iou.person": 0.30,
+    "val_iou.car": 0.50,
+}
 PARAMS = {
     "epochs": "10",
     "learning_rate": "0.001",
@@ -111,11 +146,14 @@ PARAMS = {
 
 
 def test_report_against_production(tmp_path, policy_file, monkeypatch):
-    prod = logged_run("base", BASE, PARAMS)
+    prod = logged_run("base", BASE, PARAMS, confusion=confusions(1, accuracy=0.6))
     version = set_alias(prod, "production")
-    cand_metrics = {"val_iou": 0.45, "val_loss": 0.90, "val_f1": 0.50, "val_iou.person": 0.35, "val_iou.car": 0.40}
+    cand_metrics = {**BASE, "val_miou": 0.45, "val_loss": 0.90, "iou": 0.5, "val_iou.person": 0.35, "val_iou.car": 0.40}
     cand = logged_run(
-        "cand", cand_metrics, {**PARAMS, "epochs": "20", "name": "cand", "augment": "false", "experiment_file": "x"}
+        "cand",
+        cand_metrics,
+        {**PARAMS, "epochs": "20", "name": "cand", "augment": "false", "experiment_file": "x"},
+        confusion=confusions(2, accuracy=0.9),
     )
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -123,18 +161,25 @@ def test_report_against_production(tmp_path, policy_file, monkeypatch):
     assert (code, err) == (0, "")
     assert text.startswith("<!-- flowops-report: experiments/cand.yaml -->\n## flowops: `cand`")
     assert summary.read_text().startswith(text)  # the job summary gets the same markdown
-    # deltas respect each metric's direction: higher val_iou is better, higher val_loss worse
-    assert "| **val_iou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
+    # deltas respect each metric's direction: higher val_miou is better, higher val_loss worse
+    assert "| **val_miou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
     assert "| val_loss | 0.9000 | 0.8000 | +0.1000 (+12.5%) ▼ worse |" in text
-    assert "| val_f1 | 0.5000 | 0.5000 | +0.0000 (+0.0%) = |" in text
-    assert "| car | 0.4000 | 0.5000 | -0.1000 (-20.0%) ▼ worse |" in text
+    assert "| val_fscore | 0.5000 | 0.5000 | +0.0000 (+0.0%) = |" in text
+    assert "| iou (training) | 0.5000 | 0.4500 |  |" in text  # training metrics get no verdict
+    assert "| car | 0.4000 | 0.5000 | dropped 0.1000 |" in text
+    # the interval of the difference, from the two runs' per-image matrices, on the same images
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    jsonschema.validate(data, json.loads(SCHEMA.read_text()))
+    cell = data["aliases"]["production"]["metrics"]["val_miou"]
+    assert data["aliases"]["production"]["same_eval_set"] is True and cell["same_eval_set"] is True
+    assert 0 < cell["ci_low"] < cell["ci_high"] and cell["confidence"] == 0.95
+    assert f"- val_miou vs production v{version}: +0.0500, 95% interval [{cell['ci_low']:+.4f}, " in text
+    assert "over the same 40 validation images (paired bootstrap)." in text
     # only the changed hyperparameters, excluding name and file
     assert "| `augment` | `None` | `false` |" in text and "| `epochs` | `10` | `20` |" in text
     assert "learning_rate" not in text.split("### Hyperparameters")[1].split("###")[0]
-    # the preview is decide()'s verdict
-    policy = RegistryPolicy.model_validate(POLICY)
-    decision = decide(Candidate("c", cand_metrics), {"production": Holder(version, BASE), "staging": None}, policy)
-    assert decision.targets["production"].promote
+    # the preview is decide()'s verdict, and report.json holds it
+    assert data["aliases"]["production"]["decision"]["promote"] is True
     assert f"- Merging this will move **`production`** from v{version} to the new version." in text
     assert "- Merging this will move **`staging`** from unset to the new version." in text
     # valid GitHub-flavoured markdown whose images all exist
@@ -146,9 +191,45 @@ def test_report_against_production(tmp_path, policy_file, monkeypatch):
     for name in images:
         with Image.open(tmp_path / "r" / name) as im:
             im.verify()
-    # panels: image | truth | production | candidate, one row per sample (figsize 2.6 x 2.4 in at 80 dpi)
+    # panels: image | truth | production | candidate, one row per sample (figsize 2.6 x 2.4 in at 144 dpi)
     with Image.open(tmp_path / "r" / "predictions.png") as im:
-        assert im.size == (round(2.6 * 80 * 4), round(2.4 * 80 * 2))
+        assert im.size == (int(2.6 * 144 * 4), int(2.4 * 144 * 2))
+
+
+def test_different_evaluation_data_is_not_compared(tmp_path, policy_file):
+    version = set_alias(logged_run("base", BASE, PARAMS, eval_set="1" * 64), "production")
+    cand = logged_run("cand", {**BASE, "val_miou": 0.9}, PARAMS, eval_set="2" * 64)
+    code, _, text = report(cand, tmp_path / "r", policy_file)
+    assert code == 0
+    assert (
+        f"- **Not comparable with production v{version}**: different evaluation data (eval set `222222222222` vs `111111111111`)"
+        in text
+    )
+    assert "| **val_miou** | 0.9000 | 0.4000 | – (other data) |" in text
+    assert (
+        f"- **`production`** stays at v{version}: not comparable: different evaluation data "
+        f"(eval set 222222222222 vs 111111111111 of v{version})"
+    ) in text
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["aliases"]["production"]["same_eval_set"] is False
+    assert data["aliases"]["production"]["metrics"]["val_miou"]["same_eval_set"] is False
+
+
+def test_an_identical_model_is_not_distinguishable_and_a_confident_policy_keeps_the_holder(tmp_path, store):
+    import yaml
+
+    policy = {**POLICY, "targets": {"production": {"improve": {"absolute": 0.0, "confidence": 0.95}}}}
+    path = tmp_path / "confident.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    same = confusions(3)
+    version = set_alias(logged_run("base", BASE, PARAMS, confusion=same), "production")
+    cand = logged_run("cand", {**BASE, "val_miou": 0.41}, PARAMS, confusion=same)
+    _, _, text = report(cand, tmp_path / "r", path)
+    assert "95% interval [+0.0000, +0.0000]" in text and f"**not distinguishable from production v{version}**" in text
+    assert f"not distinguishable from v{version} (95% interval of the difference [0, 0] contains 0)" in text
+    better = logged_run("better", {**BASE, "val_miou": 0.6}, PARAMS, confusion=confusions(4, accuracy=0.95))
+    _, _, text = report(better, tmp_path / "r2", path)
+    assert f"- Merging this will move **`production`** from v{version} to the new version." in text
 
 
 def test_production_on_other_images_is_left_out_of_the_grid(tmp_path, policy_file):
@@ -157,15 +238,15 @@ def test_production_on_other_images_is_left_out_of_the_grid(tmp_path, policy_fil
     _, _, text = report(cand, tmp_path / "r", policy_file)
     assert "Production was evaluated on other images" in text
     with Image.open(tmp_path / "r" / "predictions.png") as im:
-        assert im.size == (round(2.6 * 80 * 3), round(2.4 * 80 * 2))
+        assert im.size == (int(2.6 * 144 * 3), int(2.4 * 144 * 2))
 
 
 def test_first_model_ever(tmp_path, policy_file):
-    cand = logged_run("first", {**BASE, "val_iou": 0.1}, PARAMS)
+    cand = logged_run("first", {**BASE, "val_miou": 0.1}, PARAMS)
     code, _, text = report(cand, tmp_path / "r", policy_file)
     assert code == 0
     assert "No model holds any alias yet: this would be the first." in text
-    assert "- **`production`** stays at unset: val_iou 0.1 fails >= 0.2" in text
+    assert "- **`production`** stays at unset: val_miou 0.1 fails >= 0.2" in text
     assert "### Hyperparameters" not in text
 
 

@@ -12,14 +12,17 @@ from flowops.registry.decide import Candidate, Holder, better_by, decide
 from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
 
 CODE = "c0de" * 10
+EVAL = "e7a1" * 16  # one evaluation set: the numbers are comparable
 
 
 def policy(**targets) -> RegistryPolicy:
-    return RegistryPolicy(model_name="m", targets=targets or {"production": Target(improve=Improvement())})
+    return RegistryPolicy(
+        model_name="m", primary_metric="val_iou", targets=targets or {"production": Target(improve=Improvement())}
+    )
 
 
 def cand(require_code=True, **metrics) -> Candidate:
-    return Candidate("run x", metrics, CODE, CODE if require_code else "0ther" * 8)
+    return Candidate("run x", metrics, CODE, CODE if require_code else "0ther" * 8, EVAL)
 
 
 PROD = Target(
@@ -56,7 +59,7 @@ PROD = Target(
             {"val_iou": 0.6, "val_loss": 1.0, "val_iou.person": 0.45, "val_iou.background": 0.1},
             {"val_iou": 0.5, "val_loss": 1.0, "val_iou.person": 0.5, "val_iou.background": 0.9},
             False,
-            ["per-class IoU dropped by more than 0.02: val_iou.person 0.45 < 0.5"],
+            ["over the 0.02 tolerance: person dropped 0.05"],
         ),
         # missing metrics fail a check with an explanation, never an exception
         (
@@ -69,7 +72,7 @@ PROD = Target(
             {"val_iou": 0.6, "val_loss": 1.0},
             {"val_iou": 0.5, "val_loss": 1.0, "val_iou.dog": 0.3},
             False,
-            ["per-class IoU dropped by more than 0.02: val_iou.dog is missing from the run"],
+            ["val_iou.dog is missing from the run"],
         ),
         # NaN passes no comparison: not a threshold, not the improvement, not the per-class guard
         (
@@ -79,8 +82,7 @@ PROD = Target(
             [
                 "val_iou is nan in the run: not a number that can be compared",
                 "val_iou is nan in the run: not a number that can be compared",
-                "per-class IoU dropped by more than 0.02: val_iou.person is nan in the run: not a number that can "
-                "be compared",
+                "val_iou.person is nan in the run: not a number that can be compared",
             ],
         ),
         (
@@ -89,14 +91,13 @@ PROD = Target(
             False,
             [
                 "val_loss is inf in v3: not a number that can be compared",
-                "per-class IoU dropped by more than 0.02: val_iou.person is nan in v3: not a number that can be "
-                "compared",
+                "val_iou.person is nan in v3: not a number that can be compared",
             ],
         ),
     ],
 )
 def test_decide_table(metrics, holder, promote, failed):
-    holders = {"production": Holder("3", holder) if holder is not None else None}
+    holders = {"production": Holder("3", holder, EVAL) if holder is not None else None}
     decision = decide(cand(**metrics), holders, policy(production=PROD)).targets["production"]
     assert decision.promote is promote
     assert [c.detail for c in decision.checks if not c.passed] == failed
@@ -114,7 +115,7 @@ def test_require_same_code():
 
 
 def test_equal_candidate_is_not_an_improvement():
-    d = decide(cand(val_iou=0.5), {"production": Holder("1", {"val_iou": 0.5})}, policy()).targets["production"]
+    d = decide(cand(val_iou=0.5), {"production": Holder("1", {"val_iou": 0.5}, EVAL)}, policy()).targets["production"]
     assert not d.promote
     assert d.checks[-1].detail == "val_iou 0.5 vs 0.5 (v1): not better by 0, needs > 0"
 
@@ -123,7 +124,7 @@ def test_every_target_is_decided_and_summarised():
     p = policy(staging=Target(thresholds=[Threshold(metric="val_iou", min=0.1)]), production=PROD)
     d = decide(
         cand(val_iou=0.2, val_loss=1.0),
-        {"staging": None, "production": Holder("2", {"val_iou": 0.5, "val_loss": 1.0})},
+        {"staging": None, "production": Holder("2", {"val_iou": 0.5, "val_loss": 1.0}, EVAL)},
         p,
     )
     assert d.targets["staging"].promote and not d.targets["production"].promote
@@ -143,7 +144,7 @@ gains = st.floats(min_value=0, max_value=2, allow_nan=False)
 )
 def test_better_on_every_metric_never_decides_worse(iou, loss, pc, h_iou, h_loss, h_pc, d_iou, d_loss, d_pc):
     p = policy(production=PROD)
-    holder = {"production": Holder("1", {"val_iou": h_iou, "val_loss": h_loss, "val_iou.cat": h_pc})}
+    holder = {"production": Holder("1", {"val_iou": h_iou, "val_loss": h_loss, "val_iou.cat": h_pc}, EVAL)}
     worse = decide(cand(val_iou=iou, val_loss=loss, **{"val_iou.cat": pc}), holder, p).targets["production"]
     better = decide(cand(val_iou=iou + d_iou, val_loss=loss - d_loss, **{"val_iou.cat": pc + d_pc}), holder, p).targets[
         "production"
@@ -163,9 +164,15 @@ def test_direction_is_honoured(holder, delta, relative):
             require_same_code=False,
             targets={"production": Target(improve=Improvement(relative=relative))},
         )
-        h = {"production": Holder("1", {"score": holder})}
-        assert not decide(Candidate("c", {"score": holder - sign * delta}), h, p).targets["production"].promote
-        promoted = decide(Candidate("c", {"score": holder + sign * delta}), h, p).targets["production"].promote
+        h = {"production": Holder("1", {"score": holder}, EVAL)}
+        assert (
+            not decide(Candidate("c", {"score": holder - sign * delta}, eval_set=EVAL), h, p)
+            .targets["production"]
+            .promote
+        )
+        promoted = (
+            decide(Candidate("c", {"score": holder + sign * delta}, eval_set=EVAL), h, p).targets["production"].promote
+        )
         actual = sign * ((holder + sign * delta) - holder)
         assert promoted == (actual > 0 and actual >= relative * abs(holder))
 
@@ -180,9 +187,9 @@ def test_relative_margins_with_zero_and_negative_baselines(holder, relative, gai
         require_same_code=False,
         targets={"production": Target(improve=Improvement(relative=relative))},
     )
-    d = decide(Candidate("c", {"score": holder + gain}), {"production": Holder("1", {"score": holder})}, p).targets[
-        "production"
-    ]
+    d = decide(
+        Candidate("c", {"score": holder + gain}, eval_set=EVAL), {"production": Holder("1", {"score": holder}, EVAL)}, p
+    ).targets["production"]
     need = relative * abs(holder)  # never negative: a negative baseline cannot lower the bar
     actual = (holder + gain) - holder  # the gain as floating point sees it
     assert d.promote == (actual > 0 and actual >= need)
@@ -197,10 +204,52 @@ def test_regression_check_says_better_or_unchanged_when_nothing_got_worse():
     def detail(loss):
         d = decide(
             cand(val_iou=0.6, val_loss=loss),
-            {"production": Holder("3", {"val_iou": 0.5, "val_loss": 1.0})},
+            {"production": Holder("3", {"val_iou": 0.5, "val_loss": 1.0}, EVAL)},
             policy(production=PROD),
         )
         return next(c.detail for c in d.targets["production"].checks if c.name == "val_loss regression")
 
     assert detail(0.8) == "val_loss 0.8 vs 1: better by 0.2, allowed worse by 0.1"
     assert detail(1.0) == "val_loss 1 vs 1: unchanged, allowed worse by 0.1"
+
+
+def _confident(confidence=0.95):
+    return policy(production=Target(improve=Improvement(absolute=0.01, confidence=confidence)))
+
+
+def test_numbers_from_different_evaluation_data_are_not_compared():
+    holder = {"production": Holder("3", {"val_iou": 0.2}, "0ther" * 16)}
+    d = decide(cand(val_iou=0.9), holder, policy()).targets["production"]
+    assert not d.promote
+    assert [c.detail for c in d.checks if not c.passed] == [
+        f"not comparable: different evaluation data (eval set {EVAL[:12]} vs 0ther0ther0t of v3)"
+    ]
+    unknown = decide(cand(val_iou=0.9), {"production": Holder("3", {"val_iou": 0.2})}, policy()).targets["production"]
+    assert not unknown.promote and "v3 records no evaluation set" in unknown.checks[-1].detail
+
+
+def test_with_a_confidence_the_lower_bound_must_clear_the_margin():
+    from flowops.evaluation import Interval
+
+    holder = {"production": Holder("3", {"val_iou": 0.5}, EVAL)}
+
+    def judged(low, high):
+        c = Candidate("run x", {"val_iou": 0.56}, CODE, CODE, EVAL, {"3": Interval(0.06, low, high, 0.95, 2000, 40)})
+        return decide(c, holder, _confident()).targets["production"].checks[-1]
+
+    assert judged(0.02, 0.1).passed
+    assert "95% interval of the difference [0.02, 0.1]; needs its lower bound > 0.01" in judged(0.02, 0.1).detail
+    assert not judged(0.005, 0.1).passed  # better, but not surely by the margin
+    check = judged(-0.01, 0.12)
+    assert not check.passed and check.detail.endswith(
+        "not distinguishable from v3 (95% interval of the difference [-0.01, 0.12] contains 0)"
+    )
+    none = decide(cand(val_iou=0.9), holder, _confident()).targets["production"].checks[-1]
+    assert not none.passed and "no paired per-image evaluation" in none.detail
+
+
+def test_per_class_drops_within_the_tolerance_are_named_with_their_size():
+    p = policy(production=Target(per_class=PerClass(tolerance=0.1)))
+    holder = {"production": Holder("1", {"val_iou.dog": 0.5, "val_iou.cat": 0.4}, EVAL)}
+    check = decide(cand(**{"val_iou.dog": 0.468, "val_iou.cat": 0.45}), holder, p).targets["production"].checks[-1]
+    assert check.passed and check.detail == "dog dropped 0.032: within the 0.1 tolerance"

@@ -260,7 +260,7 @@ POLICY = "model_name: m\n"
         (
             POLICY + "targets:\n  production:\n    improve: {absolute: 2.0}\n",
             [
-                "{p}:4: targets.production.improve.absolute: val_iou spans at most 1: an improvement of 2 can never be met"
+                "{p}:4: targets.production.improve.absolute: val_miou spans at most 1: an improvement of 2 can never be met"
             ],
         ),
         (

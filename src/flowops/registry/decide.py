@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from flowops.evaluation import Interval
 from flowops.spec.policy import PER_CLASS_PREFIX, Direction, RegistryPolicy, Target
 
 
@@ -20,12 +21,15 @@ class Candidate:
     metrics: dict[str, float]
     code_tree: str | None = None
     merged_code_tree: str | None = None  # the merged commit's, for require_same_code
+    eval_set: str | None = None  # flowops.eval_set: numbers are compared only on the same evaluation data
+    intervals: dict[str, Interval] = field(default_factory=dict)  # holder version -> paired bootstrap
 
 
 @dataclass(frozen=True)
 class Holder:
     version: str
     metrics: dict[str, float]
+    eval_set: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,32 +121,38 @@ def _decide_target(
         if target.improve or target.max_regression or target.per_class:
             checks.append(Check("comparison", True, f"no current {alias} model: nothing to compare against"))
     else:
-        checks += _comparisons(target, m, holder, policy)
+        checks += _comparisons(target, cand, holder, policy)
     return TargetDecision(alias, all(c.passed for c in checks), holder.version if holder else None, checks)
 
 
-def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: RegistryPolicy) -> list[Check]:
+def comparable(cand: Candidate, holder: Holder) -> str | None:
+    """Why the two models' numbers cannot be compared (different or unknown evaluation data), or None."""
+    if cand.eval_set is None:
+        return "not comparable: the run records no evaluation set (flowops.eval_set); retrain it"
+    if holder.eval_set is None:
+        return f"not comparable: v{holder.version} records no evaluation set (flowops.eval_set)"
+    if cand.eval_set != holder.eval_set:
+        return (
+            f"not comparable: different evaluation data (eval set {cand.eval_set[:12]} vs "
+            f"{holder.eval_set[:12]} of v{holder.version})"
+        )
+    return None
+
+
+def _comparisons(target: Target, cand: Candidate, holder: Holder, policy: RegistryPolicy) -> list[Check]:
     checks = []
-    h = holder.metrics
+    m, h = cand.metrics, holder.metrics
+    unlike = comparable(cand, holder)
+    if unlike:  # numbers from different data say nothing about which model is better
+        return [Check("same evaluation data", False, unlike)]
     if target.improve:
         name = policy.primary_metric
         why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
         if why:
             checks.append(Check("improvement", False, why))
         else:
-            # Relative margins scale with |holder value|: a zero or negative baseline stays sound.
-            need = max(target.improve.absolute, target.improve.relative * abs(h[name]))
-            gain = better_by(m[name], h[name], policy.direction(name))
-            ok = gain > 0 and gain >= need
-            rule = "> 0" if need == 0 else f">= {_fmt(need)}"
-            verdict = "better" if gain > 0 else "not better"
             checks.append(
-                Check(
-                    "improvement",
-                    ok,
-                    f"{name} {_fmt(m[name])} vs {_fmt(h[name])} (v{holder.version}): {verdict} by "
-                    f"{_fmt(gain)}, needs {rule}",
-                )
+                _improvement(target, name, m[name], h[name], holder, cand.intervals.get(holder.version), policy)
             )
     for r in target.max_regression:
         why = _unusable(r.metric, m, "the run") or _unusable(r.metric, h, f"v{holder.version}")
@@ -161,22 +171,62 @@ def _comparisons(target: Target, m: dict[str, float], holder: Holder, policy: Re
             )
         )
     if target.per_class:
-        dropped = []
-        # Categories only: background IoU rewards predicting nothing, so it is not a guard.
-        for name in sorted(k for k in h if k.startswith(PER_CLASS_PREFIX) and k != PER_CLASS_PREFIX + "background"):
-            why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
-            if why:
-                dropped.append(why)
-            elif h[name] - m[name] > target.per_class.tolerance:
-                dropped.append(f"{name} {_fmt(m[name])} < {_fmt(h[name])}")
-        ok = not dropped
-        detail = (
-            "no category got worse"
-            if ok
-            else f"per-class IoU dropped by more than {_fmt(target.per_class.tolerance)}: " + ", ".join(dropped)
-        )
-        checks.append(Check("per-class IoU", ok, detail))
+        checks.append(_per_class(target.per_class.tolerance, m, h, holder))
     return checks
+
+
+def _improvement(
+    target: Target, name: str, value: float, held: float, holder: Holder, interval: Interval | None, policy
+) -> Check:
+    assert target.improve is not None
+    # Relative margins scale with |holder value|: a zero or negative baseline stays sound.
+    need = max(target.improve.absolute, target.improve.relative * abs(held))
+    gain = better_by(value, held, policy.direction(name))
+    rule = "> 0" if need == 0 else f">= {_fmt(need)}"
+    head = f"{name} {_fmt(value)} vs {_fmt(held)} (v{holder.version})"
+    confidence = target.improve.confidence
+    if confidence is None:
+        ok = gain > 0 and gain >= need
+        verdict = "better" if gain > 0 else "not better"
+        shown = (
+            f", {interval.confidence:.0%} interval [{_fmt(interval.low)}, {_fmt(interval.high)}]" if interval else ""
+        )
+        return Check("improvement", ok, f"{head}: {verdict} by {_fmt(gain)}{shown}, needs {rule}")
+    if interval is None or not math.isfinite(interval.low) or abs(interval.confidence - confidence) > 1e-9:
+        return Check(
+            "improvement",
+            False,
+            f"{head}: no paired per-image evaluation of both models to give the {confidence:.0%} interval "
+            "the policy asks for",
+        )
+    low = interval.low if policy.direction(name) == "max" else -interval.high
+    span = f"{confidence:.0%} interval of the difference [{_fmt(interval.low)}, {_fmt(interval.high)}]"
+    if interval.contains_zero():
+        return Check("improvement", False, f"{head}: not distinguishable from v{holder.version} ({span} contains 0)")
+    ok = low > need
+    verdict = "better" if gain > 0 else "not better"
+    return Check("improvement", ok, f"{head}: {verdict} by {_fmt(gain)}, {span}; needs its lower bound > {_fmt(need)}")
+
+
+def _per_class(tolerance: float, m: dict[str, float], h: dict[str, float], holder: Holder) -> Check:
+    """Every category's IoU may drop by at most `tolerance`; each drop is named with its size."""
+    unusable, too_much, within = [], [], []
+    # Categories only: background IoU rewards predicting nothing, so it is not a guard.
+    for name in sorted(k for k in h if k.startswith(PER_CLASS_PREFIX) and k != PER_CLASS_PREFIX + "background"):
+        why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
+        category = name.removeprefix(PER_CLASS_PREFIX)
+        if why:
+            unusable.append(why)
+        elif h[name] - m[name] > tolerance:
+            too_much.append(f"{category} dropped {_fmt(h[name] - m[name])}")
+        elif h[name] > m[name]:
+            within.append(f"{category} dropped {_fmt(h[name] - m[name])}")
+    if unusable or too_much:
+        over = [f"over the {_fmt(tolerance)} tolerance: " + ", ".join(too_much)] if too_much else []
+        return Check("per-class IoU", False, "; ".join(unusable + over))
+    if within:
+        return Check("per-class IoU", True, ", ".join(within) + f": within the {_fmt(tolerance)} tolerance")
+    return Check("per-class IoU", True, "no category dropped")
 
 
 def rank(candidates: list[Candidate], policy: RegistryPolicy) -> list[Candidate]:

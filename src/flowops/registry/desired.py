@@ -16,8 +16,9 @@ from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show
+from flowops.registry import evidence
 from flowops.registry.binding import NotBound, bind
-from flowops.registry.decide import Candidate, Holder, TargetDecision, decide, rank
+from flowops.registry.decide import TargetDecision, decide, rank
 from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
 from flowops.spec.policy import RegistryPolicy
 
@@ -122,7 +123,9 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
                 _bind(client, repo, item, tree, rules, commit)
         live = [i for i in step.items if i.status == "changed"]
         for alias in (a for a in rules.targets if a in history):
-            winner, rows, note = decide_merge(live, _current(history[alias], present), alias, rules, tree, label)
+            winner, rows, note = decide_merge(
+                live, _current(history[alias], present), alias, rules, tree, label, client
+            )
             step.decisions[alias] = rows
             if winner is not None:
                 history[alias].append(winner)
@@ -134,16 +137,25 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
 
 
 def decide_merge(
-    live: list[Item], holder: Item | None, alias: str, policy: RegistryPolicy, tree: str | None, label: Any
+    live: list[Item],
+    holder: Item | None,
+    alias: str,
+    policy: RegistryPolicy,
+    tree: str | None,
+    label: Any,
+    client: Any = None,
 ) -> tuple[Item | None, list[tuple[str, TargetDecision]], str]:
     """(the item that takes `alias` at this merge or None, each item's decision, a note on the others)."""
-    held = None if holder is None else Holder(label(holder.run.info.run_id), dict(holder.run.data.metrics))
-    candidates = {
-        i.path: Candidate(
-            label(i.run.info.run_id), dict(i.run.data.metrics), i.run.data.tags.get("flowops.code_tree"), tree
-        )
-        for i in live
-    }
+    held = None if holder is None else evidence.holder(label(holder.run.info.run_id), holder.run)
+    candidates = {i.path: evidence.candidate(label(i.run.info.run_id), i.run, tree) for i in live}
+    target = policy.targets[alias]
+    needs_interval = target.improve is not None and target.improve.confidence is not None
+    if held is not None and holder is not None and client is not None and needs_interval:
+        level = evidence.confidence_of(policy, alias)
+        candidates = {
+            i.path: evidence.with_intervals(client, candidates[i.path], i.run, {alias: (held, holder.run)}, level)
+            for i in live
+        }
     decisions = {i.path: decide(candidates[i.path], {alias: held}, policy).targets[alias] for i in live}
     rows = [(i.path, decisions[i.path]) for i in live]
     if holder is not None and any(i.run.info.run_id == holder.run.info.run_id for i in live):

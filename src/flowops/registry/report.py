@@ -1,24 +1,22 @@
 """`flowops report`: the PR comment, comparing a candidate run with the models in service.
 
-Markdown (GitHub-flavoured) plus PNGs referenced by relative path, so
-`cml comment update --publish report/report.md` uploads them. No TensorFlow: prediction
-grids come from the arrays each training run logs (`samples/samples.npz`).
+`report.json` (flowops.registry.comparison) holds the numbers and the decisions; the markdown
+(GitHub-flavoured) is rendered from it, with PNGs referenced by relative path. No TensorFlow:
+prediction grids come from the arrays each training run logs (`samples/samples.npz`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from flowops import plots
 from flowops.errors import FlowopsError
 from flowops.redact import redact
-from flowops.registry.decide import Candidate, Holder, decide, explain
+from flowops.registry import comparison, figures
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
 
 if TYPE_CHECKING:
@@ -26,7 +24,7 @@ if TYPE_CHECKING:
 
 MARKER = "<!-- flowops-report: {key} -->"  # one sticky comment per experiment file
 NOT_HYPERPARAMETERS = {"name", "description", "experiment_file"}
-HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
+TRAINING = ("iou", "f1", "loss")  # the last epoch's training metrics: shown, never judged
 
 
 @dataclass
@@ -54,6 +52,8 @@ def build(
     if run is None:
         raise FlowopsError(f"run {run_id}: not found in {redact(uri)}")
     _check_experiment_file(run, experiment_file)
+    from flowops.gitops.git import code_tree
+
     out.mkdir(parents=True, exist_ok=True)
     candidate = Model("candidate", run)
     holders = _holders(registry, policy)
@@ -64,15 +64,24 @@ def build(
         sections.append(
             f"> [!WARNING]\n> The training run {state}: {reason}\n>\n> Nothing to compare; fix it and push again."
         )
+        _write_json(out, comparison.build(client, run, {}, policy, None))
         return _write(out, run, sections)
-    sections.append(_metrics_table(candidate, holders, policy))
-    sections.append(_per_class_table(candidate, holders))
+    merged_tree = code_tree() or run.data.tags.get("flowops.code_tree")
+    pairs = {a: (h.version, h.run) if h else None for a, h in holders.items()}
+    data = comparison.build(client, run, pairs, policy, merged_tree)
+    _write_json(out, data)
+    sections.append(_metrics_table(data, holders, policy))
+    sections.append(_per_class_table(data, holders, policy))
     production = holders.get("production") or next((h for h in holders.values() if h), None)
     sections.append(_params_diff(run, production))
     holds = registry.holds() if any(holders.values()) else {}
-    sections.append(_preview(run, holders, policy, holds))
-    sections.append(_figures(client, candidate, production, out))
+    sections.append(_preview(run, holders, data, policy, holds))
+    sections.append(figures.section(client, candidate, production, out, policy))
     return _write(out, run, sections)
+
+
+def _write_json(out: Path, data: dict) -> None:
+    (out / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _check_experiment_file(run, experiment_file: str | None) -> None:
@@ -138,9 +147,8 @@ def delta_cell(value: float | None, reference: float | None, direction: str) -> 
     return f"{diff:+.4f}{rel} {marker}"
 
 
-def _metrics_table(candidate: Model, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
-    m = candidate.run.data.metrics
-    names = [n for n in ("val_iou", "val_miou", "val_f1", "val_loss", "iou", "f1", "loss") if n in m]
+def _metrics_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
+    m = data["candidate"]["metrics"]
     live = [(alias, h) for alias, h in holders.items() if h is not None]
     if not live:
         return (
@@ -150,34 +158,77 @@ def _metrics_table(candidate: Model, holders: dict[str, Model | None], policy: R
     head = "| metric | candidate | " + " | ".join(f"{h.label} | Δ vs {alias}" for alias, h in live) + " |"
     rule = "|---|---:|" + "---:|---|" * len(live)
     rows = []
-    for name in names:
+    for name in [n for n in comparison.VALIDATION if m.get(n) is not None]:
         direction = policy.direction(name) if name in policy.directions() else "max"
-        cells = [
-            f"{_fmt(h.run.data.metrics.get(name))} | {delta_cell(m[name], h.run.data.metrics.get(name), direction)}"
-            for _, h in live
-        ]
+        cells = []
+        for alias, _ in live:
+            cell = data["aliases"][alias]["metrics"].get(name, {})
+            shown = delta_cell(cell.get("candidate"), cell.get("holder"), direction)
+            cells.append(f"{_fmt(cell.get('holder'))} | {shown if cell.get('same_eval_set') else '– (other data)'}")
         bold = "**" if name == policy.primary_metric else ""
         rows.append(f"| {bold}{name}{bold} | {_fmt(m[name])} | " + " | ".join(cells) + " |")
-    return "### Metrics\n\n" + "\n".join([head, rule, *rows])
+    for name in [n for n in TRAINING if m.get(n) is not None]:  # training set, last epoch: no verdict
+        cells = [f"{_fmt(h.run.data.metrics.get(name))} | " for _, h in live]
+        rows.append(f"| {name} (training) | {_fmt(m[name])} | " + " | ".join(cells) + " |")
+    lines = [_comparability(data, alias, h) for alias, h in live]
+    return "### Metrics\n\n" + "\n".join([head, rule, *rows]) + "\n\n" + "\n".join(lines)
+
+
+def _comparability(data: dict, alias: str, holder: Model) -> str:
+    """One line per alias: same evaluation data or not, and the interval of the primary difference."""
+    row = data["aliases"][alias]
+    images = data["candidate"].get("eval_images")
+    if not row["same_eval_set"]:
+        return (
+            f"- **Not comparable with {holder.label}**: different evaluation data (eval set "
+            f"`{str(data['candidate']['eval_set'])[:12]}` vs `{str(row['holder']['eval_set'])[:12]}`). "
+            "No comparison check can pass."
+        )
+    cell = row["metrics"].get("val_miou", {})
+    if cell.get("ci_low") is None:
+        return f"- Same evaluation data as {holder.label}; no per-image evaluation to give an interval."
+    span = f"{cell['confidence']:.0%} interval [{cell['ci_low']:+.4f}, {cell['ci_high']:+.4f}]"
+    verdict = f" — **not distinguishable from {holder.label}**" if cell["ci_low"] <= 0 <= cell["ci_high"] else ""
+    return (
+        f"- val_miou vs {holder.label}: {cell['delta']:+.4f}, {span} over the same {images} validation images "
+        f"(paired bootstrap){verdict}."
+    )
 
 
 def _per_class(run) -> dict[str, float]:
     return {k[len(PER_CLASS_PREFIX) :]: v for k, v in run.data.metrics.items() if k.startswith(PER_CLASS_PREFIX)}
 
 
-def _per_class_table(candidate: Model, holders: dict[str, Model | None]) -> str:
-    cand = _per_class(candidate.run)
+def _per_class_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
+    cand = {
+        k[len(PER_CLASS_PREFIX) :]: v for k, v in data["candidate"]["metrics"].items() if k.startswith(PER_CLASS_PREFIX)
+    }
     if not cand:
         return ""
-    prod = holders.get("production")
+    alias = "production" if holders.get("production") else next((a for a, h in holders.items() if h), None)
+    prod = holders.get(alias) if alias else None
     ref = _per_class(prod.run) if prod else {}
-    rows = [
-        f"| {c} | {_fmt(v)} | {_fmt(ref.get(c))} | {delta_cell(v, ref.get(c), 'max')} |"
-        for c, v in sorted(cand.items())
-    ]
-    head = f"| class | candidate | {prod.label if prod else 'production'} | Δ |\n|---|---:|---:|---|"
+    target = policy.targets.get(alias) if alias else None
+    tolerance = target.per_class.tolerance if target and target.per_class else None
+    rows = []
+    for c, v in sorted(cand.items()):
+        rows.append(f"| {c} | {_fmt(v)} | {_fmt(ref.get(c))} | {_class_change(c, v, ref.get(c), tolerance)} |")
+    head = f"| class | candidate | {prod.label if prod else 'production'} | change |\n|---|---:|---:|---|"
     body = "\n".join([head, *rows])
     return f"<details><summary>Per-class validation IoU</summary>\n\n{body}\n\n</details>"
+
+
+def _class_change(name: str, value: float | None, reference: float | None, tolerance: float | None) -> str:
+    """'dropped 0.032, within the 0.10 tolerance', in the same terms as the per-class check."""
+    if value is None or reference is None:
+        return "–"
+    diff = value - reference
+    if diff >= 0:
+        return "=" if diff == 0 else f"+{diff:.4f} ▲ better"
+    if name == "background" or tolerance is None:
+        return f"dropped {-diff:.4f}" + (" (background: not checked)" if name == "background" else "")
+    within = "within" if -diff <= tolerance else "over"
+    return f"dropped {-diff:.4f}, {within} the {tolerance:g} tolerance" + (" ▼" if within == "over" else "")
 
 
 def params_diff(params: dict[str, str], reference: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
@@ -200,103 +251,37 @@ def _params_diff(run, production: Model | None) -> str:
 
 
 def _preview(
-    run, holders: dict[str, Model | None], policy: RegistryPolicy, holds: dict[str, dict] | None = None
+    run, holders: dict[str, Model | None], data: dict, policy: RegistryPolicy, holds: dict[str, dict] | None = None
 ) -> str:
-    from flowops.gitops.git import code_tree
-
-    tags = run.data.tags
-    candidate = Candidate(
-        "this run", dict(run.data.metrics), tags.get("flowops.code_tree"), code_tree() or tags.get("flowops.code_tree")
-    )
-    held = {a: Holder(str(h.version), dict(h.run.data.metrics)) if h else None for a, h in holders.items()}
-    decision = decide(candidate, held, policy)
-    lines = []
-    for alias, td in decision.targets.items():
+    lines, details = [], []
+    for alias, row in data["aliases"].items():
+        decision = row["decision"]
+        was = f"v{row['holder']['version']}" if row["holder"] else "unset"
         holder = holders.get(alias)
         hold = (holds or {}).get(alias)
+        failed = [c["detail"] for c in decision["checks"] if not c["passed"]]
         if hold is not None:
             lines.append(
                 f"- **`{alias}`** is held at v{hold.get('version')} by a rollback on {hold.get('time', '?')} "
                 f"({hold.get('reason', 'no reason given')}): merging will not move it until "
-                f"`flowops release --alias {alias}`" + (" (this run would pass its checks)." if td.promote else ".")
+                f"`flowops release --alias {alias}`"
+                + (" (this run would pass its checks)." if decision["promote"] else ".")
             )
         elif holder is not None and holder.run.info.run_id == run.info.run_id:
             lines.append(f"- **`{alias}`** already holds this run (v{holder.version}): merging changes nothing there.")
-        elif td.promote:
-            lines.append(
-                f"- Merging this will move **`{alias}`** from {'v' + td.holder if td.holder else 'unset'} to "
-                f"the new version."
-            )
+        elif decision["promote"]:
+            lines.append(f"- Merging this will move **`{alias}`** from {was} to the new version.")
         else:
-            lines.append(
-                f"- **`{alias}`** stays at {'v' + td.holder if td.holder else 'unset'}: "
-                + "; ".join(c.detail for c in td.checks if not c.passed)
-            )
-    details = "\n".join(explain(decision))
+            lines.append(f"- **`{alias}`** stays at {was}: " + "; ".join(failed))
+        details.append(f"{alias}: {'promote' if decision['promote'] else 'keep ' + was}")
+        details += [f"  {'✓' if c['passed'] else '✗'} {c['detail']}" for c in decision["checks"]]
     mode = "" if policy.mode == "enabled" else f" (policy mode: {policy.mode})"
+    checks = "\n".join(details)
     return (
         f"### What merging will do{mode}\n\n"
         + "\n".join(lines)
-        + f"\n\n<details><summary>All checks</summary>\n\n```\n{details}\n```\n\n</details>"
+        + f"\n\n<details><summary>All checks</summary>\n\n```\n{checks}\n```\n\n</details>"
     )
-
-
-def _figures(client, candidate: Model, production: Model | None, out: Path) -> str:
-    models = [candidate] + ([production] if production else [])
-    histories = {
-        m.label: {k: [p.value for p in client.get_metric_history(m.run.info.run_id, k)] for k in HISTORY_KEYS}
-        for m in models
-    }
-    plots.learning_curves(histories, out / "learning_curves.png", metrics=("iou", "loss"))
-    plots.per_class_bars({m.label: _per_class(m.run) for m in models}, out / "per_class_iou.png")
-    parts = ["### Plots", "", "![learning curves](learning_curves.png)", "", "![per-class IoU](per_class_iou.png)"]
-    drawn, note = _prediction_grid(client, candidate, production, out / "predictions.png")
-    if drawn:
-        parts += [
-            "",
-            f"<details><summary>Predictions on fixed validation "
-            f"images</summary>\n\n![predictions](predictions.png)\n\n{note}\n\n</details>",
-        ]
-    return "\n".join(parts)
-
-
-def _samples(client, run) -> dict | None:
-    import mlflow
-
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples/samples.npz")
-    except Exception:
-        return None
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _prediction_grid(client, candidate: Model, production: Model | None, path: Path) -> tuple[bool, str]:
-    """(drawn, note): image | truth | production | candidate for the run's fixed samples."""
-    cand = _samples(client, candidate.run)
-    if cand is None:
-        return False, ""
-    prod = _samples(client, production.run) if production else None
-    same = (
-        production is not None
-        and prod is not None
-        and list(prod["file_names"]) == list(cand["file_names"])
-        and prod["truth"].shape == cand["truth"].shape
-    )
-    held = [production.label] if same and production else []
-    titles = ["image", "truth", *held, "candidate"]
-    rows = [
-        [img, truth, *([prod["predicted"][i]] if same and prod else []), cand["predicted"][i]]
-        for i, (img, truth) in enumerate(zip(cand["images"], cand["truth"], strict=False))
-    ]
-    names = [str(n) for n in cand["class_names"]]
-    plots.mask_grid(rows, titles, len(names), names, path)
-    if prod is not None and not same:
-        return (
-            True,
-            "Production was evaluated on other images (other data, categories or size): its column is left out.",
-        )
-    return True, ""
 
 
 def _write(out: Path, run, sections: list[str]) -> str:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from flowops.errors import FlowopsError
+from flowops.registry import evidence
 from flowops.registry.access import RegistryError, checked
 from flowops.registry.decide import Holder
 
@@ -109,9 +110,7 @@ class Registry:
         out = {}
         for alias in aliases:
             mv = self.holder(alias)
-            out[alias] = (
-                None if mv is None else Holder(str(mv.version), dict(self.client.get_run(mv.run_id).data.metrics))
-            )
+            out[alias] = None if mv is None else evidence.holder(str(mv.version), self.client.get_run(mv.run_id))
         return out
 
     def version_for_run(self, run_id: str) -> Any:

@@ -22,6 +22,7 @@ PER_CLASS_PREFIX = "val_iou."  # per-class validation IoU, one metric per catego
 BUILTIN_METRICS: dict[str, Direction] = {
     "val_iou": "max",
     "val_miou": "max",
+    "val_fscore": "max",
     "val_f1": "max",
     "val_loss": "min",
     "iou": "max",
@@ -56,6 +57,12 @@ class Improvement(_Strict):
 
     absolute: float = Field(0.0, ge=0, description="At least this much better, in the metric's units.")
     relative: float = Field(0.0, ge=0, le=10, description="At least this fraction of |holder's value| better.")
+    confidence: float | None = Field(
+        None,
+        ge=0.5,
+        le=0.999,
+        description="Require the lower bound of this paired-bootstrap interval of the difference to clear the margin.",
+    )
 
 
 class Regression(_Strict):
@@ -82,7 +89,10 @@ class Target(_Strict):
 
 class RegistryPolicy(_Strict):
     model_name: str = Field(min_length=1, max_length=200, description="Registered model that merges promote into.")
-    primary_metric: str = Field("val_iou", description="Ranks candidates and decides improvements.")
+    primary_metric: str = Field(
+        "val_miou",
+        description="Ranks candidates and decides improvements (val_miou: dataset-level foreground mean IoU).",
+    )
     metrics: dict[str, Direction] = Field(
         default_factory=dict, description="Directions of metrics beyond flowops' own."
     )
@@ -116,7 +126,8 @@ class RegistryPolicy(_Strict):
 
 # Values flowops' own metrics can take: an IoU or F-score outside [0, 1] can never be reached.
 BOUNDS: dict[str, tuple[float, float | None]] = {
-    "val_iou": (0.0, 1.0), "val_miou": (0.0, 1.0), "val_f1": (0.0, 1.0), "iou": (0.0, 1.0), "f1": (0.0, 1.0),
+    "val_iou": (0.0, 1.0), "val_miou": (0.0, 1.0), "val_fscore": (0.0, 1.0), "val_f1": (0.0, 1.0),
+    "iou": (0.0, 1.0), "f1": (0.0, 1.0),
     "val_loss": (0.0, None), "loss": (0.0, None),
 }  # fmt: skip
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$")  # MLflow reads these as a version, not an alias
