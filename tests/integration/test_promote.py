@@ -102,6 +102,7 @@ def fake_run(
     model: bool = True,
     pr: str = "7",
     dirty: bool = False,
+    eval_set: str | None = None,
 ) -> str:
     """A FINISHED run as training would leave it: the spec's parameters, lineage tags, metrics, a (tiny) pyfunc model."""
     s = ExperimentSpec.model_validate(spec_dict)
@@ -115,7 +116,7 @@ def fake_run(
                 "flowops.code_dirty": "true" if dirty else "false",
                 "flowops.pr_number": pr,
                 "flowops.git_commit": repo.head,
-                "flowops.eval_set": EVAL_SET,  # every fake run is scored on the same data
+                "flowops.eval_set": eval_set or EVAL_SET,  # by default every fake run is scored on the same data
             }
         )
         mlflow.log_metrics(
@@ -184,6 +185,19 @@ def test_same_promote_twice_changes_nothing(repo):
     assert "-> v1\n" in out and "(new)" not in out
     assert audit() == before[0]
     assert len(MlflowClient().search_model_versions("name = 'team-model'")) == len(before[1]) == 1
+
+
+def test_a_run_scored_on_other_data_is_not_compared_and_moves_nothing(repo):
+    fake_run(repo, spec("a"), 0.5)
+    assert promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))[0] == 0
+    before = holder("production").version
+    fake_run(repo, spec("b", dataset={"root": "data/tutorial"}), 0.9, eval_set="7" * 64)
+    code, out, _ = promote(
+        repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b", dataset={"root": "data/tutorial"})})
+    )
+    assert code == 0
+    assert f"FAIL not comparable: different evaluation data (eval set 777777777777 vs e7a1e7a1e7a1 of v{before})" in out
+    assert "production: stays at v1" in out and holder("production").version == before
 
 
 def test_squash_replaces_fast_forward_is_kept_out_with_reasons(repo):

@@ -366,3 +366,52 @@ def test_the_model_learns(store, tmp_path):
     assert split_metrics(confusion, classes)["val_miou"] == pytest.approx(metrics["val_miou"])
     shifted = np.roll(confusion, 1, axis=1)  # truth class i read as class i+1
     assert split_metrics(shifted, classes)["val_miou"] < 0.2
+
+
+def test_the_holder_is_scored_on_the_candidates_own_data(two_runs, tmp_path):
+    """Production was trained on one dataset, the candidate on another: no number of theirs compares,
+    so the candidate's training scores production's model on the candidate's validation images."""
+    import yaml
+
+    from flowops.data.synth import generate
+
+    uri, _, spec, _ = two_runs
+    client = MlflowClient(uri)
+    production = finished_runs(uri)[0]
+    model_id = production.outputs.model_outputs[0].model_id
+    client.create_registered_model("holders-model")
+    mv = client.create_model_version(
+        "holders-model", f"models:/{model_id}", run_id=production.info.run_id, model_id=model_id
+    )
+    client.set_registered_model_alias("holders-model", "production", mv.version)
+    policy = tmp_path / "registry_policy.yaml"
+    policy.write_text(yaml.safe_dump({"model_name": "holders-model", "require_same_code": False,
+                                      "targets": {"production": {"improve": {"absolute": 0.0, "confidence": 0.9}}}}))  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    out = tmp_path / "holders"
+    proc = flowops("holders", "export", "--out", str(out), "--policy", str(policy), env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"wrote {out}: production v{mv.version}", proc.stderr
+    forked = flowops("holders", "export", "--out", str(tmp_path / "fork"), "--fork", "--policy", str(policy), env=env)
+    assert forked.stdout.strip() == f"wrote {tmp_path / 'fork'}: none"  # the policy does not share with forks
+
+    generate(tmp_path / "other", images=30, width=64, height=48, seed=12)  # other images: another eval set
+    other = write_experiment(tmp_path, {**spec, "name": "other-data", "dataset": {"root": str(tmp_path / "other")}})
+    proc = flowops("train", str(other), "--holders", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (cand,) = [r for r in finished_runs(uri) if r.info.run_name == "other-data"]
+    tags, metrics = cand.data.tags, cand.data.metrics
+    assert tags["flowops.eval_set"] != production.data.tags["flowops.eval_set"]
+    assert tags["flowops.holder.production"] == "scored"
+    assert tags["flowops.holder.production.run_id"] == production.info.run_id
+    assert 0.0 <= metrics["holder.production.val_miou"] <= 1.0
+    # the report compares them on the candidate's data, with a paired interval
+    report = flowops(
+        "report", "--run", cand.info.run_id, "--out", str(tmp_path / "r"), "--policy", str(policy), env=env
+    )
+    assert report.returncode == 0, report.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    row = data["aliases"]["production"]
+    assert row["same_eval_set"] is True and row["holder"]["scored_by_candidate"] is True
+    cell = row["metrics"]["val_miou"]
+    assert cell["holder"] == pytest.approx(metrics["holder.production.val_miou"])
+    assert cell["ci_low"] is not None and cell["ci_low"] <= cell["delta"] <= cell["ci_high"]

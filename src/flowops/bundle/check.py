@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from flowops.bundle.export import sha256_file
-from flowops.bundle.form import CLAIMS, FOLDERS, LINEAGE, RECORD, Bundle
+from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
 from flowops.errors import FlowopsError
 from flowops.gitops.git import code_tree, git, git_show
 from flowops.spec.load import load_experiment
@@ -154,7 +154,7 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
                 f"{record}: tags.{key}: {value!r} differs from {truth[key]!r} "
                 "(lineage comes from the import stage's git and event, not from the bundle)"
             )
-        if key.startswith("flowops.") and key not in LINEAGE and key not in CLAIMS:
+        if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key):
             raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
     params = {k: v for k, v in bundle.params.items() if k in PARAMETERS}
     try:

@@ -35,8 +35,15 @@ CLAIMS = (
     "flowops.cache",
     "flowops.precision",
     "flowops.failure",
+    "flowops.eval_set",
+    "flowops.eval_images",
 )
+CLAIM_PREFIXES = ("flowops.holder.",)  # the trainer's scoring of the alias holders on its data
 KEPT_MLFLOW_TAGS = ("mlflow.runName", "mlflow.note.content")
+
+
+def is_claim(key: str) -> bool:
+    return key in CLAIMS or key.startswith(CLAIM_PREFIXES)
 
 
 class Metric(BaseModel):

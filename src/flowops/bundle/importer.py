@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flowops.bundle.check import Facts
-from flowops.bundle.form import CLAIMS, FOLDERS, KEPT_MLFLOW_TAGS, Bundle
+from flowops.bundle.form import FOLDERS, KEPT_MLFLOW_TAGS, Bundle, is_claim
 from flowops.tracking import FAILURE_TAG
 
 IMPORTED_TAG = "flowops.imported"  # the import stage's own mark: "bundle of PR <n> at <sha>"
@@ -25,7 +25,7 @@ def import_bundle(client: Any, uri: str, folder: Path, bundle: Bundle, facts: Fa
     from flowops.tracking import ensure_experiment
 
     experiment_id = ensure_experiment(bundle.experiment_name, uri)
-    tags = {k: v for k, v in bundle.tags.items() if k in CLAIMS or k in KEPT_MLFLOW_TAGS}
+    tags = {k: v for k, v in bundle.tags.items() if is_claim(k) or k in KEPT_MLFLOW_TAGS}
     tags.update(facts.tags())
     tags[IMPORTED_TAG] = f"run bundle of PR #{facts.pr_number} at {facts.head_sha}"
     run = client.create_run(experiment_id, start_time=bundle.start_time, tags=tags, run_name=bundle.run_name)

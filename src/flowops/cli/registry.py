@@ -211,4 +211,24 @@ def release(alias: str, tracking_uri: str | None, policy_path: Path) -> None:
     click.echo(f"{alias}: hold released; the next flowops promote reconciles it to main")
 
 
-COMMANDS = [promote, status, history, rollback, release, report]
+@click.group()
+def holders() -> None:
+    """The models holding the aliases, for a PR's training job to score on its own data."""
+
+
+@holders.command("export")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="A new folder.")
+@click.option("--fork", is_flag=True, help="The PR comes from a fork: export only if the policy shares with forks.")
+@tracking_option
+@policy_option
+def holders_export(out: Path, fork: bool, tracking_uri: str | None, policy_path: Path) -> None:
+    """Download each alias's model into OUT/<alias>/ with OUT/holders.json (trusted stage)."""
+    from flowops.registry.holders import export
+
+    registry, policy = _registry(tracking_uri, policy_path)
+    index = export(registry, policy, out, fork)
+    shown = ", ".join(f"{a} v{e['version']}" for a, e in index.items()) or "none"
+    click.echo(f"wrote {out}: {shown}")
+
+
+COMMANDS = [promote, status, history, rollback, release, report, holders]

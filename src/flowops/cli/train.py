@@ -38,6 +38,12 @@ from flowops.errors import FlowopsError
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the run id here (also when training fails), for the report step.",
 )
+@click.option(
+    "--holders",
+    "holders_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Models holding the aliases (flowops holders export): scored on this run's validation images too.",
+)
 def train(
     experiment: Path,
     tracking_uri: str | None,
@@ -45,6 +51,7 @@ def train(
     backend: str,
     backend_config: Path | None,
     run_id_file: Path | None,
+    holders_dir: Path | None,
 ) -> None:
     """Train an experiment file through the MLflow Project and print the run.
 
@@ -60,6 +67,12 @@ def train(
 
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")
+    if holders_dir is not None:
+        from flowops.training.holders import HOLDERS_ENV
+
+        if not (holders_dir / "holders.json").is_file():
+            raise FlowopsError(f"{holders_dir}: no holders.json; export it with flowops holders export")
+        os.environ[HOLDERS_ENV] = str(holders_dir.resolve())  # the MLproject run inherits it
     check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))  # before a run exists
     try:
         run = run_experiment(

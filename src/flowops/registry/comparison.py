@@ -30,7 +30,7 @@ def build(
     tags = run.data.tags
     cand = evidence.candidate("this run", run, merged_tree)
     level = evidence.confidence_of(policy)
-    held = {alias: None if h is None else (evidence.holder(str(h[0]), h[1]), h[1]) for alias, h in holders.items()}
+    held = {a: None if h is None else (evidence.holder(str(h[0]), h[1], run), h[1]) for a, h in holders.items()}
     cand = evidence.with_intervals(client, cand, run, held, level)
     decision = decide(cand, {a: (h[0] if h else None) for a, h in held.items()}, policy)
     m = run.data.metrics
@@ -50,7 +50,12 @@ def build(
         if entry is not None:
             holder, holder_run = entry
             same = cand.eval_set is not None and cand.eval_set == holder.eval_set
-            row["holder"] = {"version": holder.version, "run_id": holder_run.info.run_id, "eval_set": holder.eval_set}
+            row["holder"] = {
+                "version": holder.version,
+                "run_id": holder_run.info.run_id,
+                "eval_set": holder.eval_set,
+                "scored_by_candidate": evidence.scored_alias(run, holder_run) is not None,
+            }
             row["same_eval_set"] = same
             interval = cand.intervals.get(holder.version)
             for name in names:

@@ -18,7 +18,7 @@ from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show
 from flowops.registry import evidence
 from flowops.registry.binding import NotBound, bind
-from flowops.registry.decide import TargetDecision, decide, rank
+from flowops.registry.decide import Holder, TargetDecision, decide, rank
 from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
 from flowops.spec.policy import RegistryPolicy
 
@@ -146,17 +146,22 @@ def decide_merge(
     client: Any = None,
 ) -> tuple[Item | None, list[tuple[str, TargetDecision]], str]:
     """(the item that takes `alias` at this merge or None, each item's decision, a note on the others)."""
-    held = None if holder is None else evidence.holder(label(holder.run.info.run_id), holder.run)
+    held_by: dict[str, Holder | None] = {
+        i.path: None if holder is None else evidence.holder(label(holder.run.info.run_id), holder.run, i.run)
+        for i in live
+    }
     candidates = {i.path: evidence.candidate(label(i.run.info.run_id), i.run, tree) for i in live}
     target = policy.targets[alias]
     needs_interval = target.improve is not None and target.improve.confidence is not None
-    if held is not None and holder is not None and client is not None and needs_interval:
+    if holder is not None and client is not None and needs_interval:
         level = evidence.confidence_of(policy, alias)
         candidates = {
-            i.path: evidence.with_intervals(client, candidates[i.path], i.run, {alias: (held, holder.run)}, level)
+            i.path: evidence.with_intervals(
+                client, candidates[i.path], i.run, {alias: _pair(held_by[i.path], holder.run)}, level
+            )
             for i in live
         }
-    decisions = {i.path: decide(candidates[i.path], {alias: held}, policy).targets[alias] for i in live}
+    decisions = {i.path: decide(candidates[i.path], {alias: held_by[i.path]}, policy).targets[alias] for i in live}
     rows = [(i.path, decisions[i.path]) for i in live]
     if holder is not None and any(i.run.info.run_id == holder.run.info.run_id for i in live):
         # the holder's own run merged again (a file restored): nothing to decide against itself
@@ -176,6 +181,10 @@ def decide_merge(
     best = by_candidate[id(rank([candidates[i.path] for i in passing], policy)[0])]
     others = [i.path for i in passing if i is not best]
     return best, rows, f" (also qualified, ranked lower: {', '.join(others)})" if others else ""
+
+
+def _pair(held: Holder | None, run: Any) -> tuple[Holder, Any] | None:
+    return None if held is None else (held, run)
 
 
 def _index(entries: list[Item], entry: Item) -> int:

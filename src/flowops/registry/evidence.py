@@ -1,8 +1,10 @@
 """What decide() compares, read from runs: metrics, the evaluation set, paired bootstrap intervals.
 
-Two models' numbers are compared only when both were evaluated on the same data (the
-`flowops.eval_set` tag); the interval of their difference comes from the per-image confusion
-matrices each run stores (`evaluation/confusion.npz`), resampled together (flowops.evaluation).
+Two models' numbers are compared only when both were evaluated on the same data. The best
+evidence is the candidate run's own scoring of the holder on its validation images
+(`holder.<alias>.*`, flowops.training.holders); otherwise the holder's own run, when its
+`flowops.eval_set` tag equals the candidate's. The interval of the difference comes from the
+per-image confusion matrices (`evaluation/*.npz`), resampled together (flowops.evaluation).
 """
 
 from __future__ import annotations
@@ -19,8 +21,25 @@ CONFUSION = "evaluation/confusion.npz"
 SEED = 0  # the interval is a function of the two runs: the same every time it is computed
 
 
-def holder(label: str, run: Any) -> Holder:
+def holder(label: str, run: Any, cand_run: Any = None) -> Holder:
+    """The holder as comparable with `cand_run`: the candidate's scoring of it when there is one."""
+    alias = scored_alias(cand_run, run) if cand_run is not None else None
+    if alias is not None:
+        prefix = f"holder.{alias}."
+        metrics = {k[len(prefix) :]: v for k, v in cand_run.data.metrics.items() if k.startswith(prefix)}
+        return Holder(label, metrics, cand_run.data.tags.get(EVAL_SET_TAG))
     return Holder(label, dict(run.data.metrics), run.data.tags.get(EVAL_SET_TAG))
+
+
+def scored_alias(cand_run: Any, holder_run: Any) -> str | None:
+    """The alias under which the candidate's training scored `holder_run`'s model, if it did."""
+    tags = cand_run.data.tags
+    for key, value in tags.items():
+        if key.startswith("flowops.holder.") and key.endswith(".run_id") and value == holder_run.info.run_id:
+            alias = key[len("flowops.holder.") : -len(".run_id")]
+            if tags.get(f"flowops.holder.{alias}") == "scored":
+                return alias
+    return None
 
 
 def candidate(label: str, run: Any, merged_tree: str | None) -> Candidate:
@@ -28,15 +47,15 @@ def candidate(label: str, run: Any, merged_tree: str | None) -> Candidate:
     return Candidate(label, dict(run.data.metrics), tags.get("flowops.code_tree"), merged_tree, tags.get(EVAL_SET_TAG))
 
 
-def confusion(client: Any, run: Any) -> tuple[Any, list[str]] | None:
+def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[str]] | None:
     """(per-image matrices, image names) the run stored; None when it stored none (absent, not an error)."""
     import numpy as np
 
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    if CONFUSION not in listed:
+    if name not in listed:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run.info.run_id, CONFUSION, tmp)
+        path = client.download_artifacts(run.info.run_id, name, tmp)
         with np.load(Path(path)) as data:
             return data["confusion"], [str(n) for n in data["file_names"]]
 
@@ -44,9 +63,13 @@ def confusion(client: Any, run: Any) -> tuple[Any, list[str]] | None:
 def interval(client: Any, cand_run: Any, holder_run: Any, confidence: float) -> Interval | None:
     """The paired interval of val_miou(candidate) - val_miou(holder); None unless both stored the same images."""
     tags_c, tags_h = cand_run.data.tags, holder_run.data.tags
-    if tags_c.get(EVAL_SET_TAG) is None or tags_c.get(EVAL_SET_TAG) != tags_h.get(EVAL_SET_TAG):
+    alias = scored_alias(cand_run, holder_run)
+    if alias is not None:  # the holder's model scored on the candidate's own images
+        mine, theirs = confusion(client, cand_run), confusion(client, cand_run, f"evaluation/holder.{alias}.npz")
+    elif tags_c.get(EVAL_SET_TAG) is None or tags_c.get(EVAL_SET_TAG) != tags_h.get(EVAL_SET_TAG):
         return None
-    mine, theirs = confusion(client, cand_run), confusion(client, holder_run)
+    else:
+        mine, theirs = confusion(client, cand_run), confusion(client, holder_run)
     if mine is None or theirs is None or mine[1] != theirs[1] or mine[0].shape != theirs[0].shape:
         return None
     return paired_bootstrap(mine[0], theirs[0], confidence=confidence, seed=SEED)

@@ -110,6 +110,10 @@ class RegistryPolicy(_Strict):
     mode: Literal["enabled", "dry_run", "disabled"] = Field(
         "enabled", description="dry_run: decide and report, move nothing."
     )
+    share_holders_with_forks: bool = Field(
+        False,
+        description="Hand the alias holders' models to fork PRs' training jobs, so they score them on their data.",
+    )
     max_training_batches: int | None = Field(
         None, ge=1, description="Cap on epochs x max_batches_per_epoch of every experiment."
     )

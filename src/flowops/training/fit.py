@@ -70,6 +70,7 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
 
     from flowops import evaluation, plots
     from flowops.pyfunc import predict_masks
+    from flowops.training.holders import score_holders
     from flowops.training.model import inference_function
 
     n_classes = len(spec.class_names)
@@ -89,6 +90,7 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
         eval_set=np.array(eval_set),
     )
     mlflow.log_artifact(str(tmp / "confusion.npz"), "evaluation")
+    score_holders(spec, val, eval_set, tmp)  # the models in service, on these same images
 
     plots.learning_curves({spec.name: history}, tmp / "learning_curves.png")
     mlflow.log_artifact(str(tmp / "learning_curves.png"), "plots")
