@@ -253,3 +253,9 @@ def test_per_class_drops_within_the_tolerance_are_named_with_their_size():
     holder = {"production": Holder("1", {"val_iou.dog": 0.5, "val_iou.cat": 0.4}, EVAL)}
     check = decide(cand(**{"val_iou.dog": 0.468, "val_iou.cat": 0.45}), holder, p).targets["production"].checks[-1]
     assert check.passed and check.detail == "dog dropped 0.032: within the 0.1 tolerance"
+
+
+def test_a_target_without_comparisons_needs_no_common_evaluation_data():
+    p = policy(staging=Target(thresholds=[Threshold(metric="val_iou", min=0.1)]))
+    d = decide(cand(val_iou=0.5), {"staging": Holder("3", {"val_iou": 0.2}, "0ther" * 16)}, p).targets["staging"]
+    assert d.promote and [c.name for c in d.checks] == ["same code", "val_iou threshold"]

@@ -143,8 +143,8 @@ def _comparisons(target: Target, cand: Candidate, holder: Holder, policy: Regist
     checks = []
     m, h = cand.metrics, holder.metrics
     unlike = comparable(cand, holder)
-    if unlike:  # numbers from different data say nothing about which model is better
-        return [Check("same evaluation data", False, unlike)]
+    if unlike and (target.improve or target.max_regression or target.per_class):
+        return [Check("same evaluation data", False, unlike)]  # different data say nothing about which is better
     if target.improve:
         name = policy.primary_metric
         why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
