@@ -237,3 +237,51 @@ def test_without_an_index_a_consistent_forgery_still_shows_in_the_fingerprint(da
     used = cache.load_split(split, ["person", "car"], 32)
     assert used.hit and not used.masks.any()
     assert used.fingerprint != clean.fingerprint  # the run records the content it trained on
+
+
+def _exif_rotated_jpeg(path, display):
+    """Store `display` turned 90 degrees, with EXIF Orientation 6 saying how to turn it back (a phone photo)."""
+    from PIL import Image
+
+    stored = display.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, "JPEG", quality=95, exif=exif.tobytes())
+    return stored
+
+
+def test_exif_orientation_is_applied_in_training_and_serving_alike(tmp_path, cache_dir):
+    from PIL import Image
+
+    from flowops.serving.images import decode_image
+
+    display = Image.new("RGB", (48, 64), (0, 0, 255))
+    display.paste((255, 0, 0), (0, 0, 24, 16))  # a red object at the top left, as a person sees the photo
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    stored = _exif_rotated_jpeg(tmp_path / "d" / "train" / "phone.jpg", display)
+    assert stored.size == (64, 48)  # stored sideways
+    doc = {
+        "images": [{"id": 1, "file_name": "phone.jpg", "width": 48, "height": 64}],  # the size as displayed
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 384,
+                "bbox": [0, 0, 24, 16],
+                "segmentation": [[0, 0, 24, 0, 24, 16, 0, 16]],
+            }
+        ],  # fmt: skip
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (tmp_path / "d" / "annotations").mkdir()
+    (tmp_path / "d" / "annotations" / "instances_train.json").write_text(json.dumps(doc))
+    built = cache.load_split(open_split(spec_for(tmp_path / "d", ["person"]), "train"), ["person"], 32)
+    assert built.skipped == []  # the displayed size matches the annotations
+    image, mask = built.images[0], built.masks[0]
+    assert mask[2, 2] == 1 and mask[30, 30] == 0
+    red = (image[..., 0] > 150) & (image[..., 2] < 100)
+    assert red[2, 2] and not red[30, 30]  # pixels and mask agree: the object is where it was annotated
+    served = decode_image((tmp_path / "d" / "train" / "phone.jpg").read_bytes(), 10**6)
+    assert served.shape == (64, 48, 3) and served[2, 2, 0] > 150 and served[60, 40, 2] > 150

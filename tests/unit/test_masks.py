@@ -125,3 +125,23 @@ def test_masks_drawn_at_the_cache_size_match_full_size_masks_shrunk():
         assert small.shape == (size, size) and set(np.unique(small)) == {0, 1, IGNORE}
         assert (small == shrunk).mean() > 0.9  # only edge pixels may differ
         assert np.array_equal(small == IGNORE, shrunk == IGNORE)  # RLE: shrunk the same way exactly
+
+
+def test_degenerate_annotations_are_skipped_and_named():
+    coco = coco_with(
+        [
+            {"category_id": 1, "segmentation": []},  # COCO has some: no polygon at all
+            {"category_id": 1, "segmentation": [[1, 1, 5, 5]]},  # two points
+            {"category_id": 1, "segmentation": [[1, 1, 5, 5, 9]]},  # an odd count
+            {"category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]},  # a real square
+        ]
+    )
+    skipped: list[str] = []
+    mask = class_mask(coco, coco.imgs[1], {1: 1}, None, skipped)
+    assert mask[5, 5] == 1 and mask.sum() > 0
+    assert skipped == [
+        "annotation 1 of a.jpg: empty segmentation",
+        "annotation 2 of a.jpg: polygon with 4 numbers (needs 3 points or more)",
+        "annotation 3 of a.jpg: polygon with 5 numbers (needs 3 points or more)",
+    ]
+    assert class_mask(coco, coco.imgs[1], {1: 1}, 20).shape == (20, 20)  # the cache's path skips them too

@@ -32,6 +32,7 @@ CLAIMS = (
     "flowops.images_train",
     "flowops.images_val",
     "flowops.images_skipped",
+    "flowops.skipped_annotations",
     "flowops.cache",
     "flowops.precision",
     "flowops.failure",

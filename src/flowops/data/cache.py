@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from PIL import Image
 
 from flowops.data.coco import Split
 from flowops.data.masks import class_mask
-from flowops.data.preprocess import resize_image
+from flowops.data.preprocess import resize_image, upright
 from flowops.errors import FlowopsError
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
@@ -53,6 +53,7 @@ class CachedSplit:
     hit: bool  # served from the cache
     source: str = ""  # sha256 over the annotation file and every image file used
     content: str = ""  # sha256 of the decoded arrays (flowops.evaluation.eval_set_id uses it)
+    skipped_annotations: list[str] = field(default_factory=list)  # degenerate ones, left out of the masks
 
 
 def cache_root() -> Path:
@@ -135,7 +136,8 @@ def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
         )
         return None
     fingerprint = _fingerprint(source, content)
-    return CachedSplit(images, masks, meta["file_names"], fingerprint, meta["skipped"], True, source, content)
+    dropped = meta.get("skipped_annotations", [])
+    return CachedSplit(images, masks, meta["file_names"], fingerprint, meta["skipped"], True, source, content, dropped)
 
 
 def wait_for_writes() -> None:
@@ -157,6 +159,7 @@ def _write(built: CachedSplit, folder: Path, name: str) -> None:
             "fingerprint": built.source,
             "content_sha256": content,
             "skipped": built.skipped,
+            "skipped_annotations": built.skipped_annotations,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         index = _index_file(name)
@@ -185,20 +188,21 @@ def _decode(split: Split, image: dict, size: int):
     try:
         raw = path.read_bytes()  # read once: hashed and decoded from memory
         with Image.open(io.BytesIO(raw)) as im:
-            if (im.width, im.height) != (image["width"], image["height"]):
+            rgb = upright(im)  # EXIF orientation applied: annotations are drawn on the image as seen
+            if (rgb.width, rgb.height) != (image["width"], image["height"]):
                 return (
                     image["file_name"],
                     None,
                     None,
-                    f"{image['file_name']}: image is {im.width}x{im.height}, annotations say "
+                    f"{image['file_name']}: image is {rgb.width}x{rgb.height}, annotations say "
                     f"{image['width']}x{image['height']}",
                 )
-            rgb = im if im.mode == "RGB" else im.convert("RGB")  # grayscale and palette images become RGB
             resized = resize_image(rgb, size)
     except (OSError, SyntaxError, ValueError) as exc:
         return image["file_name"], None, None, f"{image['file_name']}: {exc}"
-    mask = class_mask(split.coco, image, split.class_of, size)
-    return image["file_name"], (resized, mask), hashlib.sha256(raw).hexdigest(), None
+    dropped: list[str] = []
+    mask = class_mask(split.coco, image, split.class_of, size, dropped)
+    return image["file_name"], (resized, mask, dropped), hashlib.sha256(raw).hexdigest(), None
 
 
 def _build(split: Split, size: int) -> CachedSplit:
@@ -219,4 +223,5 @@ def _build(split: Split, size: int) -> CachedSplit:
     masks = np.stack([a[1] for _, a, _ in kept])
     source, content = digest.hexdigest(), content_sha256(images, masks)
     names = [n for n, _, _ in kept]
-    return CachedSplit(images, masks, names, _fingerprint(source, content), skipped, False, source, content)
+    dropped = [d for _, a, _ in kept for d in a[2]]
+    return CachedSplit(images, masks, names, _fingerprint(source, content), skipped, False, source, content, dropped)

@@ -22,11 +22,27 @@ from flowops.data.preprocess import resize_mask
 IGNORE = 255  # flowops.evaluation.IGNORE: pixels that count in neither loss nor metrics
 
 
-def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = None) -> np.ndarray:
+def degenerate(ann: dict) -> str | None:
+    """Why an annotation cannot be drawn (COCO has a few), or None."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        return None if seg.get("counts") is not None and seg.get("size") else "RLE without counts or size"
+    if not isinstance(seg, list) or not seg:
+        return "empty segmentation"
+    for part in seg:
+        if not isinstance(part, list) or len(part) < 6 or len(part) % 2:
+            return f"polygon with {len(part) if isinstance(part, list) else 0} numbers (needs 3 points or more)"
+    return None
+
+
+def class_mask(
+    coco, image: dict, class_of: dict[int, int], size: int | None = None, skipped: list[str] | None = None
+) -> np.ndarray:
     """uint8 class-index mask of one image: (height, width), or (size, size) when size is given.
 
     `class_of` maps COCO category id -> class index (1..n) for the selected categories.
-    With a size, polygons are scaled and rasterised at that size directly (the cache's path:
+    Degenerate annotations (empty, polygons of fewer than 3 points) are left out and described in
+    `skipped`. With a size, polygons are scaled and rasterised at that size directly (the cache's path:
     a fraction of the work of drawing at full size and shrinking) and RLE masks, which come
     at full size, are shrunk with nearest neighbour; areas for the overlap rule are counted
     at that size.
@@ -37,6 +53,11 @@ def class_mask(coco, image: dict, class_of: dict[int, int], size: int | None = N
     height, width = (size, size) if size else (image["height"], image["width"])
     decoded = []
     for ann in coco.loadAnns(ann_ids):
+        why = degenerate(ann)
+        if why is not None:  # skipped and counted, never a crash of the whole build
+            if skipped is not None:
+                skipped.append(f"annotation {ann.get('id')} of {image.get('file_name')}: {why}")
+            continue
         segmentation = ann["segmentation"]
         if size and isinstance(segmentation, list):
             scale = np.array([size / image["width"], size / image["height"]])

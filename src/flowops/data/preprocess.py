@@ -11,6 +11,15 @@ import numpy as np
 from PIL import Image
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as people see it: EXIF orientation applied (a phone photo stored sideways is turned),
+    in RGB. The one decode step shared by the cache build, the served model's HTTP input and the report."""
+    from PIL import ImageOps
+
+    turned = ImageOps.exif_transpose(image) or image
+    return turned if turned.mode == "RGB" else turned.convert("RGB")
+
+
 def resize_image(rgb: np.ndarray | Image.Image, size: int) -> np.ndarray:
     """The one resize used in training and serving: PIL bilinear to size x size, uint8."""
     image = Image.fromarray(rgb) if isinstance(rgb, np.ndarray) else rgb

@@ -18,6 +18,8 @@ class BadImage(Exception):
 
 
 def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
+    from flowops.data.preprocess import upright
+
     """RGB uint8 array of a JPEG or PNG; BadImage(400/413) for anything else."""
     from PIL import Image
 
@@ -32,7 +34,7 @@ def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
                     413,
                     f"image is {im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {max_pixels}",
                 )
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(upright(im))  # EXIF orientation applied, as in training
     except BadImage:
         raise
     except Exception as exc:

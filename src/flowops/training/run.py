@@ -120,14 +120,18 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     fingerprint = hashlib.sha256((cached["train"].fingerprint + cached["val"].fingerprint).encode()).hexdigest()
     mlflow.set_tags(run_tags(spec.sha256(), experiment_file, fingerprint))
     skipped = cached["train"].skipped + cached["val"].skipped
+    dropped = cached["train"].skipped_annotations + cached["val"].skipped_annotations
     mlflow.set_tags(
         {
             "flowops.images_train": str(len(cached["train"].file_names)),
             "flowops.images_val": str(len(cached["val"].file_names)),
             "flowops.images_skipped": str(len(skipped)),
+            "flowops.skipped_annotations": str(len(dropped)),
             "flowops.cache": "hit" if cached["train"].hit else "built",
         }
     )
+    if dropped:
+        mlflow.log_text("\n".join(dropped) + "\n", "data/skipped_annotations.txt")
     if skipped:
         mlflow.log_text("\n".join(skipped) + "\n", "data/skipped_images.txt")
         print(
