@@ -272,7 +272,7 @@ def test_exif_orientation_is_applied_in_training_and_serving_alike(tmp_path, cac
                 "bbox": [0, 0, 24, 16],
                 "segmentation": [[0, 0, 24, 0, 24, 16, 0, 16]],
             }
-        ],  # fmt: skip
+        ],
         "categories": [{"id": 1, "name": "person"}],
     }
     (tmp_path / "d" / "annotations").mkdir()
