@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,6 +37,14 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "corrupt":
             data = b"\xff\xd8\xff\xe0" + bytes(len(data) - 4)  # a JPEG header and nothing decodable
         start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        if start >= len(data):  # RFC 9110: a range that starts past the end is not satisfiable
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.server.delay:
+            time.sleep(self.server.delay)
         body = data[start:]
         self.send_response(206 if start else 200)
         if start:
@@ -73,7 +82,7 @@ def mirror_tree(tmp_path_factory):
 @pytest.fixture
 def mirror(mirror_tree):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.root, server.faults, server.requests = mirror_tree, {}, []
+    server.root, server.faults, server.requests, server.delay = mirror_tree, {}, [], 0.0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -226,3 +235,49 @@ def test_training_uses_dataset_coco_after_a_fetch(mirror, tmp_path, store):
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("coco-fetch").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["dataset"] == "coco"
+
+
+def test_a_complete_part_file_is_verified_and_kept(mirror, tmp_path):
+    """A .part that is already whole gets 416 from a compliant server: it is verified and kept, not refetched."""
+    dest = tmp_path / "coco"
+    name = wanted(mirror.root, "val2017")[0]
+    (dest / "val2017").mkdir(parents=True)
+    (dest / "val2017" / f"{name}.part").write_bytes((mirror.root / "val2017" / name).read_bytes())
+    (dest / ".cache").mkdir()
+    archive = mirror.root / "annotations" / "annotations_trainval2017.zip"
+    (dest / ".cache" / "annotations_trainval2017.zip.part").write_bytes(archive.read_bytes())
+    code, _, err = coco(mirror, dest, "--splits", "val2017")
+    assert code == 0, err
+    asked = [(p, r) for p, r in mirror.requests if p in (f"val2017/{name}", "annotations/annotations_trainval2017.zip")]
+    assert sorted(asked) == sorted(
+        [
+            (f"val2017/{name}", f"bytes={(mirror.root / 'val2017' / name).stat().st_size}-"),
+            ("annotations/annotations_trainval2017.zip", f"bytes={archive.stat().st_size}-"),
+        ]
+    )  # one ranged request each, answered 416, and nothing downloaded again
+    assert (dest / "val2017" / name).read_bytes() == (mirror.root / "val2017" / name).read_bytes()
+    assert f"val2017/{name}" in json.loads((dest / "manifest.json").read_text())
+
+
+def test_a_killed_download_loses_only_the_files_in_flight(mirror, tmp_path):
+    dest = tmp_path / "coco"
+    mirror.delay = 0.3  # a slow mirror: the kill lands mid-way
+    cmd = [str(BIN / "flowops"), "data", "coco", "--categories", "person,car", "--dest", str(dest)]
+    proc = subprocess.Popen(
+        [*cmd, "--mirror", mirror.url, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    journal = dest / "manifest.journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done = {json.loads(line)["key"] for line in journal.read_text().splitlines() if line.endswith("}")}
+    assert len(done) >= 4 and not (dest / "manifest.json").exists()
+    mirror.delay, mirror.requests[:] = 0.0, []
+    code, _, err = coco(mirror, dest)
+    assert code == 0, err
+    refetched = {p for p, _ in mirror.requests if not p.startswith("annotations/")}
+    assert refetched and not (refetched & done)  # nothing the killed run had finished is fetched again
+    expected = {f"{s}/{n}" for s in ("train2017", "val2017") for n in wanted(mirror.root, s)}
+    assert set(json.loads((dest / "manifest.json").read_text())) == expected and not journal.exists()

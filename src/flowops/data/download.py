@@ -3,7 +3,11 @@
 A mirror has the COCO host's layout: URL/annotations/annotations_trainval2017.zip,
 URL/train2017/<file_name>, URL/val2017/<file_name>. Every file is written to `<name>.part`
 and renamed only when complete and verified, so a partial file never looks complete; a
-`.part` left by an interrupted run is resumed with an HTTP Range request.
+`.part` left by an interrupted run is resumed with an HTTP Range request, and one that is
+already whole (the server answers 416) is verified and kept.
+
+Each verified file is recorded at once in `manifest.journal` (one JSON line, flushed to disk),
+folded into `manifest.json` when the run ends: a killed download loses only the files in flight.
 """
 
 from __future__ import annotations
@@ -59,7 +63,13 @@ def fetch(url: str, dest: Path, timeout: float = 30, on_bytes=lambda n: None) ->
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing after the bytes we have: the .part is whole; the caller verifies it
+            return 0
+        raise
+    with response:
         if have and response.status != 206:  # the server ignored Range: start over
             have = 0
         expected = response.headers.get("Content-Length")
@@ -153,10 +163,31 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+JOURNAL = "manifest.journal"
+
+
+def load_manifest(dest: Path) -> dict[str, dict]:
+    """manifest.json plus every file the journal recorded since (a killed run's finished files)."""
+    path = dest / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    journal = dest / JOURNAL
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                manifest[entry["key"]] = {"size": entry["size"], "sha256": entry["sha256"]}
+            except (ValueError, KeyError, TypeError):
+                continue  # the line a kill cut short
+    return manifest
+
+
 def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], workers: int, progress=None) -> Outcome:
     """Fetch every wanted image not already present and listed in the manifest."""
+    import os
+    from concurrent.futures import as_completed
+
     manifest_path = dest / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = load_manifest(dest)
     outcome = Outcome()
     todo = []
     for split, names in wanted.items():
@@ -195,18 +226,24 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
 
     if progress:
         progress.start(len(todo))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for key, error, transferred in pool.map(one, todo):
+    with (dest / JOURNAL).open("a") as journal, ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(one, key) for key in todo]):
+            key, error, transferred = future.result()
             outcome.bytes += transferred
             if error:
                 outcome.failed[key] = error
-            else:
-                outcome.downloaded.append(key)
-                path = dest / key
-                manifest[key] = {"size": path.stat().st_size, "sha256": sha256(path)}
+                continue
+            outcome.downloaded.append(key)
+            path = dest / key
+            manifest[key] = {"size": path.stat().st_size, "sha256": sha256(path)}
+            journal.write(json.dumps({"key": key, **manifest[key]}) + "\n")  # recorded the moment it is verified
+            journal.flush()
+            os.fsync(journal.fileno())
+    outcome.downloaded.sort()
     tmp = manifest_path.with_name("manifest.json.part")
     tmp.write_text(json.dumps(dict(sorted(manifest.items())), indent=1))
     tmp.rename(manifest_path)
+    (dest / JOURNAL).unlink(missing_ok=True)
     used = sorted(f"{s}/{n}" for s, names in wanted.items() for n in names if f"{s}/{n}" in manifest)
     outcome.fingerprint = hashlib.sha256("".join(f"{k}:{manifest[k]['sha256']}\n" for k in used).encode()).hexdigest()
     return outcome
