@@ -41,8 +41,12 @@ def store(tmp_path, monkeypatch) -> str:
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment leaves it behind
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
+    # Create the schema now: a test that starts a trainer and polls the store at once would
+    # otherwise race two processes creating the same SQLite tables (a real server has them).
+    MlflowClient(uri).search_experiments()
     return uri
 
 

@@ -210,9 +210,11 @@ def test_corrupt_archive_and_bad_input(mirror, tmp_path, mirror_tree):
     )
 
 
-def test_training_uses_dataset_coco_after_a_fetch(mirror, tmp_path, store):
+def test_training_after_a_max_images_fetch_uses_what_is_there_with_the_same_fingerprint(mirror, tmp_path, store):
     dest = tmp_path / "coco"
-    assert coco(mirror, dest)[0] == 0
+    code, out, err = coco(mirror, dest, "--max-images", "4")
+    assert code == 0, err
+    printed = out.split("dataset fingerprint ")[1].split()[0]
     spec = {
         "name": "on-coco",
         "categories": ["person", "car"],
@@ -230,11 +232,17 @@ def test_training_uses_dataset_coco_after_a_fetch(mirror, tmp_path, store):
         [str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    total = len(wanted(mirror.root, "train2017"))
+    assert (
+        f"train: {total - 4} of {total} images with person, car are not downloaded; using the 4 present" in proc.stderr
+    )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("coco-fetch").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["dataset"] == "coco"
+    assert run.data.tags["flowops.images_train"] == "4" and run.data.tags["flowops.images_skipped"] == "0"
+    assert run.data.tags["flowops.dataset_fingerprint"] == printed  # one definition of "the same data"
 
 
 def test_a_complete_part_file_is_verified_and_kept(mirror, tmp_path):

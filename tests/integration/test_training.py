@@ -319,7 +319,9 @@ def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
             run = runs[0]
             break
         time.sleep(0.5)
-    assert run is not None and run.info.status == "RUNNING", "training never started"
+    assert run is not None and run.info.status == "RUNNING", (
+        f"training never started: {proc.stderr.read() if proc.poll() is not None else 'still no metric'}"
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -376,6 +378,7 @@ def test_the_holder_is_scored_on_the_candidates_own_data(two_runs, tmp_path):
     from flowops.data.synth import generate
 
     uri, _, spec, _ = two_runs
+    mlflow.set_tracking_uri(uri)  # a models:/ source is resolved through the process's tracking URI
     client = MlflowClient(uri)
     production = finished_runs(uri)[0]
     model_id = production.outputs.model_outputs[0].model_id

@@ -285,3 +285,41 @@ def test_exif_orientation_is_applied_in_training_and_serving_alike(tmp_path, cac
     assert red[2, 2] and not red[30, 30]  # pixels and mask agree: the object is where it was annotated
     served = decode_image((tmp_path / "d" / "train" / "phone.jpg").read_bytes(), 10**6)
     assert served.shape == (64, 48, 3) and served[2, 2, 0] > 150 and served[60, 40, 2] > 150
+
+
+def test_completing_a_partial_dataset_makes_a_new_entry_with_every_image(dataset, cache_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(dataset, root)
+    split = open_split(spec_for(root), "train")
+    missing = root / "train" / split.images[0]["file_name"]
+    kept = missing.read_bytes()
+    missing.unlink()
+    partial = cache.load_split(split, ["person", "car"], 32)
+    cache.wait_for_writes()
+    assert len(partial.skipped) == 1 and len(partial.file_names) == len(split.images) - 1
+    missing.write_bytes(kept)  # the download completes
+    whole = cache.load_split(open_split(spec_for(root), "train"), ["person", "car"], 32)
+    assert not whole.hit and whole.skipped == [] and len(whole.file_names) == len(split.images)
+    assert whole.source != partial.source
+    cache.wait_for_writes()
+    # the same name with other bytes: another entry, another fingerprint
+    from PIL import Image
+
+    with Image.open(missing) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(missing, "JPEG")
+    replaced = cache.load_split(open_split(spec_for(root), "train"), ["person", "car"], 32)
+    assert not replaced.hit and replaced.source != whole.source
+
+
+def test_max_images_and_negatives_pick_the_same_images_for_the_same_seed(dataset):
+    everything = open_split(spec_for(dataset), "train").images
+    capped = open_split(spec_for(dataset, max_images=5), "train").images
+    assert len(capped) == 5 and {i["id"] for i in capped} <= {i["id"] for i in everything}
+    assert capped == open_split(spec_for(dataset, max_images=5), "train").images
+    assert capped != open_split(spec_for(dataset, max_images=5, seed=7), "train").images
+    mixed = open_split(spec_for(dataset, ["dog"], max_images=6, negatives=0.5), "train")
+    coco = mixed.coco
+    with_dog = [i for i in mixed.images if coco.getAnnIds(imgIds=[i["id"]], catIds=list(mixed.class_of))]
+    assert len(mixed.images) == 6 and len(with_dog) == 3  # half background-only

@@ -32,7 +32,7 @@ def run(*args: str, cwd=None):
             [
                 "{p}:4: zzz: unknown key; known keys: name, description, experiment_name, dataset, "
                 "categories, architecture, backbone, encoder_weights, image_size, epochs, batch_size, learning_rate, "
-                "max_batches_per_epoch, seed, augment"
+                "max_batches_per_epoch, seed, augment, max_images, negatives"
             ],
         ),
         (GOOD + "epochs: '3'\n", ["{p}:4: epochs: must be an integer (got '3')"]),

@@ -27,6 +27,7 @@ LINEAGE = (
 CLAIMS = (
     "flowops.git_branch",
     "flowops.dataset_fingerprint",
+    "flowops.decoded_sha256",
     "flowops.hardware",
     "flowops.versions",
     "flowops.images_train",

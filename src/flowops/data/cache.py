@@ -1,7 +1,8 @@
 """Decoded, resized images and masks, cached so later epochs and reruns never decode a JPEG.
 
-The key is (annotation file sha256, categories, image size): a new annotation file, other
-categories or another size get their own entry. Entries are written to a temporary folder
+The key covers the annotation file, the categories, the size and each image used, by name and
+content (its sha256 from the download manifest, else its size and modification time, so a
+replaced or newly downloaded image makes a new entry). Entries are written to a temporary folder
 and renamed into place, so an interrupted build never looks complete.
 
 A cache shared between jobs is not trusted: every hit is hashed and compared with the content
@@ -60,9 +61,28 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, ".flowops/cache"))
 
 
-def cache_key(annotation_sha256: str, categories: list[str], size: int) -> str:
-    text = json.dumps([FORMAT, annotation_sha256, categories, size])
+def cache_key(annotation_sha256: str, categories: list[str], size: int, stamps: dict[str, str] | None = None) -> str:
+    text = json.dumps([FORMAT, annotation_sha256, categories, size, sorted((stamps or {}).items())])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def image_stamps(split: Split) -> dict[str, str]:
+    """Each used image's content stamp: its manifest sha256, else `size:mtime_ns` (missing: 'missing')."""
+    from flowops.data.fingerprint import manifest_hashes
+
+    known = manifest_hashes(split.images_dir)
+    stamps = {}
+    for image in split.images:
+        name = image["file_name"]
+        if name in known and (split.images_dir / name).is_file():
+            stamps[name] = known[name]
+            continue
+        try:
+            st = (split.images_dir / name).stat()
+            stamps[name] = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamps[name] = "missing"
+    return stamps
 
 
 def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
@@ -71,7 +91,7 @@ def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
     Training starts on the arrays in memory while a thread writes them to the cache; the
     process waits for that thread before it exits (or call `wait_for_writes`).
     """
-    key = cache_key(split.annotation_sha256, categories, size)
+    key = cache_key(split.annotation_sha256, categories, size, image_stamps(split))
     folder = cache_root() / key / split.name
     if (folder / "meta.json").exists():
         hit = _verified_hit(folder, f"{key}-{split.name}")
@@ -216,12 +236,11 @@ def _build(split: Split, size: int) -> CachedSplit:
             f"{split.images_dir}: {len(skipped)} of {len(results)} images unreadable (limit "
             f"{MAX_SKIPPED_FRACTION:.0%}); first: {skipped[0]}"
         )
-    digest = hashlib.sha256(split.annotation_sha256.encode())
-    for name, _, h in sorted(kept, key=lambda t: t[0]):
-        digest.update(f"{name}:{h}\n".encode())
+    from flowops.data.fingerprint import split_source
+
     images = np.stack([a[0] for _, a, _ in kept])
     masks = np.stack([a[1] for _, a, _ in kept])
-    source, content = digest.hexdigest(), content_sha256(images, masks)
+    source, content = split_source(split.annotation_sha256, {n: h for n, _, h in kept}), content_sha256(images, masks)
     names = [n for n, _, _ in kept]
     dropped = [d for _, a, _ in kept for d in a[2]]
     return CachedSplit(images, masks, names, _fingerprint(source, content), skipped, False, source, content, dropped)

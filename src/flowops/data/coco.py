@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowops.errors import FlowopsError
@@ -32,8 +32,9 @@ class Split:
     images_dir: Path
     coco: object  # pycocotools.coco.COCO
     class_of: dict[int, int]  # COCO category id -> class index (1..n)
-    images: list[dict]  # image records holding at least one selected category
+    images: list[dict]  # the image records used: with a selected category, plus any background-only ones
     annotation_sha256: str
+    notes: list[str] = field(default_factory=list)  # what the selection left out, for the user
 
 
 def dataset_paths(spec: ExperimentSpec) -> DatasetPaths:
@@ -89,5 +90,55 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     image_ids = sorted({i for cid in class_of for i in coco.getImgIds(catIds=[cid])})
     if not image_ids:
         raise FlowopsError(f"{ann_file}: no image contains any of {', '.join(spec.categories)}")
-    images = coco.loadImgs(image_ids)
-    return Split(split, ann_file, images_dir, coco, class_of, images, hashlib.sha256(raw).hexdigest())
+    chosen, notes = select_images(spec, coco, image_ids, images_dir, split)
+    if not chosen:
+        raise FlowopsError(
+            f"{images_dir}: none of the {len(image_ids)} images with {', '.join(spec.categories)} is here"
+        )
+    return Split(
+        split, ann_file, images_dir, coco, class_of, coco.loadImgs(chosen), hashlib.sha256(raw).hexdigest(), notes
+    )
+
+
+def select_images(
+    spec: ExperimentSpec, coco, positive: list[int], images_dir: Path, split: str
+) -> tuple[list[int], list[str]]:
+    """The image ids a split uses, and notes on what was left out.
+
+    Images holding a selected category; for the managed COCO download only those downloaded
+    (`flowops data coco --max-images` fetches a subset). `max_images` caps the split and
+    `negatives` adds background-only images as that fraction of it, both chosen by the seed,
+    so the same spec always picks the same images.
+    """
+    import numpy as np
+
+    notes = []
+    names = {i: coco.imgs[i]["file_name"] for i in coco.imgs}
+    negative = sorted(set(coco.imgs) - set(positive)) if spec.negatives else []
+    if spec.dataset == "coco":  # a partial download is normal: use what is here, and say so
+        present = [i for i in positive if (images_dir / names[i]).is_file()]
+        if len(present) < len(positive):
+            notes.append(
+                f"{split}: {len(positive) - len(present)} of {len(positive)} images with "
+                f"{', '.join(spec.categories)} are not downloaded; using the {len(present)} present"
+            )
+        positive = present
+        negative = [i for i in negative if (images_dir / names[i]).is_file()]
+    rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1])
+
+    def pick(ids: list[int], k: int) -> list[int]:
+        return ids if k >= len(ids) else sorted(int(i) for i in rng.choice(ids, size=k, replace=False))
+
+    fraction = spec.negatives
+    if spec.max_images:
+        positive = pick(positive, max(1, round(spec.max_images * (1 - fraction))))
+    wanted_negatives = round(len(positive) * fraction / (1 - fraction)) if fraction else 0
+    if spec.max_images:
+        wanted_negatives = min(wanted_negatives, max(0, spec.max_images - len(positive)))
+    chosen_negatives = pick(negative, wanted_negatives)
+    if len(chosen_negatives) < wanted_negatives:
+        notes.append(f"{split}: only {len(chosen_negatives)} background-only images for negatives: {fraction}")
+    total = len(positive) + len(chosen_negatives)
+    if spec.max_images and total < spec.max_images:
+        notes.append(f"{split}: max_images {spec.max_images}, but only {total} images are available")
+    return sorted(positive + chosen_negatives), notes

@@ -244,9 +244,20 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
     tmp.write_text(json.dumps(dict(sorted(manifest.items())), indent=1))
     tmp.rename(manifest_path)
     (dest / JOURNAL).unlink(missing_ok=True)
-    used = sorted(f"{s}/{n}" for s, names in wanted.items() for n in names if f"{s}/{n}" in manifest)
-    outcome.fingerprint = hashlib.sha256("".join(f"{k}:{manifest[k]['sha256']}\n" for k in used).encode()).hexdigest()
+    outcome.fingerprint = fingerprint(dest, wanted, manifest)
     return outcome
+
+
+def fingerprint(dest: Path, wanted: dict[str, list[str]], manifest: dict[str, dict]) -> str:
+    """The dataset fingerprint a training on these images records (flowops.data.fingerprint)."""
+    from flowops.data.fingerprint import dataset_fingerprint, split_source
+
+    sources = {}
+    for split, names in wanted.items():
+        annotation = dest / "annotations" / f"instances_{split}.json"
+        files = {n: manifest[f"{split}/{n}"]["sha256"] for n in names if f"{split}/{n}" in manifest}
+        sources[split.removesuffix("2017")] = split_source(sha256(annotation), files)
+    return dataset_fingerprint(sources)
 
 
 class Progress:

@@ -25,6 +25,9 @@ SIZE_MULTIPLE = {"Unet": 32, "FPN": 32, "Linknet": 32, "PSPNet": 48}
 
 # Fields that do not change what is trained, left out of the experiment's identity.
 NOT_IN_IDENTITY = {"description"}
+# Fields added after experiments already existed: in the identity only when set, so the sha256
+# of every experiment written before them (and the runs bound to it) stays what it was.
+IDENTITY_WHEN_SET = {"max_images": None, "negatives": 0.0}
 
 
 class _Strict(BaseModel):
@@ -88,6 +91,15 @@ class ExperimentSpec(_Strict):
     )
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data order, augmentation and weights.")
     augment: bool = Field(True, description="Random flips, crops and colour jitter on training images.")
+    max_images: int | None = Field(
+        None, ge=1, description="Use at most this many images per split, chosen by the seed (null: every image)."
+    )
+    negatives: float = Field(
+        0.0,
+        ge=0,
+        le=0.9,
+        description="Fraction of each split's images that are background-only (no selected category); 0: none.",
+    )
 
     @field_validator("categories")
     @classmethod
@@ -133,7 +145,11 @@ class ExperimentSpec(_Strict):
 
     def normalised(self) -> dict:
         """Every field with defaults filled in, as JSON values: what defines the experiment."""
-        return self.model_dump(mode="json", exclude=NOT_IN_IDENTITY)
+        data = self.model_dump(mode="json", exclude=NOT_IN_IDENTITY)
+        for key, default in IDENTITY_WHEN_SET.items():
+            if data.get(key) == default:
+                del data[key]
+        return data
 
     def sha256(self) -> str:
         """The experiment's identity: stable under key order, comments and defaults."""

@@ -33,6 +33,8 @@ PARAMETERS: dict[str, tuple[str, str | None]] = {
     "max_batches_per_epoch": ("int", "0"),  # 0: no limit
     "seed": ("int", None),
     "augment": ("string", None),  # true / false
+    "max_images": ("int", "0"),  # 0: every image
+    "negatives": ("float", None),
     "dataset": ("string", None),  # "coco", or a COCO-format folder
     "train_annotations": ("string", None),
     "val_annotations": ("string", None),

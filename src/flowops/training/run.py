@@ -102,6 +102,7 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
 
     from flowops.data.cache import load_split
     from flowops.data.coco import open_split
+    from flowops.data.fingerprint import dataset_fingerprint
     from flowops.gitops.lineage import run_tags
     from flowops.training.fit import evaluate_and_log, fit, log_model
 
@@ -117,8 +118,13 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     # The data is checked completely before any model is built.
     splits = {name: open_split(spec, name) for name in ("train", "val")}
     cached = {name: load_split(split, spec.categories, spec.image_size) for name, split in splits.items()}
-    fingerprint = hashlib.sha256((cached["train"].fingerprint + cached["val"].fingerprint).encode()).hexdigest()
+    for split in splits.values():
+        for note in split.notes:
+            print(f"flowops.train: {note}", file=sys.stderr)
+    fingerprint = dataset_fingerprint({name: c.source for name, c in cached.items()})
     mlflow.set_tags(run_tags(spec.sha256(), experiment_file, fingerprint))
+    decoded = hashlib.sha256((cached["train"].content + cached["val"].content).encode()).hexdigest()
+    mlflow.set_tag("flowops.decoded_sha256", decoded)  # the arrays trained on, whatever the cache held
     skipped = cached["train"].skipped + cached["val"].skipped
     dropped = cached["train"].skipped_annotations + cached["val"].skipped_annotations
     mlflow.set_tags(
