@@ -281,7 +281,7 @@ def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, s
     client = MlflowClient(server.uri)
     try:
         under_way = wait_for_metric(client, "team", "loss", 1, proc)
-        sftp.stop()  # the artifact store goes away before the plots and the model are logged
+        sftp.stop()  # the artifact store goes away before the evaluation, the plots and the model are logged
         _, err = proc.communicate(timeout=600)
     finally:
         sftp.start()
@@ -291,7 +291,7 @@ def test_sftp_down_while_logging_artifacts_fails_the_run(tmp_path, synth_root, s
     reason = final.data.tags["flowops.failure"]
     assert (
         reason
-        == "could not store artifact plots/learning_curves.png on the tracking server (its artifact store failed or is down)"
+        == "could not store artifact evaluation/confusion.npz on the tracking server (its artifact store failed or is down)"
     )
     assert err.strip().splitlines()[-1].startswith("training nosftp failed (run ")
 

@@ -1,6 +1,7 @@
 """COCO-format loading, the decoded cache and the synthetic generator."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -133,8 +134,8 @@ def test_fingerprint_changes_with_image_content(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64), (1, 2, 3)).save(first)
-    after = cache._build(open_split(spec, "val"), 32).fingerprint
-    assert before != after
+    after = cache.load_split(open_split(spec, "val"), spec.categories, 32)
+    assert not after.hit and before != after.fingerprint  # a new key: the image's content changed
 
 
 @pytest.mark.parametrize(
@@ -178,11 +179,13 @@ def test_missing_dataset_folder(tmp_path):
 
 def _poison(folder, consistent: bool) -> None:
     """Zero the masks (no labelled pixel left); with `consistent`, also forge meta.json's content hash."""
-    masks = np.load(folder / "masks.npy")
-    np.save(folder / "masks.npy", np.zeros_like(masks))
+    size = (folder / "masks.bin").stat().st_size
+    (folder / "masks.bin").write_bytes(bytes(size))
     if consistent:
         meta = json.loads((folder / "meta.json").read_text())
-        meta["content_sha256"] = cache.content_sha256(np.load(folder / "images.npy"), np.zeros_like(masks))
+        n, s = meta["count"], meta["size"]
+        images = np.fromfile(folder / "images.bin", np.uint8).reshape(n, s, s, 3)
+        meta["content_sha256"] = cache.content_sha256(images, np.zeros((n, s, s), np.uint8))
         (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -194,11 +197,11 @@ def _entry(cache_dir):
 def test_a_poisoned_cache_entry_is_detected_and_decoded_again(dataset, cache_dir, capsys):
     split = open_split(spec_for(dataset), "train")
     clean = cache.load_split(split, ["person", "car"], 32)
-    cache.wait_for_writes()
-    assert clean.masks.any()
+    clean_masks = np.array(clean.masks)  # a copy: the entry's files are about to change under its map
+    assert clean_masks.any()
     _poison(_entry(cache_dir), consistent=False)
     used = cache.load_split(split, ["person", "car"], 32)
-    assert not used.hit and np.array_equal(used.masks, clean.masks)
+    assert not used.hit and np.array_equal(used.masks, clean_masks)
     assert used.fingerprint == clean.fingerprint
     assert "does not match the content hash in its meta.json; decoding the dataset again" in capsys.readouterr().err
 
@@ -212,21 +215,21 @@ def test_a_forged_entry_is_caught_by_the_trusted_index_and_replaced_by_a_trusted
     monkeypatch.setenv(cache.WRITER_ENV, "trusted")  # a job on main builds the entry and records its hash
     split = open_split(spec_for(dataset), "train")
     clean = cache.load_split(split, ["person", "car"], 32)
-    cache.wait_for_writes()
+    clean_masks = np.array(clean.masks)
     assert len(list(index.iterdir())) == 1
     # A PR job with write access to the cache forges an entry whose meta.json agrees with it.
     _poison(_entry(cache_dir), consistent=True)
     monkeypatch.delenv(cache.WRITER_ENV)
     used = cache.load_split(split, ["person", "car"], 32)  # a PR job: rebuilt for itself, entry left
     cache.wait_for_writes()
-    assert not used.hit and np.array_equal(used.masks, clean.masks) and used.fingerprint == clean.fingerprint
+    assert not used.hit and np.array_equal(used.masks, clean_masks) and used.fingerprint == clean.fingerprint
     assert f"does not match the content hash in the trusted index {index}" in capsys.readouterr().err
-    assert not np.load(_entry(cache_dir) / "masks.npy").any()
+    assert not np.fromfile(_entry(cache_dir) / "masks.bin", np.uint8).any()
     monkeypatch.setenv(cache.WRITER_ENV, "trusted")
     assert not cache.load_split(split, ["person", "car"], 32).hit  # a trusted job replaces it
     cache.wait_for_writes()
     again = cache.load_split(split, ["person", "car"], 32)
-    assert again.hit and np.array_equal(again.masks, clean.masks) and again.fingerprint == clean.fingerprint
+    assert again.hit and np.array_equal(again.masks, clean_masks) and again.fingerprint == clean.fingerprint
 
 
 def test_without_an_index_a_consistent_forgery_still_shows_in_the_fingerprint(dataset, cache_dir):
@@ -323,3 +326,52 @@ def test_max_images_and_negatives_pick_the_same_images_for_the_same_seed(dataset
     coco = mixed.coco
     with_dog = [i for i in mixed.images if coco.getAnnIds(imgIds=[i["id"]], catIds=list(mixed.class_of))]
     assert len(mixed.images) == 6 and len(with_dog) == 3  # half background-only
+
+
+def test_a_killed_cache_build_resumes_where_it_stopped(tmp_path, cache_dir, monkeypatch):
+    """A real process builds the cache a few images at a time and is killed (SIGKILL) half-way."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "d"
+    generate(root, images=120, width=64, height=48, seed=4)
+    child = f"""
+import time
+from flowops.data import cache, entry
+from flowops.data.coco import open_split
+from flowops.spec.experiment import ExperimentSpec
+entry.CHUNK = 4
+decode = cache._decode
+def slow(*args):
+    time.sleep(0.02)
+    return decode(*args)
+cache._decode = slow
+spec = ExperimentSpec.model_validate({{"name": "t", "categories": ["person", "car"], "dataset": {{"root": "{root}"}}}})
+cache.load_split(open_split(spec, "train"), ["person", "car"], 32)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child], env={**os.environ, cache.CACHE_ENV: str(cache_dir)})
+    progress = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(cache_dir.glob("*/.train.partial/progress.json"))
+        if found and json.loads(found[0].read_text())["done"] >= 20:
+            progress = found[0]
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert progress is not None, "the build never got going"
+    done = json.loads(progress.read_text())["done"]
+    split = open_split(spec_for(root), "train")
+    assert 20 <= done < len(split.images)
+    calls = []
+    decode = cache._decode
+    monkeypatch.setattr(cache, "_decode", lambda *a: calls.append(1) or decode(*a))
+    resumed = cache.load_split(split, ["person", "car"], 32)
+    assert 0 < len(calls) <= len(split.images) - done  # only what the killed build had not finished
+    monkeypatch.setattr(cache, "_decode", decode)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "fresh"))
+    fresh = cache.load_split(split, ["person", "car"], 32)
+    assert resumed.content == fresh.content and resumed.file_names == fresh.file_names  # the same entry

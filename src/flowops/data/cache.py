@@ -2,8 +2,9 @@
 
 The key covers the annotation file, the categories, the size and each image used, by name and
 content (its sha256 from the download manifest, else its size and modification time, so a
-replaced or newly downloaded image makes a new entry). Entries are written to a temporary folder
-and renamed into place, so an interrupted build never looks complete.
+replaced or newly downloaded image makes a new entry). An entry is built as it is decoded, a
+chunk at a time, into a partial folder renamed into place when complete (flowops.data.entry):
+memory stays flat in the split's size, and a killed build resumes where it stopped.
 
 A cache shared between jobs is not trusted: every hit is hashed and compared with the content
 hash recorded when the entry was written, in the trusted index (FLOWOPS_CACHE_INDEX, a folder
@@ -21,14 +22,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from flowops.data import entry
 from flowops.data.coco import Split
 from flowops.data.masks import class_mask
 from flowops.data.preprocess import resize_image, upright
@@ -37,11 +37,8 @@ from flowops.errors import FlowopsError
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
 INDEX_ENV = "FLOWOPS_CACHE_INDEX"  # content hashes recorded by trusted writers; PR jobs only read it
 WRITER_ENV = "FLOWOPS_CACHE_WRITER"  # "trusted" in jobs on main or scheduled: they record hashes, replace bad entries
-FORMAT = (
-    4  # bump when the cached arrays change meaning (4: crowds are 255; 3: content hashes; 2: masks at the cache size)
-)
+FORMAT = 6  # bump when the cached data change meaning (6: streamed .bin rows; 5: EXIF; 4: crowds 255)
 MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
-_WRITERS: list[threading.Thread] = []
 
 
 @dataclass
@@ -86,26 +83,34 @@ def image_stamps(split: Split) -> dict[str, str]:
 
 
 def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
-    """The split decoded at size x size: from the cache, or built now and written in the background.
+    """The split decoded at size x size: a verified cache entry, or built into the cache now.
 
-    Training starts on the arrays in memory while a thread writes them to the cache; the
-    process waits for that thread before it exits (or call `wait_for_writes`).
+    An entry that fails verification is rebuilt in place by a trusted writer; any other job
+    decodes the split into a private folder of its own and leaves the shared entry alone.
     """
     key = cache_key(split.annotation_sha256, categories, size, image_stamps(split))
+    name = f"{key}-{split.name}"
     folder = cache_root() / key / split.name
-    if (folder / "meta.json").exists():
-        hit = _verified_hit(folder, f"{key}-{split.name}")
-        if hit is not None:
-            return hit
-        if not _trusted_writer(_index_file(f"{key}-{split.name}")):
-            return _build(split, size)  # decoded again; the bad entry is left for a trusted job to replace
-    built = _build(split, size)
-    writer = threading.Thread(
-        target=_write, args=(built, folder, f"{key}-{split.name}"), name=f"flowops-cache-{split.name}"
-    )
-    writer.start()  # not a daemon: the interpreter joins it at exit
-    _WRITERS.append(writer)
-    return built
+    try:
+        with entry.locked(cache_root() / key / f".{split.name}.lock"):
+            replace = False
+            if (folder / "meta.json").exists():
+                hit = _verified_hit(folder, name)
+                if hit is not None:
+                    return hit
+                if not _trusted_writer(_index_file(name)):
+                    return _private(split, size, name)
+                replace = True
+            return _build(split, size, folder.with_name(f".{split.name}.partial"), folder, name, replace=replace)
+    except OSError as exc:  # a cache that cannot be written costs the entry, not the training
+        print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
+        return _private(split, size, name)
+
+
+def _private(split: Split, size: int, name: str) -> CachedSplit:
+    """Decoded into a folder of this process's own: the shared cache is neither trusted nor touched."""
+    folder = Path(tempfile.mkdtemp(prefix="flowops-private-cache-")) / split.name
+    return _build(split, size, folder, folder, name, record=False)
 
 
 def content_sha256(images: np.ndarray, masks: np.ndarray) -> str:
@@ -132,13 +137,13 @@ def _trusted_writer(index: Path | None) -> bool:
 
 
 def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
-    """The entry, memory-mapped, when its arrays hash to the recorded content hash; else None (and why)."""
+    """The entry, memory-mapped, when its files hash to the recorded content hash; else None (and why)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        images = np.load(folder / "images.npy", mmap_mode="r")  # the page cache holds it, not a second copy
-        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        count, size = int(meta["count"]), int(meta["size"])
+        content = entry.content_digest(folder / "images.bin", folder / "masks.bin", count, size)
+        images, masks = entry.open_arrays(folder, count, size)
         source = meta["fingerprint"]
-        content = content_sha256(images, masks)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"flowops: cache entry {folder} is unreadable ({exc}); decoding the dataset again", file=sys.stderr)
         return None
@@ -161,46 +166,46 @@ def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
 
 
 def wait_for_writes() -> None:
-    """Block until every cache entry this process started writing is on disk."""
-    while _WRITERS:
-        _WRITERS.pop().join()
+    """Entries are complete when load_split returns; kept for callers of the former background writer."""
 
 
-def _write(built: CachedSplit, folder: Path, name: str) -> None:
-    tmp = None
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-        np.save(tmp / "images.npy", built.images)
-        np.save(tmp / "masks.npy", built.masks)
-        content = built.content
-        meta = {
-            "file_names": built.file_names,
-            "fingerprint": built.source,
-            "content_sha256": content,
-            "skipped": built.skipped,
-            "skipped_annotations": built.skipped_annotations,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        index = _index_file(name)
-        if index is not None and _trusted_writer(index):
-            index.write_text(content + "\n")
-    except OSError as exc:  # a full disk loses the cache entry, not the training
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
-        return
-    if folder.exists() and _trusted_writer(index):
-        stale = folder.with_name(f".{folder.name}-replaced-{os.getpid()}")  # a trusted job replaces a bad entry
-        try:
-            folder.rename(stale)
-        except OSError:
-            pass
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process built it first: theirs is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
+def _build(
+    split: Split, size: int, partial: Path, folder: Path, name: str, replace: bool = False, record: bool = True
+) -> CachedSplit:
+    """Decode the split into `partial` (resuming), check it, and put it in place at `folder`."""
+    from flowops.data.fingerprint import split_source
+
+    progress = entry.build(partial, split.images, size, lambda im: _decode(split, im, size))
+    kept, skipped = progress["kept"], progress["skipped"]
+    if len(skipped) > MAX_SKIPPED_FRACTION * len(split.images) or not kept:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming: the data must be fixed first
+        first = skipped[0] if skipped else "no image"
+        raise FlowopsError(
+            f"{split.images_dir}: {len(skipped)} of {len(split.images)} images unreadable (limit "
+            f"{MAX_SKIPPED_FRACTION:.0%}); first: {first}"
+        )
+    content = entry.content_digest(partial / "images.bin", partial / "masks.bin", len(kept), size)
+    source = split_source(split.annotation_sha256, progress["hashes"])
+    meta = {
+        "count": len(kept),
+        "size": size,
+        "file_names": kept,
+        "fingerprint": source,
+        "content_sha256": content,
+        "skipped": skipped,
+        "skipped_annotations": progress["dropped"],
+    }
+    if partial != folder:
+        entry.finish(partial, folder, meta, replace)
+    else:
+        (partial / "progress.json").unlink(missing_ok=True)
+        (partial / "meta.json").write_text(json.dumps(meta))
+    index = _index_file(name)
+    if record and index is not None and _trusted_writer(index):
+        index.write_text(content + "\n")
+    images, masks = entry.open_arrays(folder, len(kept), size)
+    fingerprint = _fingerprint(source, content)
+    return CachedSplit(images, masks, kept, fingerprint, skipped, False, source, content, progress["dropped"])
 
 
 def _decode(split: Split, image: dict, size: int):
@@ -223,24 +228,3 @@ def _decode(split: Split, image: dict, size: int):
     dropped: list[str] = []
     mask = class_mask(split.coco, image, split.class_of, size, dropped)
     return image["file_name"], (resized, mask, dropped), hashlib.sha256(raw).hexdigest(), None
-
-
-def _build(split: Split, size: int) -> CachedSplit:
-    # Decoding and resizing release the GIL in PIL: threads keep every core busy.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(lambda im: _decode(split, im, size), split.images))
-    kept = [(name, arrays, h) for name, arrays, h, err in results if err is None]
-    skipped = [err for *_, err in results if err is not None]
-    if len(skipped) > MAX_SKIPPED_FRACTION * len(results) or not kept:
-        raise FlowopsError(
-            f"{split.images_dir}: {len(skipped)} of {len(results)} images unreadable (limit "
-            f"{MAX_SKIPPED_FRACTION:.0%}); first: {skipped[0]}"
-        )
-    from flowops.data.fingerprint import split_source
-
-    images = np.stack([a[0] for _, a, _ in kept])
-    masks = np.stack([a[1] for _, a, _ in kept])
-    source, content = split_source(split.annotation_sha256, {n: h for n, _, h in kept}), content_sha256(images, masks)
-    names = [n for n, _, _ in kept]
-    dropped = [d for _, a, _ in kept for d in a[2]]
-    return CachedSplit(images, masks, names, _fingerprint(source, content), skipped, False, source, content, dropped)

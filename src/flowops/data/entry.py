@@ -1,0 +1,127 @@
+"""One cache entry on disk: a split decoded at one size, written as it is decoded.
+
+    <entry>/images.bin   uint8 rows of size x size x 3, in file-name order of the kept images
+    <entry>/masks.bin    uint8 rows of size x size (class indices; 255: ignore)
+    <entry>/meta.json    count, size, file names, source digest, content sha256, skipped ...
+
+A build decodes a chunk of images at a time (threads: PIL releases the GIL), appends the rows
+and records its progress, so memory stays flat whatever the split's size, and a build killed
+half-way resumes where it stopped: the partial folder keeps the rows written and the progress
+says how many count. An exclusive lock (released by the kernel when a process dies) keeps two
+processes from building the same entry at once; the finished folder is renamed into place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHUNK = 64  # images decoded between two progress records: the build's memory bound
+READ = 1 << 22
+
+
+def shapes(count: int, size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (count, size, size, 3), (count, size, size)
+
+
+def content_digest(images: Path, masks: Path, count: int, size: int) -> str:
+    """sha256 of the arrays as `cache.content_sha256` hashes them, read from the files in blocks."""
+    digest = hashlib.sha256()
+    for path, shape in zip((images, masks), shapes(count, size), strict=True):
+        digest.update(f"{np.dtype(np.uint8).str}{shape}".encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(READ), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def open_arrays(folder: Path, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only memory maps of the entry (a slice reads only its rows)."""
+    image_shape, mask_shape = shapes(count, size)
+    if count == 0:
+        return np.zeros(image_shape, np.uint8), np.zeros(mask_shape, np.uint8)
+    return (
+        np.memmap(folder / "images.bin", dtype=np.uint8, mode="r", shape=image_shape),
+        np.memmap(folder / "masks.bin", dtype=np.uint8, mode="r", shape=mask_shape),
+    )
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing) for the duration; the kernel drops it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def build(
+    partial: Path, items: list[dict], size: int, decode: Callable[[dict], tuple], workers: int | None = None
+) -> dict[str, Any]:
+    """Decode `items` into `partial` (resuming what a killed build left there); the progress record.
+
+    `decode(item)` returns (file name, (image, mask, dropped annotations) or None, sha256 or None,
+    error or None), as `cache._decode` does.
+    """
+    partial.mkdir(parents=True, exist_ok=True)
+    progress_path = partial / "progress.json"
+    progress: dict[str, Any] = {"done": 0, "kept": [], "hashes": {}, "skipped": [], "dropped": []}
+    if progress_path.exists():
+        progress = json.loads(progress_path.read_text())
+    rows = len(progress["kept"])
+    image_bytes, mask_bytes = size * size * 3, size * size
+    # Rows written after the last progress record (a kill mid-chunk) are cut off again.
+    for name, row_bytes in (("images.bin", image_bytes), ("masks.bin", mask_bytes)):
+        with (partial / name).open("ab") as fh:
+            fh.truncate(rows * row_bytes)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        while progress["done"] < len(items):
+            chunk = items[progress["done"] : progress["done"] + CHUNK]
+            results = list(pool.map(decode, chunk))
+            with (partial / "images.bin").open("ab") as images, (partial / "masks.bin").open("ab") as masks:
+                for name, arrays, sha, error in results:
+                    if error is not None:
+                        progress["skipped"].append(error)
+                        continue
+                    image, mask, dropped = arrays
+                    images.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+                    masks.write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+                    progress["kept"].append(name)
+                    progress["hashes"][name] = sha
+                    progress["dropped"] += dropped
+                images.flush()
+                masks.flush()
+                os.fsync(images.fileno())
+                os.fsync(masks.fileno())
+            progress["done"] += len(chunk)
+            tmp = progress_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(progress))
+            tmp.replace(progress_path)
+    return progress
+
+
+def finish(partial: Path, folder: Path, meta: dict[str, Any], replace: bool) -> None:
+    """Write meta.json and rename the partial folder into place (over a bad entry when `replace`)."""
+    (partial / "progress.json").unlink(missing_ok=True)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    if folder.exists() and replace:
+        stale = folder.with_name(f".{folder.name}-replaced-{os.getpid()}")
+        folder.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished it first: theirs is as good as ours
+        shutil.rmtree(partial, ignore_errors=True)
