@@ -18,10 +18,10 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from flowops.bundle.export import sha256_file
 from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
 from flowops.errors import FlowopsError
 from flowops.gitops.git import code_tree, git, git_show
+from flowops.hashing import sha256_file
 from flowops.spec.load import load_experiment
 from flowops.spec.params import PARAMETERS, spec_from_params
 

@@ -6,7 +6,6 @@ is needed to write a bundle, and nothing in it is trusted later.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,14 +13,7 @@ from typing import Any
 
 from flowops.bundle.form import FOLDERS, RECORD, Bundle, FileEntry, LoggedModelRecord, Metric
 from flowops.errors import FlowopsError
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from flowops.hashing import sha256_file
 
 
 def export_run(client: Any, run_id: str, out: Path) -> Bundle:

@@ -12,7 +12,6 @@ folded into `manifest.json` when the run ends: a killed download loses only the 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import shutil
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from flowops.catalog import COCO_CATEGORIES
 from flowops.errors import FlowopsError
+from flowops.hashing import sha256_file
 from flowops.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -155,13 +155,7 @@ def verify_jpeg(path: Path) -> None:
         im.load()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+sha256 = sha256_file  # the manifest's file hashes
 
 JOURNAL = "manifest.journal"
 
