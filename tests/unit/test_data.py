@@ -355,15 +355,16 @@ cache.load_split(open_split(spec, "train"), ["person", "car"], 32)
     progress = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = list(cache_dir.glob("*/.train.partial/progress.json"))
-        if found and json.loads(found[0].read_text())["done"] >= 20:
+        found = list(cache_dir.glob("*/.train.partial/progress.jsonl"))
+        lines = found[0].read_text().splitlines() if found else []
+        if lines and lines[-1].endswith("}") and json.loads(lines[-1])["done"] >= 20:
             progress = found[0]
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert progress is not None, "the build never got going"
-    done = json.loads(progress.read_text())["done"]
+    done = max(json.loads(line)["done"] for line in progress.read_text().splitlines() if line.endswith("}"))
     split = open_split(spec_for(root), "train")
     assert 20 <= done < len(split.images)
     calls = []

@@ -198,7 +198,7 @@ def _build(
     if partial != folder:
         entry.finish(partial, folder, meta, replace)
     else:
-        (partial / "progress.json").unlink(missing_ok=True)
+        (partial / "progress.jsonl").unlink(missing_ok=True)
         (partial / "meta.json").write_text(json.dumps(meta))
     index = _index_file(name)
     if record and index is not None and _trusted_writer(index):

@@ -7,8 +7,9 @@
 A build decodes a chunk of images at a time (threads: PIL releases the GIL), appends the rows
 and records its progress, so memory stays flat whatever the split's size, and a build killed
 half-way resumes where it stopped: the partial folder keeps the rows written and the progress
-says how many count. An exclusive lock (released by the kernel when a process dies) keeps two
-processes from building the same entry at once; the finished folder is renamed into place.
+journal (a line per chunk, appended) says how many count. An exclusive lock (released by the
+kernel when a process dies) keeps two processes from building the same entry at once; the
+finished folder is renamed into place.
 """
 
 from __future__ import annotations
@@ -77,45 +78,61 @@ def build(
     error or None), as `cache._decode` does.
     """
     partial.mkdir(parents=True, exist_ok=True)
-    progress_path = partial / "progress.json"
+    journal = partial / "progress.jsonl"  # one line per finished chunk: appended, never rewritten
     progress: dict[str, Any] = {"done": 0, "kept": [], "hashes": {}, "skipped": [], "dropped": []}
-    if progress_path.exists():
-        progress = json.loads(progress_path.read_text())
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                chunk = json.loads(line)
+            except ValueError:
+                break  # the line a kill cut short: its rows are cut off below
+            progress["done"] = chunk["done"]
+            progress["kept"] += chunk["kept"]
+            progress["hashes"].update(chunk["hashes"])
+            progress["skipped"] += chunk["skipped"]
+            progress["dropped"] += chunk["dropped"]
     rows = len(progress["kept"])
     image_bytes, mask_bytes = size * size * 3, size * size
-    # Rows written after the last progress record (a kill mid-chunk) are cut off again.
+    # Rows written after the last progress line (a kill mid-chunk) are cut off again.
     for name, row_bytes in (("images.bin", image_bytes), ("masks.bin", mask_bytes)):
         with (partial / name).open("ab") as fh:
             fh.truncate(rows * row_bytes)
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+    with (
+        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool,
+        journal.open("a") as log,
+    ):
         while progress["done"] < len(items):
-            chunk = items[progress["done"] : progress["done"] + CHUNK]
-            results = list(pool.map(decode, chunk))
+            batch = items[progress["done"] : progress["done"] + CHUNK]
+            results = list(pool.map(decode, batch))
+            chunk = {"done": progress["done"] + len(batch), "kept": [], "hashes": {}, "skipped": [], "dropped": []}
             with (partial / "images.bin").open("ab") as images, (partial / "masks.bin").open("ab") as masks:
                 for name, arrays, sha, error in results:
                     if error is not None:
-                        progress["skipped"].append(error)
+                        chunk["skipped"].append(error)
                         continue
                     image, mask, dropped = arrays
                     images.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
                     masks.write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-                    progress["kept"].append(name)
-                    progress["hashes"][name] = sha
-                    progress["dropped"] += dropped
-                images.flush()
-                masks.flush()
-                os.fsync(images.fileno())
-                os.fsync(masks.fileno())
-            progress["done"] += len(chunk)
-            tmp = progress_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(progress))
-            tmp.replace(progress_path)
+                    chunk["kept"].append(name)
+                    chunk["hashes"][name] = sha
+                    chunk["dropped"] += dropped
+                for fh in (images, masks):
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            log.write(json.dumps(chunk) + "\n")  # the rows are on disk before the line that counts them
+            log.flush()
+            os.fsync(log.fileno())
+            progress["done"] = chunk["done"]
+            progress["kept"] += chunk["kept"]
+            progress["hashes"].update(chunk["hashes"])
+            progress["skipped"] += chunk["skipped"]
+            progress["dropped"] += chunk["dropped"]
     return progress
 
 
 def finish(partial: Path, folder: Path, meta: dict[str, Any], replace: bool) -> None:
     """Write meta.json and rename the partial folder into place (over a bad entry when `replace`)."""
-    (partial / "progress.json").unlink(missing_ok=True)
+    (partial / "progress.jsonl").unlink(missing_ok=True)
     (partial / "meta.json").write_text(json.dumps(meta))
     if folder.exists() and replace:
         stale = folder.with_name(f".{folder.name}-replaced-{os.getpid()}")
