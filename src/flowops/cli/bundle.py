@@ -55,12 +55,18 @@ def import_command(
     max_total_bytes: int,
 ) -> None:
     """Check a run bundle and import it as a run, with lineage from git and the event, not the bundle."""
+    import signal
+
     from mlflow.tracking import MlflowClient
 
     from flowops.bundle.check import Limits, check_bundle, facts_from_git
     from flowops.bundle.importer import import_bundle
     from flowops.tracking import use
 
+    def cancelled(signum: int, frame: object) -> None:  # a cancelled job: the importer ends its run FAILED
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, cancelled)
     facts = facts_from_git(repo, head_sha, experiment_file, pr_number)
     checked = check_bundle(folder, facts, Limits(max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes))
     uri = use(tracking_uri)
