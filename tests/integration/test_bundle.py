@@ -259,3 +259,44 @@ def test_parallel_imports_into_a_new_experiment_all_land(tmp_path):
         thread.join()
     assert errors == []
     assert {name: len(set(ids)) for name, ids in found.items()} == {"exp-0": 1, "exp-1": 1}
+
+
+def test_a_cancelled_import_ends_its_run_failed(trained, tmp_path):
+    """GitHub cancels a job with SIGTERM: a run the import had begun must not stay RUNNING."""
+    import hashlib
+    import signal
+    import subprocess
+    import time
+
+    repo, bundle, _ = trained
+    folder = copy(bundle, tmp_path)
+    many = folder / "artifacts" / "many"
+    many.mkdir()
+    listed = {}
+    for i in range(6000):  # enough files that the copy into the store takes a while
+        data = f"row {i}\n".encode()
+        (many / f"{i}.txt").write_bytes(data)
+        listed[f"artifacts/many/{i}.txt"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    rewrite(folder, lambda r: r["files"].update(listed))
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    client = MlflowClient(team)
+    client.search_experiments()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": team}
+    args = ["bundle", "import", str(folder), "--experiment-file", EXPERIMENT, "--head-sha", repo.head_sha, "--pr", "4"]
+    proc = subprocess.Popen(
+        [str(BIN / "flowops"), *args, "--repo", str(repo.path)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    run = None
+    deadline = time.monotonic() + 120
+    while run is None and time.monotonic() < deadline and proc.poll() is None:
+        experiment = client.get_experiment_by_name("bundled")
+        found = client.search_runs([experiment.experiment_id]) if experiment else []
+        run = found[0] if found and found[0].info.status == "RUNNING" else None
+        time.sleep(0.01)
+    assert run is not None, "the import finished before it could be cancelled"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FAILED"
+    assert final.data.tags["flowops.failure"] == "import of the run bundle failed: KeyboardInterrupt: signal 15"
