@@ -124,7 +124,7 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
     os.environ["FLOWOPS_CACHE_DIR"] = str(cache)
     import tensorflow as tf
 
-    from flowops.data.cache import load_split, wait_for_writes
+    from flowops.data.cache import load_split
     from flowops.data.coco import open_split
     from flowops.data.pipeline import make_dataset
     from flowops.spec.experiment import ExperimentSpec
@@ -153,7 +153,6 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
                 x, y = step(x, y)
             n += int(x.shape[0])
         out.append((n, time.perf_counter() - start))
-    wait_for_writes()  # the cache entry, written in the background, is there for the warm run
     return out
 
 

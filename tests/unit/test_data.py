@@ -67,7 +67,6 @@ def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
     assert not first.hit
     assert first.images.shape[1:] == (32, 32, 3) and first.images.dtype == np.uint8
     assert first.masks.shape[1:] == (32, 32) and set(np.unique(first.masks)) <= {0, 1, 2, 255}  # 255: crowds
-    cache.wait_for_writes()  # the entry is written in the background
     again = cache.load_split(split, ["person", "car"], 32)
     assert again.hit and np.array_equal(again.images, first.images) and np.array_equal(again.masks, first.masks)
     assert isinstance(again.images, np.memmap) and not again.images.flags.writeable  # mapped, read-only: no second copy
@@ -82,7 +81,6 @@ def test_cache_hit_and_miss_are_keyed_correctly(dataset, cache_dir):
         assert not cache.load_split(open_split(spec_for(dataset), "train"), ["person", "car"], 32).hit
     finally:
         ann.write_text(original)
-    cache.wait_for_writes()
     assert len(list(cache_dir.iterdir())) == 4
 
 
@@ -91,7 +89,6 @@ def test_a_cache_that_cannot_be_written_costs_the_entry_not_the_data(dataset, tm
     blocked.write_text("")
     monkeypatch.setenv(cache.CACHE_ENV, str(blocked))
     built = cache.load_split(open_split(spec_for(dataset), "train"), ["person", "car"], 32)
-    cache.wait_for_writes()
     assert not built.hit and len(built.images) == len(built.file_names) > 0
     assert "could not write the decoded cache" in capsys.readouterr().err
     assert blocked.is_file()  # nothing half-written in its place
@@ -221,13 +218,11 @@ def test_a_forged_entry_is_caught_by_the_trusted_index_and_replaced_by_a_trusted
     _poison(_entry(cache_dir), consistent=True)
     monkeypatch.delenv(cache.WRITER_ENV)
     used = cache.load_split(split, ["person", "car"], 32)  # a PR job: rebuilt for itself, entry left
-    cache.wait_for_writes()
     assert not used.hit and np.array_equal(used.masks, clean_masks) and used.fingerprint == clean.fingerprint
     assert f"does not match the content hash in the trusted index {index}" in capsys.readouterr().err
     assert not np.fromfile(_entry(cache_dir) / "masks.bin", np.uint8).any()
     monkeypatch.setenv(cache.WRITER_ENV, "trusted")
     assert not cache.load_split(split, ["person", "car"], 32).hit  # a trusted job replaces it
-    cache.wait_for_writes()
     again = cache.load_split(split, ["person", "car"], 32)
     assert again.hit and np.array_equal(again.masks, clean_masks) and again.fingerprint == clean.fingerprint
 
@@ -235,7 +230,6 @@ def test_a_forged_entry_is_caught_by_the_trusted_index_and_replaced_by_a_trusted
 def test_without_an_index_a_consistent_forgery_still_shows_in_the_fingerprint(dataset, cache_dir):
     split = open_split(spec_for(dataset), "train")
     clean = cache.load_split(split, ["person", "car"], 32)
-    cache.wait_for_writes()
     _poison(_entry(cache_dir), consistent=True)
     used = cache.load_split(split, ["person", "car"], 32)
     assert used.hit and not used.masks.any()
@@ -300,13 +294,11 @@ def test_completing_a_partial_dataset_makes_a_new_entry_with_every_image(dataset
     kept = missing.read_bytes()
     missing.unlink()
     partial = cache.load_split(split, ["person", "car"], 32)
-    cache.wait_for_writes()
     assert len(partial.skipped) == 1 and len(partial.file_names) == len(split.images) - 1
     missing.write_bytes(kept)  # the download completes
     whole = cache.load_split(open_split(spec_for(root), "train"), ["person", "car"], 32)
     assert not whole.hit and whole.skipped == [] and len(whole.file_names) == len(split.images)
     assert whole.source != partial.source
-    cache.wait_for_writes()
     # the same name with other bytes: another entry, another fingerprint
     from PIL import Image
 

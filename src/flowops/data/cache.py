@@ -165,10 +165,6 @@ def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
     return CachedSplit(images, masks, meta["file_names"], fingerprint, meta["skipped"], True, source, content, dropped)
 
 
-def wait_for_writes() -> None:
-    """Entries are complete when load_split returns; kept for callers of the former background writer."""
-
-
 def _build(
     split: Split, size: int, partial: Path, folder: Path, name: str, replace: bool = False, record: bool = True
 ) -> CachedSplit:

@@ -16,7 +16,8 @@ from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
 HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
 
 
-def _per_class(run) -> dict[str, float]:
+def per_class(run) -> dict[str, float]:
+    """class -> validation IoU of a run (its `val_iou.<class>` metrics)."""
     return {k[len(PER_CLASS_PREFIX) :]: v for k, v in run.data.metrics.items() if k.startswith(PER_CLASS_PREFIX)}
 
 
@@ -30,7 +31,7 @@ def section(client: Any, candidate: Any, production: Any, out: Path, policy: Reg
     target = policy.targets.get("production") or next(iter(policy.targets.values()))
     limits = {t.metric: float(t.min if t.min is not None else t.max or 0.0) for t in target.thresholds}
     plots.learning_curves(histories, out / "learning_curves.png", metrics=("iou", "loss"), thresholds=limits)
-    plots.per_class_bars({m.label: _per_class(m.run) for m in models}, out / "per_class_iou.png")
+    plots.per_class_bars({m.label: per_class(m.run) for m in models}, out / "per_class_iou.png")
     parts = ["### Plots", "", "![learning curves](learning_curves.png)", "", "![per-class IoU](per_class_iou.png)"]
     drawn, note = _prediction_grid(client, candidate, production, out / "predictions.png")
     if drawn:

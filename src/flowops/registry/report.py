@@ -195,10 +195,6 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
     )
 
 
-def _per_class(run) -> dict[str, float]:
-    return {k[len(PER_CLASS_PREFIX) :]: v for k, v in run.data.metrics.items() if k.startswith(PER_CLASS_PREFIX)}
-
-
 def _per_class_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
     cand = {
         k[len(PER_CLASS_PREFIX) :]: v for k, v in data["candidate"]["metrics"].items() if k.startswith(PER_CLASS_PREFIX)
@@ -207,7 +203,7 @@ def _per_class_table(data: dict, holders: dict[str, Model | None], policy: Regis
         return ""
     alias = "production" if holders.get("production") else next((a for a, h in holders.items() if h), None)
     prod = holders.get(alias) if alias else None
-    ref = _per_class(prod.run) if prod else {}
+    ref = figures.per_class(prod.run) if prod else {}
     target = policy.targets.get(alias) if alias else None
     tolerance = target.per_class.tolerance if target and target.per_class else None
     rows = []
