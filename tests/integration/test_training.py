@@ -342,16 +342,16 @@ def test_the_model_learns(store, tmp_path):
     from flowops.evaluation import split_metrics
 
     generate(tmp_path / "data", images=120, width=96, height=72, seed=5)
-    spec = {
-        "name": "learns",
-        "categories": ["person", "car", "dog"],
-        "image_size": 64,
-        "epochs": 6,
-        "batch_size": 8,
-        "learning_rate": 0.002,
-        "experiment_name": "learning",
-        "dataset": {"root": str(tmp_path / "data")},
-    }
+    spec = tiny_spec(
+        tmp_path / "data",
+        name="learns",
+        experiment_name="learning",
+        image_size=64,
+        epochs=6,
+        batch_size=8,
+        learning_rate=0.002,
+        max_batches_per_epoch=None,  # every batch: this test is about learning
+    )
     proc = flowops("train", str(write_experiment(tmp_path, spec)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
