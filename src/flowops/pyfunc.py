@@ -1,10 +1,10 @@
 """The logged model: an MLflow pyfunc that carries the training-time preprocessing.
 
 Input: a batch of RGB uint8 images, (n, h, w, 3). Output: class-index masks, (n, h, w)
-uint8, at the input's own size. Each image is resized exactly as the training cache did
-(`resize_image`), scaled by the model's own Preprocess layer, and the predicted mask is
-resized back with nearest neighbour, so `mlflow models serve`, `flowops serve` and the
-evaluation at training time see identical inputs.
+uint8, at the input's own size. Each image is shrunk by the method its training data were
+(`preprocess` in the model's metadata; `flowops.preprocess.shrink`), scaled by the model's
+own Preprocess layer, and the predicted mask is resized back with nearest neighbour, so
+`mlflow models serve`, `flowops serve` and the evaluation at training time see the same inputs.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ import json
 import mlflow.pyfunc
 import numpy as np
 
-from flowops.data.preprocess import resize_image, resize_mask
+from flowops.preprocess import PLAIN, resize_mask, shrink
 
 META_FILE = "flowops_model.json"
 
 
-def predict_masks(forward, images, image_size: int, batch_size: int = 8) -> list[np.ndarray]:
+def predict_masks(forward, images, image_size: int, batch_size: int = 8, method: str = PLAIN) -> list[np.ndarray]:
     """Class-index masks, one per input image, each at that image's size (`forward`: model.inference_function)."""
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        batch = np.stack([resize_image(np.asarray(im, dtype=np.uint8), image_size) for im in chunk]).astype(np.float32)
+        batch = np.stack([shrink(np.asarray(im, dtype=np.uint8), image_size, method) for im in chunk]).astype(
+            np.float32
+        )
         classes = np.argmax(forward(batch), axis=-1).astype(np.uint8)
         out.extend(resize_mask(c, im.shape[1], im.shape[0]) for c, im in zip(classes, chunk, strict=False))
     return out
@@ -47,4 +49,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected RGB images shaped (n, height, width, 3), got {images.shape}")
-        return np.stack(predict_masks(self.forward, list(images.astype(np.uint8)), self.meta["image_size"]))
+        method = self.meta.get("preprocess", PLAIN)  # models logged before methods were recorded: plain
+        return np.stack(
+            predict_masks(self.forward, list(images.astype(np.uint8)), self.meta["image_size"], method=method)
+        )

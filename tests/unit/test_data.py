@@ -280,8 +280,8 @@ def test_exif_orientation_is_applied_in_training_and_serving_alike(tmp_path, cac
     assert mask[2, 2] == 1 and mask[30, 30] == 0
     red = (image[..., 0] > 150) & (image[..., 2] < 100)
     assert red[2, 2] and not red[30, 30]  # pixels and mask agree: the object is where it was annotated
-    served = decode_image((tmp_path / "d" / "train" / "phone.jpg").read_bytes(), 10**6)
-    assert served.shape == (64, 48, 3) and served[2, 2, 0] > 150 and served[60, 40, 2] > 150
+    served, full = decode_image((tmp_path / "d" / "train" / "phone.jpg").read_bytes(), 10**6)
+    assert full == (48, 64) and served.shape == (64, 48, 3) and served[2, 2, 0] > 150 and served[60, 40, 2] > 150
 
 
 def test_completing_a_partial_dataset_makes_a_new_entry_with_every_image(dataset, cache_dir, tmp_path):
@@ -368,3 +368,19 @@ cache.load_split(open_split(spec, "train"), ["person", "car"], 32)
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "fresh"))
     fresh = cache.load_split(split, ["person", "car"], 32)
     assert resumed.content == fresh.content and resumed.file_names == fresh.file_names  # the same entry
+
+
+def test_processes_and_threads_build_the_same_entry(dataset, tmp_path):
+    """Large splits on many cores are decoded by worker processes: the rows must not depend on it."""
+    from flowops.data import entry
+
+    split = open_split(spec_for(dataset), "train")
+    built = {}
+    for processes in (False, True):
+        partial = tmp_path / f"processes-{processes}"
+        progress = entry.build(
+            partial, split.images, 32, lambda im: cache._job(split, im, 32), cache._decode, 2, processes
+        )
+        digest = entry.content_digest(partial / "images.bin", partial / "masks.bin", len(progress["kept"]), 32)
+        built[processes] = (progress["kept"], progress["hashes"], digest)
+    assert built[True] == built[False] and len(built[True][0]) == len(split.images)

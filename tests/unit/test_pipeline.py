@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from flowops.data.pipeline import make_dataset  # noqa: E402
-from flowops.training.augment import augment, prepare_batch  # noqa: E402
+from flowops.data import pipeline
+from flowops.data.pipeline import make_dataset
+from flowops.training.augment import augment, prepare_batch
 
 SIZE = 64
 STEP = 60  # image value per class: class k is painted k * STEP
@@ -96,3 +96,32 @@ def test_prepare_batch_converts_and_one_hot_encodes_with_or_without_augmentation
     assert xa.dtype == tf.float32 and not np.allclose(xa.numpy(), x.numpy())  # augmented
     assert np.array_equal(xa.numpy(), again.numpy())  # same seed, same augmentation
     assert (ya.numpy().sum(-1) == 1).all() and set(np.unique(ya.numpy())) == {0.0, 1.0}
+
+
+def test_an_entry_over_the_memory_budget_is_streamed_in_the_same_batches(tmp_path, monkeypatch):
+    """Within the budget the rows are loaded; over it they are read per batch: same seed, same batches."""
+    rng = np.random.default_rng(5)
+    arrays = {
+        "images": rng.integers(0, 255, (11, SIZE, SIZE, 3), dtype=np.uint8),
+        "masks": rng.integers(0, 4, (11, SIZE, SIZE), dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        array.tofile(tmp_path / f"{name}.bin")
+    images = np.memmap(tmp_path / "images.bin", np.uint8, "r", shape=arrays["images"].shape)
+    masks = np.memmap(tmp_path / "masks.bin", np.uint8, "r", shape=arrays["masks"].shape)
+
+    def batches():
+        ds = make_dataset(images, masks, 4, training=True, seed=9)
+        return [(x.numpy(), y.numpy()) for _ in range(2) for x, y in ds]
+
+    loaded = batches()
+    read_calls = []
+    reader = pipeline._reader
+    monkeypatch.setattr(pipeline, "_reader", lambda *a: read_calls.append(1) or reader(*a))
+    monkeypatch.setenv(pipeline.IN_MEMORY_ENV, "0.1")  # 0.1 MiB, under these 11 rows' 0.17 MiB
+    streamed = batches()
+    assert read_calls == [1]  # over the budget: read from the files
+    assert len(streamed) == len(loaded) == 6  # 3 batches (4, 4, 3) in each of two epochs
+    for (xs, ys), (xl, yl) in zip(streamed, loaded, strict=True):
+        assert np.array_equal(xs, xl) and np.array_equal(ys, yl)
+    assert not np.array_equal(streamed[0][0], streamed[3][0])  # and a new order each epoch

@@ -16,7 +16,6 @@ always covers the arrays it actually trained on.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -26,19 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from flowops.data import entry
 from flowops.data.coco import Split
-from flowops.data.masks import class_mask
-from flowops.data.preprocess import resize_image, upright
+from flowops.data.masks import draw_mask
 from flowops.errors import FlowopsError
+from flowops.preprocess import METHOD, decode_for, resize_image
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
 INDEX_ENV = "FLOWOPS_CACHE_INDEX"  # content hashes recorded by trusted writers; PR jobs only read it
 WRITER_ENV = "FLOWOPS_CACHE_WRITER"  # "trusted" in jobs on main or scheduled: they record hashes, replace bad entries
-FORMAT = 6  # bump when the cached data change meaning (6: streamed .bin rows; 5: EXIF; 4: crowds 255)
+FORMAT = 7  # bump when the cached data change meaning (7: JPEG draft; 6: streamed .bin rows; 5: EXIF; 4: crowds 255)
 MAX_SKIPPED_FRACTION = 0.1  # more unreadable images than this fails the training
+# Large splits on many cores are decoded by processes: threads share the GIL for the mask drawing
+# and glue (~15 % of an image's work), which caps them at ~7 cores; on few cores processes lose
+# (their start and the pickled rows cost more than they win: docs/BENCHMARKS.md, "Cache build").
+PROCESSES_FROM, PROCESSES_CORES = 2000, 8
 
 
 @dataclass
@@ -52,6 +54,7 @@ class CachedSplit:
     source: str = ""  # sha256 over the annotation file and every image file used
     content: str = ""  # sha256 of the decoded arrays (flowops.evaluation.eval_set_id uses it)
     skipped_annotations: list[str] = field(default_factory=list)  # degenerate ones, left out of the masks
+    preprocess: str = METHOD  # how images were decoded and resized (flowops.preprocess)
 
 
 def cache_root() -> Path:
@@ -59,7 +62,7 @@ def cache_root() -> Path:
 
 
 def cache_key(annotation_sha256: str, categories: list[str], size: int, stamps: dict[str, str] | None = None) -> str:
-    text = json.dumps([FORMAT, annotation_sha256, categories, size, sorted((stamps or {}).items())])
+    text = json.dumps([FORMAT, METHOD, annotation_sha256, categories, size, sorted((stamps or {}).items())])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -171,7 +174,14 @@ def _build(
     """Decode the split into `partial` (resuming), check it, and put it in place at `folder`."""
     from flowops.data.fingerprint import split_source
 
-    progress = entry.build(partial, split.images, size, lambda im: _decode(split, im, size))
+    progress = entry.build(
+        partial,
+        split.images,
+        size,
+        lambda image: _job(split, image, size),
+        _decode,
+        processes=len(split.images) >= PROCESSES_FROM and (os.cpu_count() or 1) >= PROCESSES_CORES,
+    )
     kept, skipped = progress["kept"], progress["skipped"]
     if len(skipped) > MAX_SKIPPED_FRACTION * len(split.images) or not kept:
         shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming: the data must be fixed first
@@ -190,6 +200,7 @@ def _build(
         "content_sha256": content,
         "skipped": skipped,
         "skipped_annotations": progress["dropped"],
+        "preprocess": METHOD,
     }
     if partial != folder:
         entry.finish(partial, folder, meta, replace)
@@ -204,23 +215,39 @@ def _build(
     return CachedSplit(images, masks, kept, fingerprint, skipped, False, source, content, progress["dropped"])
 
 
-def _decode(split: Split, image: dict, size: int):
-    path = split.images_dir / image["file_name"]
+def _job(split: Split, image: dict, size: int) -> dict:
+    """Everything decoding one image needs, and nothing more (it travels to a worker process)."""
+    coco = split.coco
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]], catIds=list(split.class_of), iscrowd=None))
+    return {
+        "path": str(split.images_dir / image["file_name"]),
+        "image": image,
+        "anns": anns,
+        "class_of": split.class_of,
+        "size": size,
+        "method": METHOD,
+    }
+
+
+def _decode(job: dict):
+    """(file name, (image, mask, dropped annotations) or None, sha256 or None, error or None) of one job."""
+    image, size = job["image"], job["size"]
     try:
-        raw = path.read_bytes()  # read once: hashed and decoded from memory
-        with Image.open(io.BytesIO(raw)) as im:
-            rgb = upright(im)  # EXIF orientation applied: annotations are drawn on the image as seen
-            if (rgb.width, rgb.height) != (image["width"], image["height"]):
-                return (
-                    image["file_name"],
-                    None,
-                    None,
-                    f"{image['file_name']}: image is {rgb.width}x{rgb.height}, annotations say "
-                    f"{image['width']}x{image['height']}",
-                )
-            resized = resize_image(rgb, size)
+        raw = Path(job["path"]).read_bytes()  # read once: hashed and decoded from memory
+        full, rgb = decode_for(
+            raw, size, job["method"]
+        )  # EXIF orientation applied: annotations are drawn on the image as seen
+        if full != (image["width"], image["height"]):
+            return (
+                image["file_name"],
+                None,
+                None,
+                f"{image['file_name']}: image is {full[0]}x{full[1]}, annotations say "
+                f"{image['width']}x{image['height']}",
+            )
+        resized = resize_image(rgb, size)
     except (OSError, SyntaxError, ValueError) as exc:
         return image["file_name"], None, None, f"{image['file_name']}: {exc}"
     dropped: list[str] = []
-    mask = class_mask(split.coco, image, split.class_of, size, dropped)
+    mask = draw_mask(job["anns"], image, job["class_of"], size, dropped)
     return image["file_name"], (resized, mask, dropped), hashlib.sha256(raw).hexdigest(), None

@@ -4,7 +4,8 @@
     <entry>/masks.bin    uint8 rows of size x size (class indices; 255: ignore)
     <entry>/meta.json    count, size, file names, source digest, content sha256, skipped ...
 
-A build decodes a chunk of images at a time (threads: PIL releases the GIL), appends the rows
+A build decodes a chunk of images at a time (threads, as PIL releases the GIL; or, for large
+splits, processes, which also spread the mask drawing and Python glue), appends the rows
 and records its progress, so memory stays flat whatever the split's size, and a build killed
 half-way resumes where it stopped: the partial folder keeps the rows written and the progress
 journal (a line per chunk, appended) says how many count. An exclusive lock (released by the
@@ -17,10 +18,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,12 +72,19 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def build(
-    partial: Path, items: list[dict], size: int, decode: Callable[[dict], tuple], workers: int | None = None
+    partial: Path,
+    items: list[dict],
+    size: int,
+    prepare: Callable[[dict], Any],
+    decode: Callable[[Any], tuple],
+    workers: int | None = None,
+    processes: bool = False,
 ) -> dict[str, Any]:
     """Decode `items` into `partial` (resuming what a killed build left there); the progress record.
 
-    `decode(item)` returns (file name, (image, mask, dropped annotations) or None, sha256 or None,
-    error or None), as `cache._decode` does.
+    `prepare(item)` makes the job one worker gets (in this process, a chunk at a time); `decode(job)`
+    returns (file name, (image, mask, dropped annotations) or None, sha256 or None, error or None),
+    as `cache._decode` does. With `processes`, decode and its jobs must pickle.
     """
     partial.mkdir(parents=True, exist_ok=True)
     journal = partial / "progress.jsonl"  # one line per finished chunk: appended, never rewritten
@@ -97,12 +106,9 @@ def build(
     for name, row_bytes in (("images.bin", image_bytes), ("masks.bin", mask_bytes)):
         with (partial / name).open("ab") as fh:
             fh.truncate(rows * row_bytes)
-    with (
-        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool,
-        journal.open("a") as log,
-    ):
+    with _pool(workers or os.cpu_count() or 2, processes) as pool, journal.open("a") as log:
         while progress["done"] < len(items):
-            batch = items[progress["done"] : progress["done"] + CHUNK]
+            batch = [prepare(item) for item in items[progress["done"] : progress["done"] + CHUNK]]
             results = list(pool.map(decode, batch))
             chunk = {"done": progress["done"] + len(batch), "kept": [], "hashes": {}, "skipped": [], "dropped": []}
             with (partial / "images.bin").open("ab") as images, (partial / "masks.bin").open("ab") as masks:
@@ -128,6 +134,13 @@ def build(
             progress["skipped"] += chunk["skipped"]
             progress["dropped"] += chunk["dropped"]
     return progress
+
+
+def _pool(workers: int, processes: bool) -> Executor:
+    if not processes:
+        return ThreadPoolExecutor(max_workers=workers)
+    # forkserver: workers start from a clean interpreter, not a fork of one that may run TensorFlow's threads
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def finish(partial: Path, folder: Path, meta: dict[str, Any], replace: bool) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowops.data.preprocess import resize_mask
+from flowops.preprocess import resize_mask
 
 IGNORE = 255  # flowops.evaluation.IGNORE: pixels that count in neither loss nor metrics
 
@@ -47,26 +47,41 @@ def class_mask(
     at full size, are shrunk with nearest neighbour; areas for the overlap rule are counted
     at that size.
     """
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]], catIds=list(class_of), iscrowd=None))
+    return draw_mask(anns, image, class_of, size, skipped)
+
+
+def draw_mask(
+    anns: list[dict], image: dict, class_of: dict[int, int], size: int | None = None, skipped: list[str] | None = None
+) -> np.ndarray:
+    """`class_mask` from the image's annotations themselves (what a decoding process is sent)."""
     from pycocotools import mask as mask_utils
 
-    ann_ids = coco.getAnnIds(imgIds=[image["id"]], catIds=list(class_of), iscrowd=None)
-    height, width = (size, size) if size else (image["height"], image["width"])
+    full_h, full_w = image["height"], image["width"]
+    height, width = (size, size) if size else (full_h, full_w)
     decoded = []
-    for ann in coco.loadAnns(ann_ids):
+    for ann in anns:
+        if ann["category_id"] not in class_of:
+            continue
         why = degenerate(ann)
         if why is not None:  # skipped and counted, never a crash of the whole build
             if skipped is not None:
                 skipped.append(f"annotation {ann.get('id')} of {image.get('file_name')}: {why}")
             continue
         segmentation = ann["segmentation"]
-        if size and isinstance(segmentation, list):
-            scale = np.array([size / image["width"], size / image["height"]])
+        if isinstance(segmentation, list):
+            scale = np.array([width / full_w, height / full_h])
             parts = [
                 (np.asarray(part, dtype=np.float64).reshape(-1, 2) * scale).ravel().tolist() for part in segmentation
             ]
-            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, size, size)))
-        else:
-            pixels = coco.annToMask(ann)
+            pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(parts, height, width)))
+        else:  # RLE, at full size (uncompressed counts are a list), as pycocotools' annToMask reads it
+            rle = (
+                mask_utils.frPyObjects(segmentation, full_h, full_w)
+                if isinstance(segmentation["counts"], list)
+                else segmentation
+            )
+            pixels = mask_utils.decode(rle)
             if size:
                 pixels = resize_mask(pixels, size, size)
         pixels = pixels.astype(bool)

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from flowops.preprocess import resize_mask
 from flowops.serving.follower import AliasFollower
 from flowops.serving.images import IMAGE_TYPES, BadImage, decode_image, describe
 
@@ -64,11 +65,13 @@ def create_app(follower: AliasFollower, max_body_bytes: int, max_pixels: int) ->
                 415, f"content type {content_type or 'missing'}: send image/jpeg, image/png or multipart/form-data"
             )
         try:
-            image = decode_image(body, max_pixels)
+            image, full = decode_image(body, max_pixels, loaded.image_size, loaded.preprocess)
         except BadImage as exc:
             return error(exc.status, str(exc))
         with loaded.lock:
             mask = np.asarray(loaded.model.predict(image[None]))[0]
+        if (mask.shape[1], mask.shape[0]) != full:  # decoded shrunk (as in training): the mask at the sent size
+            mask = resize_mask(mask, *full)
         latency.observe(time.perf_counter() - start)
         requests_total.labels("predict", "200").inc()
         headers = {"X-Model-Version": loaded.version}

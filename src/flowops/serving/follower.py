@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from flowops.errors import FlowopsError
+from flowops.preprocess import PLAIN
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Loaded:
     git_commit: str
     class_names: list[str]
     loaded_at: str
+    image_size: int = 0  # what the model was trained at, and how its images were shrunk
+    preprocess: str = PLAIN
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -65,6 +68,8 @@ class AliasFollower:
             mv.tags.get("flowops.git_commit", "unknown"),
             meta["class_names"],
             datetime.now(UTC).isoformat(timespec="seconds"),
+            int(meta.get("image_size", 0)),
+            meta.get("preprocess", PLAIN),
         )
 
     def run(self, first) -> None:

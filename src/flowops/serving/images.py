@@ -17,11 +17,15 @@ class BadImage(Exception):
         self.status = status
 
 
-def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
-    from flowops.data.preprocess import upright
+def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") -> tuple[np.ndarray, tuple[int, int]]:
+    """(RGB uint8 array, upright (width, height)) of a JPEG or PNG; BadImage(400/413) for anything else.
 
-    """RGB uint8 array of a JPEG or PNG; BadImage(400/413) for anything else."""
+    With the model's image size and preprocessing method, a large JPEG is decoded shrunk in the
+    DCT domain exactly as the training cache decoded its images (flowops.preprocess.decode_for).
+    """
     from PIL import Image
+
+    from flowops.preprocess import decode_for
 
     if not body:
         raise BadImage(400, "empty body: send a JPEG or PNG image")
@@ -34,7 +38,8 @@ def decode_image(body: bytes, max_pixels: int) -> np.ndarray:
                     413,
                     f"image is {im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {max_pixels}",
                 )
-            return np.asarray(upright(im))  # EXIF orientation applied, as in training
+        full, rgb = decode_for(body, size or 1, method)  # EXIF orientation applied, as in training
+        return np.asarray(rgb), full
     except BadImage:
         raise
     except Exception as exc:

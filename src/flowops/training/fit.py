@@ -111,7 +111,7 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     mlflow.log_artifact(str(tmp / "samples.npz"), "samples")
 
 
-def log_model(spec: ExperimentSpec, model, tmp: Path) -> None:
+def log_model(spec: ExperimentSpec, model, tmp: Path, preprocess: str) -> None:
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
@@ -130,6 +130,7 @@ def log_model(spec: ExperimentSpec, model, tmp: Path) -> None:
         "architecture": spec.architecture,
         "backbone": spec.backbone,
         "spec_sha256": spec.sha256(),
+        "preprocess": preprocess,  # flowops.preprocess: how the served model shrinks its input
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     # Images of any size: (-1, -1, -1, 3) uint8 in, (-1, -1, -1) uint8 class indices out.

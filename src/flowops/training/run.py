@@ -134,6 +134,7 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
             "flowops.images_skipped": str(len(skipped)),
             "flowops.skipped_annotations": str(len(dropped)),
             "flowops.cache": "hit" if cached["train"].hit else "built",
+            "flowops.preprocess": cached["val"].preprocess,  # the served model shrinks its input the same way
         }
     )
     if dropped:
@@ -147,4 +148,4 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     model, history = fit(spec, cached)
     with tempfile.TemporaryDirectory() as tmp:
         evaluate_and_log(spec, model, history, cached["val"], Path(tmp))
-        log_model(spec, model, Path(tmp))
+        log_model(spec, model, Path(tmp), cached["val"].preprocess)
