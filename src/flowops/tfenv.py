@@ -60,7 +60,28 @@ def configure_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")  # the CUDA probe logs here on a machine without a GPU
+    _split_cpu(tf)
     _imported = True
     if not verbose():
         tf.get_logger().setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+CPU_REPLICAS_ENV = "FLOWOPS_CPU_REPLICAS"
+
+
+def cpu_replicas() -> int:
+    """FLOWOPS_CPU_REPLICAS as a number (1 when unset); ValueError when it is not a positive integer."""
+    value = os.environ.get(CPU_REPLICAS_ENV, "1").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CPU_REPLICAS_ENV}={value!r}: must be a positive integer (the CPU's logical devices)")
+    return int(value)
+
+
+def _split_cpu(tf) -> None:
+    """FLOWOPS_CPU_REPLICAS=N (a testing knob): the CPU as N logical devices, so a MirroredStrategy
+    over several devices runs without GPUs. Only possible before TensorFlow starts its runtime."""
+    n = cpu_replicas()
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)

@@ -44,6 +44,21 @@ from flowops.errors import FlowopsError
     type=click.Path(path_type=Path, file_okay=False),
     help="Models holding the aliases (flowops holders export): scored on this run's validation images too.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Training processes (MultiWorkerMirroredStrategy): here, N processes on loopback; "
+    "with --backend kubernetes, N pods (an Indexed Job or a TFJob, written to --manifests).",
+)
+@click.option(
+    "--manifests",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".flowops/k8s"),
+    show_default=True,
+    help="Where --backend kubernetes --workers N writes its manifests (for kubectl apply -f or a GitOps tool).",
+)
 def train(
     experiment: Path,
     tracking_uri: str | None,
@@ -52,6 +67,8 @@ def train(
     backend_config: Path | None,
     run_id_file: Path | None,
     holders_dir: Path | None,
+    workers: int,
+    manifests: Path,
 ) -> None:
     """Train an experiment file through the MLflow Project and print the run.
 
@@ -74,6 +91,13 @@ def train(
             raise FlowopsError(f"{holders_dir}: no holders.json; export it with flowops holders export")
         os.environ[HOLDERS_ENV] = str(holders_dir.resolve())  # the MLproject run inherits it
     check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))  # before a run exists
+    if workers > 1 and backend == "kubernetes":
+        _kubernetes_workers(experiment, backend_config, workers, manifests)
+        return
+    if workers > 1:
+        from flowops.training.workers import WORKERS_ENV
+
+        os.environ[WORKERS_ENV] = str(workers)  # the MLproject's entry point starts the workers
     try:
         run = run_experiment(
             experiment, tracking_uri, env_manager, backend, str(backend_config) if backend_config else None
@@ -86,6 +110,20 @@ def train(
         run_id_file.write_text(run.info.run_id + "\n")
     click.echo(f"run {run.info.run_id} {run.info.status}: {run.info.run_name}")
     click.echo(ui_hint(resolve_uri(tracking_uri), run))
+
+
+def _kubernetes_workers(experiment: Path, backend_config: Path | None, workers: int, folder: Path) -> None:
+    """Render, check and write the multi-worker manifests; the chief pod creates the run when applied."""
+    from flowops.spec.load import load_experiment
+    from flowops.training import kubernetes
+
+    if backend_config is None:
+        raise FlowopsError("--backend kubernetes --workers N needs --backend-config (image, secret, operator)")
+    config = kubernetes.read_config(backend_config)
+    spec = load_experiment(experiment)
+    path = kubernetes.write(kubernetes.render(spec, str(experiment), workers, config), folder)
+    click.echo(f"wrote {path}: {workers} workers ({config['operator']}) for {spec.name}")
+    click.echo(f"submit with: kubectl apply -f {path}   (pod 0 creates the MLflow run)")
 
 
 @click.command()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def _build(
 
 def _job(split: Split, image: dict, size: int) -> dict:
     """Everything decoding one image needs, and nothing more (it travels to a worker process)."""
-    coco = split.coco
+    coco: Any = split.coco
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]], catIds=list(split.class_of), iscrowd=None))
     return {
         "path": str(split.images_dir / image["file_name"]),

@@ -26,18 +26,35 @@ import tensorflow as tf  # noqa: E402  (configured first)
 
 
 def make_dataset(
-    images: np.ndarray, masks: np.ndarray, batch_size: int, *, training: bool, seed: int, max_batches: int | None = None
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int,
+    max_batches: int | None = None,
+    shard: tuple[int, int] | None = None,
+    whole_batches: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (uint8 images (b, h, w, 3), uint8 class-index masks (b, h, w)).
 
     Training batches come in a new seeded order every epoch (the same seed, the same orders);
-    validation batches keep the cache's order.
+    validation batches keep the cache's order. `shard=(index, count)`: one worker's share of a
+    training split, endless (a multi-worker fit counts its steps): every count-th image of the
+    seeded order from index, cut to the same length on every worker, in whole batches only.
+    `whole_batches`: leave out a short last batch (several replicas split every batch).
     """
-    streamed = isinstance(images, np.memmap) and isinstance(masks, np.memmap) and not _fits(images, masks)
+    mapped = isinstance(images, np.memmap) and isinstance(masks, np.memmap)
+    # A worker's shard is always read from the files: its dataset is made inside the strategy's
+    # scope, where the host variables of the in-memory path would become distributed ones.
+    streamed = mapped and (not _fits(images, masks) or shard is not None)
     ds = tf.data.Dataset.range(len(images))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if shard:
+        index, count = shard
+        ds = ds.shard(count, index).take(len(images) // count).repeat()
+    ds = ds.batch(batch_size, drop_remainder=bool(shard) or whole_batches)
     if max_batches:
         ds = ds.take(max_batches)
     if streamed:
@@ -61,8 +78,9 @@ def _fits(images: np.ndarray, masks: np.ndarray) -> bool:
 
 def _loaded(array: np.ndarray) -> np.ndarray:
     """A mapped entry read into memory with plain reads: mapping it would count its pages twice."""
-    if isinstance(array, np.memmap) and array.offset == 0 and getattr(array, "filename", None):
-        return np.fromfile(array.filename, np.uint8, count=array.size).reshape(array.shape)
+    filename = getattr(array, "filename", None)
+    if isinstance(array, np.memmap) and array.offset == 0 and filename:
+        return np.fromfile(filename, np.uint8, count=array.size).reshape(array.shape)
     return array
 
 

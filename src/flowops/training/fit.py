@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.training.precision import MIXED_PRECISION_ENV
 
@@ -20,8 +21,10 @@ PIP_REQUIREMENTS = [
 ]
 
 
-def fit(spec: ExperimentSpec, cached):
+def fit(spec: ExperimentSpec, cached, log: bool = True):
+    """Train; (model, history). `log`: record on the active MLflow run (the chief of several workers)."""
     from flowops.tfenv import configure_tensorflow
+    from flowops.training import distribute
     from flowops.training.model import build_model, float32_copy, training_model
     from flowops.training.precision import precision_policy
 
@@ -32,34 +35,100 @@ def fit(spec: ExperimentSpec, cached):
 
     from flowops.data.pipeline import make_dataset
 
+    strategy = distribute.strategy()  # the one strategy: first, before any other TensorFlow work
+    workers, replicas = distribute.cluster().workers, strategy.num_replicas_in_sync
+    global_batch = spec.batch_size * replicas  # batch_size is per replica
     # Same spec and seed, same metrics (on CPU): seeded everything, deterministic kernels.
     tf_keras.utils.set_random_seed(spec.seed)
     tf.config.experimental.enable_op_determinism()
     policy = precision_policy(len(tf.config.list_physical_devices("GPU")), os.environ.get(MIXED_PRECISION_ENV))
     tf_keras.mixed_precision.set_global_policy(policy)
-    mlflow.set_tag("flowops.precision", policy)
+    if log:
+        mlflow.set_tags(
+            {
+                "flowops.precision": policy,
+                "flowops.replicas": str(replicas),
+                "flowops.workers": str(workers),
+                "flowops.global_batch_size": str(global_batch),
+            }
+        )
     n_classes = len(spec.class_names)
-    train_ds = make_dataset(
-        cached["train"].images,
-        cached["train"].masks,
-        spec.batch_size,
-        training=True,
-        seed=spec.seed,
-        max_batches=spec.max_batches_per_epoch,
+    train, val = cached["train"], cached["val"]
+    model = build_model(
+        spec.architecture, spec.backbone, n_classes, spec.image_size, spec.encoder_weights, strategy=strategy
     )
-    val_ds = make_dataset(cached["val"].images, cached["val"].masks, spec.batch_size, training=False, seed=spec.seed)
-    model = build_model(spec.architecture, spec.backbone, n_classes, spec.image_size, spec.encoder_weights)
-    trainer = training_model(model, n_classes, spec.learning_rate, augment=spec.augment, seed=spec.seed)
+    trainer = training_model(
+        model, n_classes, spec.learning_rate, augment=spec.augment, seed=spec.seed, strategy=strategy
+    )
+    callbacks = []
+    if log:
 
-    class LogEpoch(tf_keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+        class LogEpoch(tf_keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
 
-    history = trainer.fit(train_ds, validation_data=val_ds, epochs=spec.epochs, callbacks=[LogEpoch()], verbose=2)
-    if policy != "float32":  # evaluate and serve in float32, whatever the GPU trained in
+        callbacks.append(LogEpoch())
+    if workers == 1:  # Keras splits each global batch over the replicas
+        # Over several replicas, whole batches only: a short last batch leaves a replica an empty
+        # one, which the fused batch normalisation rejects. The validation split is scored in full
+        # after training either way (evaluate_and_log); per-epoch val_* then leave out the rest.
+        whole = replicas > 1
+        if whole and len(train.images) < global_batch:
+            raise FlowopsError(_too_few(len(train.images), spec.batch_size, replicas))
+        train_ds = make_dataset(
+            train.images,
+            train.masks,
+            global_batch,
+            training=True,
+            seed=spec.seed,
+            max_batches=spec.max_batches_per_epoch,
+            whole_batches=whole,
+        )
+        val_ds = make_dataset(val.images, val.masks, global_batch, training=False, seed=spec.seed, whole_batches=whole)
+        validation = val_ds if len(val.images) >= global_batch or not whole else None
+        history = trainer.fit(train_ds, validation_data=validation, epochs=spec.epochs, callbacks=callbacks, verbose=2)
+    else:
+        history = _fit_workers(trainer, spec, train, global_batch, callbacks)
+    # Evaluate and serve in float32, whatever the GPU trained in. Across workers, every worker
+    # reads the weights (reading batch-norm statistics is a collective step) into a plain copy:
+    # the chief evaluates and saves that, while the others have left.
+    if policy != "float32" or workers > 1:
         tf_keras.mixed_precision.set_global_policy("float32")
         model = float32_copy(model, spec.architecture, spec.backbone, n_classes, spec.image_size)
     return model, history.history
+
+
+def _fit_workers(trainer, spec: ExperimentSpec, train, global_batch: int, callbacks: list):
+    """fit() across workers: each reads its own shard of the same seeded order, in equal whole steps.
+
+    Every worker must run the same number of steps (a step is a collective all-reduce), so the
+    shards are cut to equal lengths and partial batches dropped. The validation split is scored
+    once, by the chief, after training (evaluate_and_log), not per epoch.
+    """
+    import tf_keras
+
+    from flowops.data.pipeline import make_dataset
+
+    def dataset(context):
+        per_replica = context.get_per_replica_batch_size(global_batch)
+        shard = (context.input_pipeline_id, context.num_input_pipelines)
+        return make_dataset(train.images, train.masks, per_replica, training=True, seed=spec.seed, shard=shard)
+
+    steps = len(train.images) // global_batch
+    if spec.max_batches_per_epoch:
+        steps = min(steps, spec.max_batches_per_epoch)
+    if steps == 0:
+        raise FlowopsError(_too_few(len(train.images), spec.batch_size, global_batch // spec.batch_size))
+    creator = tf_keras.utils.experimental.DatasetCreator(dataset)
+    verbose = 2 if callbacks else 0  # the chief (the one logging) shows progress
+    return trainer.fit(creator, epochs=spec.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+
+
+def _too_few(images: int, batch_size: int, replicas: int) -> str:
+    return (
+        f"{images} training images make no global batch of {batch_size * replicas} "
+        f"(batch_size {batch_size} x {replicas} replicas): lower batch_size"
+    )
 
 
 def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path) -> None:

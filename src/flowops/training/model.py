@@ -113,16 +113,13 @@ def preprocess_layer():
     return _PREPROCESS
 
 
-def distribution_strategy():
-    """MirroredStrategy over every visible GPU when there is more than one, else the default."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
-
-def build_model(architecture: str, backbone: str, n_classes: int, image_size: int, encoder_weights: str | None):
+def build_model(
+    architecture: str, backbone: str, n_classes: int, image_size: int, encoder_weights: str | None, strategy=None
+):
     """Preprocess -> segmentation-models network -> softmax, not compiled (`training_model` does that).
+
+    `strategy`: the training's one strategy (flowops.training.distribute.strategy); the model's
+    variables are made in its scope, as `training_model` must compile in the same one.
 
     The softmax is its own float32 layer, so under mixed precision the probabilities (and
     the loss computed from them) stay float32 while the network computes in float16.
@@ -130,7 +127,7 @@ def build_model(architecture: str, backbone: str, n_classes: int, image_size: in
     keras = _keras()
     sm = _sm()
 
-    with distribution_strategy().scope():
+    with _scope(strategy):
         network = getattr(sm, architecture)(
             backbone,
             encoder_weights=encoder_weights,
@@ -150,7 +147,16 @@ def build_model(architecture: str, backbone: str, n_classes: int, image_size: in
         return keras.Model(inputs, outputs, name=f"{architecture}_{backbone}")
 
 
-def training_model(model, n_classes: int, learning_rate: float, *, augment: bool, seed: int, jit_compile: bool = False):
+def training_model(
+    model,
+    n_classes: int,
+    learning_rate: float,
+    *,
+    augment: bool,
+    seed: int,
+    jit_compile: bool = False,
+    strategy=None,
+):
     """`model` compiled for fit() on uint8 batches: the step casts, augments and one-hot encodes.
 
     The returned model shares `model`'s layers and weights; save `model`, not this one.
@@ -176,7 +182,7 @@ def training_model(model, n_classes: int, learning_rate: float, *, augment: bool
             images, masks = data
             return super().test_step(prepare_batch(images, masks, n_classes))
 
-    with distribution_strategy().scope():
+    with _scope(strategy):
         trainer = Trainer(model.inputs, model.outputs, name=model.name)
         trainer.seeds = tf.random.Generator.from_seed(seed)
         if jit_compile:  # XLA has no CropAndResize: compile the model's step, not the augmentation
@@ -189,6 +195,13 @@ def training_model(model, n_classes: int, learning_rate: float, *, augment: bool
         ]
         trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return trainer
+
+
+def _scope(strategy):
+    """The given strategy's scope, else the one in effect (the default strategy outside any scope)."""
+    import tensorflow as tf
+
+    return (strategy or tf.distribute.get_strategy()).scope()
 
 
 def ignoring(fn, name: str):

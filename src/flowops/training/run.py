@@ -22,15 +22,24 @@ from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import parse_args, spec_to_params
 from flowops.tracking import FAILURE_TAG
+from flowops.training import distribute
 from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
+from flowops.training.workers import WORKERS_ENV, worker_main, workers_main
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     try:
-        spec, experiment_file = parse_args(sys.argv[1:] if argv is None else argv)
+        spec, experiment_file = parse_args(args)
         check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))
+        workers = check_distribution()
+        place = distribute.cluster()
     except FlowopsError as exc:
         return _fail_before_start(str(exc))
+    if workers > 1:
+        return workers_main(spec, args, workers)
+    if not place.chief:
+        return worker_main(spec, place)
     import mlflow
 
     from flowops import tracking
@@ -53,6 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.end_run("FINISHED")
     print(f"flowops.train: run {run.info.run_id} finished; {tracking.ui_hint(uri, run)}")
     return 0
+
+
+def check_distribution() -> int:
+    """FLOWOPS_WORKERS (processes to start here) and FLOWOPS_CPU_REPLICAS, checked; the worker count."""
+    from flowops.tfenv import cpu_replicas
+
+    try:
+        cpu_replicas()
+    except ValueError as exc:
+        raise FlowopsError(str(exc)) from None
+    value = os.environ.get(WORKERS_ENV, "1").strip() or "1"
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise FlowopsError(f"{WORKERS_ENV}={value!r}: must be a whole number of workers from 1 to 64")
+    if int(value) > 1 and ("TF_CONFIG" in os.environ or distribute.WORKER_HOSTS_ENV in os.environ):
+        raise FlowopsError(f"{WORKERS_ENV} starts workers on this machine: unset it where TF_CONFIG places this one")
+    return int(value)
 
 
 def _start(mlflow, spec: ExperimentSpec, uri: str):

@@ -1,0 +1,125 @@
+"""Training on several devices and several workers, on CPU: the paths a GPU runner or a cluster takes.
+
+FLOWOPS_CPU_REPLICAS=2 splits the CPU into two logical devices, so MirroredStrategy runs as it does
+over two GPUs; `--workers 2` starts two processes on loopback under MultiWorkerMirroredStrategy,
+as pods of an Indexed Job run on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .conftest import BIN, flowops, tiny_spec, write_experiment
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory) -> Path:
+    """Enough synthetic images for a loss that visibly falls in three short epochs."""
+    from flowops.data.synth import generate
+
+    root = tmp_path_factory.mktemp("distributed") / "data"
+    generate(root, images=60, width=96, height=72, seed=5)
+    return root
+
+
+def spec(root: Path, name: str, **changes) -> dict:
+    settings = {"epochs": 3, "max_batches_per_epoch": None, "learning_rate": 0.005, **changes}
+    return tiny_spec(root, name=name, experiment_name="distributed", **settings)
+
+
+def only_run(store: str):
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("distributed").experiment_id])
+    assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in runs]  # no run per worker
+    return client, runs[0]
+
+
+def assert_trained(client, run, replicas: int, workers: int) -> None:
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert (tags["flowops.replicas"], tags["flowops.workers"], tags["flowops.global_batch_size"]) == (
+        str(replicas),
+        str(workers),
+        str(4 * replicas),
+    )
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
+    assert len(losses) == 3 and losses[-1] < 0.9 * losses[0], losses  # it learns
+    assert "val_miou" in run.data.metrics  # the chief scored the whole validation split
+    assert client.list_artifacts(run.info.run_id, "evaluation")  # and logged what a report reads
+
+
+def test_two_replicas_on_one_machine_train_with_one_strategy(store, learnable, tmp_path):
+    env = {**os.environ, "FLOWOPS_CPU_REPLICAS": "2"}
+    proc = flowops("train", str(write_experiment(tmp_path, spec(learnable, "replicas"))), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, run = only_run(store)
+    assert_trained(client, run, replicas=2, workers=1)
+
+
+def test_two_workers_train_one_run(store, learnable, tmp_path):
+    proc = flowops("train", str(write_experiment(tmp_path, spec(learnable, "workers"))), "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 workers on 127.0.0.1:" in proc.stderr
+    client, run = only_run(store)
+    assert_trained(client, run, replicas=2, workers=2)
+
+
+def _worker_pid(index: int, root_pid: int) -> int | None:
+    """The training process started with TF_CONFIG index `index` under `root_pid` (read from /proc)."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        config = next((e[len(b"TF_CONFIG=") :] for e in environ if e.startswith(b"TF_CONFIG=")), None)
+        if config and json.loads(config)["task"]["index"] == index and _descends(int(proc_dir.name), root_pid):
+            return int(proc_dir.name)
+    return None
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def test_a_worker_killed_mid_training_ends_the_run_failed_with_the_cause(store, learnable, tmp_path):
+    path = write_experiment(tmp_path, spec(learnable, "killed", epochs=500, max_batches_per_epoch=1))
+    cli = subprocess.Popen(
+        [str(BIN / "flowops"), "train", str(path), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(store)
+    deadline, run, victim = time.monotonic() + 240, None, None
+    while time.monotonic() < deadline and cli.poll() is None:
+        experiment = client.get_experiment_by_name("distributed")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            run, victim = runs[0], _worker_pid(1, cli.pid)
+            break
+        time.sleep(0.5)
+    assert run is not None and victim is not None, cli.stderr.read() if cli.poll() is not None else "no epoch yet"
+    os.kill(victim, signal.SIGKILL)  # a node lost mid-training
+    _, err = cli.communicate(timeout=180)
+    assert cli.returncode == 1, err[-2000:]
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FAILED"
+    assert final.data.tags["flowops.failure"] == "worker 1 exited with code -9"
+    assert _worker_pid(0, cli.pid) is None  # nothing left behind
