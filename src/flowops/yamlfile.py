@@ -6,12 +6,18 @@ shared nodes) and build plain values ourselves, so that:
 
 - every mapping key and sequence item keeps its line, for `file:line:` messages;
 - a duplicate key, a non-standard tag or a merge key is an error, not a surprise;
-- alias expansion is bounded (a "billion laughs" file fails fast in bounded memory).
+- alias expansion is bounded (a "billion laughs" file fails fast in bounded memory);
+- plain scalars mean what YAML 1.2's core schema says (PyYAML implements YAML 1.1):
+  `1e-4` is a number, `yes`/`no`/`on`/`off` are text, `0o17`/`0x1f` are octal/hex; an
+  integer with a leading zero (`010`: 8 in YAML 1.1, 10 in YAML 1.2) is an error, as the two
+  readings differ.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,15 @@ _SCALAR_TAGS = {_CORE + t for t in ("null", "bool", "int", "float", "str", "time
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Loc = tuple[str | int, ...]
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), for plain scalars.
+_NULL = re.compile(r"~|null|Null|NULL|")
+_TRUE, _FALSE = re.compile(r"true|True|TRUE"), re.compile(r"false|False|FALSE")
+_INT = re.compile(r"[-+]?[0-9]+")
+_OCT, _HEX = re.compile(r"0o[0-7]+"), re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_RESOLVER = yaml.resolver.Resolver()
+_INF, _NAN = re.compile(r"[-+]?\.(inf|Inf|INF)"), re.compile(r"\.(nan|NaN|NAN)")
 
 
 @dataclass
@@ -52,6 +67,9 @@ def read_text(path: str | Path, what: str = "file") -> str:
     p, path = Path(path), str(path)
     if not p.exists():
         raise ProblemsError([Problem(path, f"no such {what}")])
+    outside = _link_outside(p)
+    if outside:
+        raise ProblemsError([Problem(path, f"is a symbolic link to {outside}, outside the repository; not read")])
     if p.is_dir():
         raise ProblemsError([Problem(path, f"is a directory, expected a YAML {what}")])
     size = p.stat().st_size
@@ -65,6 +83,16 @@ def read_text(path: str | Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ProblemsError([Problem(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line)]) from None
+
+
+def _link_outside(p: Path, root: Path | None = None) -> str | None:
+    """Where a path that goes through a symbolic link leads, when that is outside `root` (the working
+    folder: the repository a CI job checked out); None for plain files and links within it."""
+    resolved = p.resolve()
+    if resolved == p.absolute():
+        return None
+    root = (root or Path.cwd()).resolve()
+    return None if resolved.is_relative_to(root) else str(resolved)
 
 
 def load(path: str | Path, text: str | None = None) -> Document:
@@ -131,10 +159,43 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             self.bad_tag(node)
             return None
+        if not node.style:  # plain (None from PyYAML, "" from LibYAML): resolved as YAML 1.2 does
+            return self.core(node)
         value = self.scalars.construct_object(node)
         if isinstance(value, datetime.date):  # dates are text to us, as written
             return node.value
         return value
+
+    def core(self, node: yaml.ScalarNode) -> Any:
+        text = node.value
+        if node.tag != _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)):  # an explicit tag: as written
+            value = self.scalars.construct_object(node)
+            return text if isinstance(value, datetime.date) else value
+        if _NULL.fullmatch(text):
+            return None
+        if _TRUE.fullmatch(text) or _FALSE.fullmatch(text):
+            return bool(_TRUE.fullmatch(text))
+        if _INT.fullmatch(text):
+            digits = text.lstrip("+-")
+            if len(digits) > 1 and digits.startswith("0"):
+                self.fail(
+                    node,
+                    f"{text}: an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); "
+                    "write it without the zero",
+                )
+                return None
+            return int(text)
+        if _OCT.fullmatch(text):
+            return int(text[2:], 8)
+        if _HEX.fullmatch(text):
+            return int(text[2:], 16)
+        if _FLOAT.fullmatch(text):
+            return float(text)
+        if _INF.fullmatch(text):
+            return -math.inf if text.startswith("-") else math.inf
+        if _NAN.fullmatch(text):
+            return math.nan
+        return text
 
     def mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict | None:
         if node.tag != _CORE + "map":

@@ -24,7 +24,7 @@ def run(*args: str, cwd=None):
         ("- a\n- b\n", ["{p}:1: top level must be a mapping of experiment settings, got a list"]),
         (
             "just text\n",
-            ["{p}:1: top level must be a mapping of experiment settings, got a single value ('just text')"],
+            ["{p}:1: top level must be a mapping of experiment settings, got a single line of text"],
         ),
         (GOOD + "epoch: 3\n", ["{p}:4: epoch: unknown key (did you mean 'epochs'?)"]),
         (

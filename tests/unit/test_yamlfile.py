@@ -1,5 +1,6 @@
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,60 @@ def test_directory_and_missing_path(tmp_path):
     with pytest.raises(ProblemsError) as info:
         yamlfile.load(tmp_path / "nope.yaml")
     assert messages(info.value) == [f"{tmp_path / 'nope.yaml'}: no such file"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e-4", 1e-4),  # YAML 1.1 (PyYAML) reads text: a learning rate was refused
+        ("-2.5E+3", -2500.0),
+        ("10", 10),
+        ("0", 0),
+        ("0o17", 15),
+        ("0x1f", 31),
+        ("yes", "yes"),  # YAML 1.1 reads true
+        ("off", "off"),
+        ("true", True),
+        ("null", None),
+        (".inf", float("inf")),
+        ("'010'", "010"),  # quoted: text, as written
+        ("!!str 10", "10"),  # an explicit tag is kept
+        ("2026-01-02", "2026-01-02"),
+    ],
+)
+def test_plain_values_mean_what_yaml_1_2_says(write, text, value):
+    assert yamlfile.load(write("v.yaml", f"v: {text}\n")).data == {"v": value}
+
+
+def test_a_leading_zero_integer_is_refused_not_read_as_octal(write):
+    path = write("e.yaml", "epochs: 010\n")  # YAML 1.1 reads 8
+    with pytest.raises(ProblemsError) as caught:
+        yamlfile.load(path)
+    assert str(caught.value.problems[0]) == (
+        f"{path}:1: 010: an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); "
+        "write it without the zero"
+    )
+
+
+def test_a_link_out_of_the_repository_is_not_read_nor_echoed(tmp_path, monkeypatch):
+    from flowops.spec.validate import validate_paths
+
+    secret = tmp_path / "outside" / "token"
+    secret.parent.mkdir()
+    secret.write_text("ghp_0123456789abcdefSECRET\n")  # a one-line file: valid YAML, a single value
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    (repo / "experiments" / "x.yaml").symlink_to(secret)
+    (repo / "shared.yaml").write_text("name: inside\ncategories: [person]\n")
+    (repo / "experiments" / "y.yaml").symlink_to(repo / "shared.yaml")  # a link within the repository is fine
+    monkeypatch.chdir(repo)
+    specs, problems = validate_paths([Path("experiments/x.yaml"), Path("experiments/y.yaml")])
+    assert [str(p) for p in problems] == [
+        f"experiments/x.yaml: is a symbolic link to {secret}, outside the repository; not read"
+    ]
+    assert [s.name for s in specs] == ["inside"]
+    # A regular file that is one value is described, never quoted.
+    (repo / "experiments" / "x.yaml").unlink()
+    (repo / "experiments" / "x.yaml").write_text(secret.read_text())
+    _, problems = validate_paths([Path("experiments/x.yaml")])
+    assert "SECRET" not in str(problems[0]) and "a single line of text" in str(problems[0])

@@ -15,7 +15,7 @@ from flowops import yamlfile
 from flowops.errors import FlowopsError, Problem, ProblemsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.policy import RegistryPolicy, policy_problems
-from flowops.spec.problems import problems_from, show, where
+from flowops.spec.problems import problems_from, where
 
 EXPERIMENTS_DIR = "experiments"
 POLICY_FILE = "registry_policy.yaml"
@@ -66,5 +66,12 @@ def policy_or_error(path: str | Path = POLICY_FILE, text: str | None = None) -> 
 def _not_a_mapping(doc: yamlfile.Document, what: str) -> Problem:
     if doc.data is None:
         return Problem(doc.path, f"file is empty; expected a mapping of {what}", 1)
-    kind = "a list" if isinstance(doc.data, list) else f"a single value ({show(doc.data)})"
+    # The value itself is not quoted: a file that is one value may be a token someone linked here.
+    words = {
+        str: "a single line of text",
+        bool: "a single true/false",
+        int: "a single number",
+        float: "a single number",
+    }
+    kind = "a list" if isinstance(doc.data, list) else words.get(type(doc.data), "a single value")
     return Problem(doc.path, f"top level must be a mapping of {what}, got {kind}", 1)

@@ -36,8 +36,13 @@ _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "
 _PATTERNS = {"name": "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"}
 
 
+EXCERPT = 40  # characters of a value a message may quote: an excerpt, never a whole file's text
+
+
 def show(value: Any) -> str:
-    """A value as the user wrote it in YAML."""
+    """A value as the user wrote it in YAML (a long text cut to an excerpt)."""
+    if isinstance(value, str) and len(value) > EXCERPT:
+        return repr(value[: EXCERPT - 10]) + f"... ({len(value)} characters)"
     if value is None:
         return "null"
     if isinstance(value, bool):
