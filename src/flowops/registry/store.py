@@ -228,10 +228,11 @@ class Registry:
         for key, value in sorted(tags.items()):
             if not key.startswith(AUDIT_PREFIX):
                 continue
-            try:
-                records.append(AuditRecord(**json.loads(value), key=key))
-            except (ValueError, TypeError):
+            record = _audit_record(key, value)
+            if record is None:
                 self.malformed.append(key)
+            else:
+                records.append(record)
         return [r for r in records if alias is None or r.alias == alias]
 
     @contextmanager
@@ -311,11 +312,28 @@ def describe_hold(alias: str, hold: dict[str, str]) -> str:
     )
 
 
+def _audit_record(key: str, value: str) -> AuditRecord | None:
+    """The record a tag holds, or None when it is not one flowops wrote (not JSON, fields missing,
+    unknown, or of the wrong type): such a tag is skipped and reported, never trusted."""
+    try:
+        fields = json.loads(value)
+        record = AuditRecord(**fields, key=key)
+    except (ValueError, TypeError):
+        return None
+    optional = {"from_version", "pr", "commit", "policy_sha256"}
+    for name, field_value in asdict(record).items():
+        if not (isinstance(field_value, str) or (field_value is None and name in optional)):
+            return None
+    return record if record.state in ("pending", "done") and record.to_version else None
+
+
 def _ahead(other: str, value: str, mine: str, my_seen: list[str] | None) -> bool:
     """Whether intent `other` goes before mine (both sides of a pair compute the same answer)."""
     try:
         their_seen = json.loads(value).get("seen")
     except (ValueError, TypeError, AttributeError):
+        return False  # not an intent flowops wrote: ignored
+    if their_seen is not None and not (isinstance(their_seen, list) and all(isinstance(k, str) for k in their_seen)):
         return False  # not an intent flowops wrote: ignored
     if their_seen is None:
         return True  # it has not published what it saw yet: wait for it
