@@ -8,7 +8,7 @@ from flowops.tfenv import configure_tensorflow
 from flowops.training.model import MODE_OF, preprocess_layer, preprocess_numpy
 
 configure_tensorflow()
-sm = pytest.importorskip("segmentation_models")
+import segmentation_models as sm  # noqa: E402  (after configure_tensorflow: it needs tf.keras)
 
 
 def test_backbones_are_exactly_what_segmentation_models_offers():

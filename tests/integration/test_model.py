@@ -2,13 +2,13 @@
 mixed precision trains (on this CPU, standing in for a GPU) and hands back a float32 copy."""
 
 import numpy as np
-import pytest
 
 from flowops.tfenv import configure_tensorflow
 from flowops.training.model import build_model, float32_copy, training_model
 
 configure_tensorflow()
-tf_keras = pytest.importorskip("tf_keras")
+import tf_keras  # noqa: E402  (after configure_tensorflow, as flowops imports it)
+
 SIZE, CLASSES = 64, 3
 
 

@@ -302,13 +302,13 @@ def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
 
     spec = ExperimentSpec.model_validate(tiny_spec(synth_root, name="long", epochs=500, max_batches_per_epoch=1))
     argv = [x for k, v in spec_to_params(spec).items() for x in (f"--{k}", v)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowops.train", *argv],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # stderr to a file, not a pipe: a pipe nobody reads while waiting fills up (64 KiB of
+    # TensorFlow and Keras output) and stalls the trainer on a busy machine.
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowops.train", *argv], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     client = MlflowClient(store)
     deadline = time.time() + 240
     run = None
@@ -320,12 +320,11 @@ def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
             break
         time.sleep(0.5)
     assert run is not None and run.info.status == "RUNNING", (
-        f"training never started: {proc.stderr.read() if proc.poll() is not None else 'still no metric'}"
+        f"training never started: {log.read_text()[-3000:] if proc.poll() is not None else 'still no metric'}"
     )
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert err.splitlines()[-1] == "flowops.train: interrupted (signal 15)"
+    assert proc.wait(timeout=120) == 130
+    assert log.read_text().splitlines()[-1] == "flowops.train: interrupted (signal 15)"
     final = client.get_run(run.info.run_id)
     assert final.info.status == "FAILED"
     assert final.data.tags["flowops.failure"] == "interrupted (signal 15)"

@@ -140,3 +140,44 @@ def test_rooms_import_only_downwards(room):
             if other and other != room and other not in ALLOWED[room]:
                 bad.append(f"{module} imports {target}")
     assert bad == []
+
+
+def test_no_test_skips_itself_silently():
+    """A broken install must fail the suite, not shrink it: no importorskip, skip or skipif."""
+    here = Path(__file__).resolve().parents[1]
+    found = [
+        f"{path.relative_to(here)}:{n}"
+        for path in sorted(here.rglob("*.py"))
+        if path != Path(__file__).resolve()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if any(word in line for word in ("importorskip", "pytest.skip", "mark.skip"))
+    ]
+    assert found == []
+
+
+def test_a_missing_system_package_stops_the_run_at_once_in_one_line():
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "tests/integration/test_server.py",
+        ],
+        cwd=here,
+        env={"PATH": "/nonexistent", "HOME": "/tmp"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert (
+        "these tests need PostgreSQL: apt-get install postgresql (.ci/run installs them)" in proc.stdout + proc.stderr
+    )
