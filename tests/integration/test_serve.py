@@ -194,6 +194,7 @@ def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, body, conte
     r = requests.post(f"{svc.url}/predict{query}", data=body, headers={"Content-Type": content_type}, timeout=60)
     assert r.status_code == status
     assert message in r.json()["error"]
+    assert " object at 0x" not in r.json()["error"]  # no internal object names
     assert (
         requests.post(
             f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60
@@ -207,6 +208,95 @@ def test_metrics_in_prometheus_format(service):
     text = requests.get(f"{svc.url}/metrics", timeout=10).text
     assert 'flowops_requests_total{endpoint="predict",status="200"}' in text
     assert "flowops_predict_seconds_bucket" in text and "flowops_model_version 1.0" in text
+
+
+def test_health_answers_while_predictions_run_and_the_limit_answers_503(registry):
+    """With one prediction slot taken by a 25-megapixel upload, /health still answers at once
+    (it used to wait behind the event loop's inference), and a second /predict is told to retry."""
+    uri, _ = registry
+    svc = Service(uri, "--max-concurrent", "1", "--workers", "1", "--max-pixels", "30000000", "--max-body-mb", "100")
+    try:
+        svc.wait_ready()
+        y, x = np.mgrid[0:5000, 0:5000]
+        big = io.BytesIO()
+        Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(big, format="PNG")
+        first: list = []
+        sender = threading.Thread(
+            target=lambda: first.append(
+                requests.post(
+                    f"{svc.url}/predict", data=big.getvalue(), headers={"Content-Type": "image/png"}, timeout=300
+                )
+            )
+        )
+        sender.start()
+        seen = []
+        deadline = time.time() + 120
+        while time.time() < deadline and not first:
+            seen.append(requests.get(f"{svc.url}/health", timeout=30).json()["predictions_in_flight"])
+            if seen[-1] == 1:
+                busy = requests.post(
+                    f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60
+                )
+                assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+                assert busy.json()["error"] == "busy: 1 predictions in flight, the limit is 1; retry shortly"
+                break
+            time.sleep(0.01)
+        sender.join(timeout=300)
+        assert 1 in seen, seen  # /health answered while the big prediction was in flight
+        assert first[0].status_code == 200 and (first[0].json()["width"], first[0].json()["height"]) == (5000, 5000)
+        after = requests.post(
+            f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
+        assert after.status_code == 200  # the slot is free again
+    finally:
+        svc.stop()
+
+
+def test_a_bearer_token_guards_predict_and_metrics_not_health(registry, tmp_path):
+    uri, _ = registry
+    (tmp_path / "token").write_text("s3cret-token\n")
+    svc = Service(uri, "--token-file", str(tmp_path / "token"))
+    try:
+        svc.wait_ready()  # /health needs no token: probes have none
+        post = lambda headers: requests.post(  # noqa: E731
+            f"{svc.url}/predict",
+            data=image_bytes(30, 30),
+            headers={"Content-Type": "image/jpeg", **headers},
+            timeout=60,
+        )
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            r = post(headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer", headers
+            assert r.json()["error"] == "missing or wrong bearer token"
+        assert post({"Authorization": "Bearer s3cret-token"}).status_code == 200
+        assert requests.get(f"{svc.url}/metrics", timeout=10).status_code == 401
+        metrics = requests.get(f"{svc.url}/metrics", headers={"Authorization": "Bearer s3cret-token"}, timeout=10)
+        assert metrics.status_code == 200 and 'status="401"' in metrics.text
+    finally:
+        svc.stop()
+
+
+def test_a_taken_port_is_said_before_anything_claims_to_serve(registry):
+    import socket
+
+    uri, _ = registry
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [str(BIN / "flowops"), "serve", "--model", MODEL, "--port", str(port)],
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1 and "serving" not in proc.stdout
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use (is another service on that port?)")
+    )
 
 
 def test_missing_alias_at_start_is_a_clear_error(registry):
@@ -252,6 +342,13 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
         switches = sum(a != b for a, b in itertools.pairwise(versions))
         assert switches == 1, versions
         assert requests.get(f"{svc.url}/health", timeout=5).json()["swaps"] == 1
+        svc.stop()
+        said = [line for line in svc.proc.stderr.read().splitlines() if line.startswith("flowops serve:")]
+        run_id = MlflowClient(uri).get_model_version(MODEL, "2").run_id
+        assert said == [
+            f"flowops serve: models:/{MODEL}@production loaded v1, run {run_id}",
+            f"flowops serve: models:/{MODEL}@production swapped to v2 (was v1), run {run_id}",
+        ]
     finally:
         svc.stop()
         MlflowClient(uri).set_registered_model_alias(MODEL, "production", "1")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -11,12 +15,27 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from flowops.preprocess import resize_mask
-from flowops.serving.follower import AliasFollower
+from flowops.serving.follower import AliasFollower, Loaded
 from flowops.serving.images import IMAGE_TYPES, BadImage, decode_image, describe
 
 
-def create_app(follower: AliasFollower, max_body_bytes: int, max_pixels: int) -> FastAPI:
+@dataclass(frozen=True)
+class Limits:
+    """How much `flowops serve` takes on at once, and who may ask."""
+
+    max_body_bytes: int
+    max_pixels: int
+    max_concurrent: int = 4  # predictions in flight (reading, decoding, predicting); beyond: 503
+    workers: int = 2  # threads that decode and predict, off the event loop
+    token: str | None = None  # bearer token for /predict and /metrics; /health stays open (probes)
+
+
+def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
+    """The service. Decoding, inference and encoding run in a bounded thread pool, never on the
+    event loop, so /health and /metrics answer at once however busy /predict is; beyond
+    `max_concurrent` predictions in flight /predict answers 503 with Retry-After."""
     app = FastAPI(title="flowops serve", description=f"Segmentation with models:/{follower.name}@{follower.alias}")
+    pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="flowops-predict")
     registry = CollectorRegistry()
     requests_total = Counter(
         "flowops_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=registry
@@ -27,53 +46,34 @@ def create_app(follower: AliasFollower, max_body_bytes: int, max_pixels: int) ->
         registry=registry,
         buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
     )
+    in_flight_gauge = Gauge(
+        "flowops_predictions_in_flight", "Predictions being read, decoded or run", registry=registry
+    )
     version_gauge = Gauge("flowops_model_version", "Version being served", registry=registry)
     swaps = Gauge("flowops_model_swaps", "Hot swaps since start", registry=registry)
     poll_failing = Gauge("flowops_registry_poll_failing", "1 while the last registry poll failed", registry=registry)
+    in_flight = 0  # only the event loop reads and writes it
 
-    def error(status: int, message: str, endpoint: str = "predict") -> JSONResponse:
+    def error(status: int, message: str, endpoint: str = "predict", headers: dict | None = None) -> JSONResponse:
         requests_total.labels(endpoint, str(status)).inc()
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    @app.post("/predict")
-    async def predict(request: Request, format: str = "json"):
-        start = time.perf_counter()
-        loaded = follower.current  # this request keeps this model, even if a swap happens meanwhile
-        if loaded is None:
-            return error(503, "model is loading")
-        if format not in ("json", "png"):
-            return error(400, f"format must be json or png (got {format!r})")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body_bytes:
-            return error(413, f"body is {length} bytes, over the limit of {max_body_bytes}")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = b""
-        async for chunk in request.stream():  # read at most the limit, whatever Content-Length said
-            body += chunk
-            if len(body) > max_body_bytes:
-                return error(413, f"body is over the limit of {max_body_bytes} bytes")
-        if content_type == "multipart/form-data":
-            from starlette.requests import Request as StarletteRequest
+    def refused(request: Request, endpoint: str) -> JSONResponse | None:
+        """401 unless the request carries the bearer token (when one is set)."""
+        if limits.token is None:
+            return None
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, f"Bearer {limits.token}".encode()):
+            return None
+        return error(401, "missing or wrong bearer token", endpoint, {"WWW-Authenticate": "Bearer"})
 
-            form = await StarletteRequest(request.scope, _replay(body)).form()
-            upload = next((v for v in form.values() if hasattr(v, "read")), None)
-            if upload is None:
-                return error(400, "multipart body has no file part")
-            body = await upload.read()
-        elif content_type not in IMAGE_TYPES:
-            return error(
-                415, f"content type {content_type or 'missing'}: send image/jpeg, image/png or multipart/form-data"
-            )
-        try:
-            image, full = decode_image(body, max_pixels, loaded.image_size, loaded.preprocess)
-        except BadImage as exc:
-            return error(exc.status, str(exc))
+    def answer(loaded: Loaded, body: bytes, format: str) -> Response:
+        """Decode, predict and encode one upload (in a pool thread)."""
+        image, full = decode_image(body, limits.max_pixels, loaded.image_size, loaded.preprocess)
         with loaded.lock:
             mask = np.asarray(loaded.model.predict(image[None]))[0]
         if (mask.shape[1], mask.shape[0]) != full:  # decoded shrunk (as in training): the mask at the sent size
             mask = resize_mask(mask, *full)
-        latency.observe(time.perf_counter() - start)
-        requests_total.labels("predict", "200").inc()
         headers = {"X-Model-Version": loaded.version}
         if format == "png":
             from PIL import Image
@@ -83,8 +83,68 @@ def create_app(follower: AliasFollower, max_body_bytes: int, max_pixels: int) ->
             return Response(buf.getvalue(), media_type="image/png", headers=headers)
         return JSONResponse(describe(loaded, mask, follower.name, follower.alias), headers=headers)
 
+    @app.post("/predict")
+    async def predict(request: Request, format: str = "json"):
+        nonlocal in_flight
+        start = time.perf_counter()
+        denied = refused(request, "predict")
+        if denied is not None:
+            return denied
+        loaded = follower.current  # this request keeps this model, even if a swap happens meanwhile
+        if loaded is None:
+            return error(503, "model is loading", headers={"Retry-After": "5"})
+        if format not in ("json", "png"):
+            return error(400, f"format must be json or png (got {format!r})")
+        if in_flight >= limits.max_concurrent:
+            return error(
+                503,
+                f"busy: {in_flight} predictions in flight, the limit is {limits.max_concurrent}; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        in_flight += 1
+        in_flight_gauge.set(in_flight)
+        try:
+            body_or_error = await read_image_body(request)
+            if isinstance(body_or_error, JSONResponse):
+                return body_or_error
+            try:
+                response = await asyncio.get_running_loop().run_in_executor(pool, answer, loaded, body_or_error, format)
+            except BadImage as exc:
+                return error(exc.status, str(exc))
+        finally:
+            in_flight -= 1
+            in_flight_gauge.set(in_flight)
+        latency.observe(time.perf_counter() - start)
+        requests_total.labels("predict", "200").inc()
+        return response
+
+    async def read_image_body(request: Request) -> bytes | JSONResponse:
+        """The uploaded image's bytes (raw body or the form's file part), within the size limit."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_body_bytes:
+            return error(413, f"body is {length} bytes, over the limit of {limits.max_body_bytes}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = b""
+        async for chunk in request.stream():  # read at most the limit, whatever Content-Length said
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                return error(413, f"body is over the limit of {limits.max_body_bytes} bytes")
+        if content_type == "multipart/form-data":
+            from starlette.requests import Request as StarletteRequest
+
+            form = await StarletteRequest(request.scope, _replay(body)).form()
+            upload = next((v for v in form.values() if hasattr(v, "read")), None)
+            if upload is None:
+                return error(400, "multipart body has no file part")
+            return await upload.read()
+        if content_type not in IMAGE_TYPES:
+            return error(
+                415, f"content type {content_type or 'missing'}: send image/jpeg, image/png or multipart/form-data"
+            )
+        return body
+
     @app.get("/health")
-    def health():
+    async def health():  # on the event loop: it never waits behind a prediction
         loaded = follower.current
         body = {"model": follower.name, "alias": follower.alias, "registry_poll_error": follower.poll_error}
         if loaded is None:
@@ -99,10 +159,14 @@ def create_app(follower: AliasFollower, max_body_bytes: int, max_pixels: int) ->
             "git_commit": loaded.git_commit,
             "loaded_at": loaded.loaded_at,
             "swaps": follower.swaps,
+            "predictions_in_flight": in_flight,
         }
 
     @app.get("/metrics")
-    def metrics():
+    async def metrics(request: Request):
+        denied = refused(request, "metrics")
+        if denied is not None:
+            return denied
         loaded = follower.current
         version_gauge.set(float(loaded.version) if loaded else 0)
         swaps.set(follower.swaps)

@@ -7,6 +7,7 @@ reference assignment: a request in flight finishes on the model it started with.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,8 +82,19 @@ class AliasFollower:
                     target = self.client.get_model_version_by_alias(self.name, self.alias)
                 if self.current is None or str(target.version) != self.current.version:
                     loaded = self.load(target)  # fully loaded before anyone sees it
-                    self.swaps += self.current is not None
+                    previous = self.current
+                    self.swaps += previous is not None
                     self.current = loaded
+                    said = (
+                        f"swapped to v{loaded.version} (was v{previous.version})"
+                        if previous
+                        else f"loaded v{loaded.version}"
+                    )
+                    print(
+                        f"flowops serve: models:/{self.name}@{self.alias} {said}, run {loaded.run_id}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self.poll_error = None
             except Exception as exc:
                 text = (getattr(exc, "message", None) or str(exc)).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 
@@ -42,8 +43,9 @@ def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") 
         return np.asarray(rgb), full
     except BadImage:
         raise
-    except Exception as exc:
-        raise BadImage(400, f"not a readable image: {exc}") from None
+    except Exception as exc:  # PIL names its internal buffer object (<_io.BytesIO object at 0x...>): not ours to show
+        text = re.sub(r"\s*<[^<>]* object at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
+        raise BadImage(400, f"not a readable image: {text}") from None
 
 
 def rle(mask: np.ndarray) -> dict:
