@@ -282,12 +282,12 @@ def test_kubernetes_options_reach_mlflow(store, synth_root, tmp_path):
         "train", str(path), "--backend", "kubernetes", "--backend-config", str(tmp_path / "backend.json"), env=env
     )
     assert proc.returncode == 1
-    assert (
-        proc.stderr.splitlines()[-1]
-        == "training on-k8s failed: Could not find Docker executable. Ensure Docker is installed as per the instructions at https://docs.docker.com/install/overview/."
-    )
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
+    assert (
+        proc.stderr.splitlines()[-1]
+        == f"training on-k8s failed (run {run.info.run_id}): Could not find Docker executable. Ensure Docker is installed as per the instructions at https://docs.docker.com/install/overview/."
+    )
     assert run.data.tags["mlflow.project.backend"] == "kubernetes"
     assert run.info.status == "FAILED"
 

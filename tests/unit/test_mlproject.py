@@ -39,13 +39,16 @@ def test_parameter_types_defaults_and_help_match():
         assert declared.get("description"), f"{name} has no description"
         if name == "categories":
             assert "default" not in declared  # required, as in the original MLproject
+        elif name in DatasetPaths.model_fields:  # a folder's layout; dataset: coco reads (and logs) the 2017 one
+            assert str(declared["default"]) == DatasetPaths.model_fields[name].default, name
         else:
             assert str(declared["default"]) == defaults.get(name, ""), name
 
 
 def test_command_passes_every_parameter_once():
     command = ENTRY["command"]
-    assert command.startswith("PYTHONPATH=src:$PYTHONPATH python -m flowops.train ")
+    # the interpreter flowops train runs in (FLOWOPS_PYTHON), else the one on PATH (mlflow run, a container)
+    assert command.startswith('PYTHONPATH=src:$PYTHONPATH "${{FLOWOPS_PYTHON:-python}}" -m flowops.train ')
     passed = re.findall(r"--(\w+) \{(\w+)\}", command)
     assert [a for a, b in passed if a == b] == [*PARAMETERS, *EXTRA_PARAMETERS]
     assert MLPROJECT["conda_env"] == "conda.yaml"

@@ -11,16 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowops.errors import FlowopsError
-from flowops.spec.experiment import DatasetPaths, ExperimentSpec
+from flowops.spec.experiment import COCO_PATHS, DatasetPaths, ExperimentSpec
 from flowops.suggest import did_you_mean
 
 COCO_DIR_ENV = "FLOWOPS_COCO_DIR"  # where `flowops data coco` keeps the COCO 2017 download
-COCO_PATHS = {
-    "train_annotations": "annotations/instances_train2017.json",
-    "val_annotations": "annotations/instances_val2017.json",
-    "train_images": "train2017",
-    "val_images": "val2017",
-}
 
 
 @dataclass

@@ -35,6 +35,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# `dataset: coco`: the COCO 2017 layout that `flowops data coco` downloads (under FLOWOPS_COCO_DIR).
+COCO_PATHS = {
+    "train_annotations": "annotations/instances_train2017.json",
+    "val_annotations": "annotations/instances_val2017.json",
+    "train_images": "train2017",
+    "val_images": "val2017",
+}
+
+
 class DatasetPaths(_Strict):
     """A COCO-format dataset on disk: image folders and `instances_*.json` per split."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowops.errors import FlowopsError
-from flowops.spec.experiment import DatasetPaths, ExperimentSpec
+from flowops.spec.experiment import COCO_PATHS, ExperimentSpec
 
 # Parameter -> (MLproject type, how an unset optional value is written).
 PARAMETERS: dict[str, tuple[str, str | None]] = {
@@ -50,7 +50,6 @@ def spec_to_params(spec: ExperimentSpec) -> dict[str, str]:
     """Every parameter as the string MLflow passes on the command line."""
     data = spec.model_dump(mode="json")
     dataset = data.pop("dataset")
-    paths = DatasetPaths.model_fields
     out = {}
     for key, value in data.items():
         if key == "categories":
@@ -62,8 +61,8 @@ def spec_to_params(spec: ExperimentSpec) -> dict[str, str]:
         else:
             out[key] = str(value)
     out["dataset"] = dataset if dataset == "coco" else dataset["root"]
-    for key in _DATASET_KEYS:
-        out[key] = paths[key].default if dataset == "coco" else dataset[key]
+    for key in _DATASET_KEYS:  # the paths the data are read from (for coco: the 2017 layout)
+        out[key] = COCO_PATHS[key] if dataset == "coco" else dataset[key]
     return out
 
 

@@ -7,8 +7,10 @@ MLflow's Kubernetes backend (a Job on a GPU cluster) unchanged.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 from flowops import tracking
@@ -16,6 +18,8 @@ from flowops.errors import FlowopsError
 from flowops.spec.load import load_experiment
 from flowops.spec.params import spec_to_params
 from flowops.tracking import FAILURE_TAG
+
+PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
 
 
 class TrainingFailed(FlowopsError):
@@ -34,21 +38,34 @@ def run_experiment(
     backend_config: str | None = None,
     project_dir: str | Path = ".",
 ):
-    """Train one experiment file; returns the finished MLflow Run. FlowopsError on failure."""
+    """Train one experiment file; returns the finished MLflow Run. FlowopsError on failure.
+
+    Locally the run is created here (so its id is known whatever happens next, and its
+    parameters are logged by the entry point as the spec has them, not shell-quoted); on
+    Kubernetes MLflow creates it. Either way only that run is ever ended here: FAILED, first,
+    then the reason tagged, each step on its own, so a tracking server that stops answering
+    costs the tag, not the run's end.
+    """
     import mlflow
     from mlflow.exceptions import ExecutionException, MlflowException
+    from mlflow.tracking import MlflowClient
 
     spec = load_experiment(path)
     project = Path(project_dir)
     if not (project / "MLproject").is_file():
         raise FlowopsError(f"{project.resolve()}: no MLproject here; run flowops train from the repository root")
     uri = tracking.use(tracking_uri)
+    client = MlflowClient(uri)
     params = spec_to_params(spec) | {"experiment_file": str(path)}
     experiment_id = tracking.ensure_experiment(spec.experiment_name, uri)
-    started = int(time.time() * 1000)
+    if env_manager == "local":  # the MLproject runs this interpreter, activated or not
+        os.environ[PYTHON_ENV] = sys.executable
     with tempfile.TemporaryDirectory() as staging:
+        run_id = None
         if backend == "kubernetes":
             project = stage_for_docker(project, backend_config, Path(staging))
+        else:
+            run_id = _create_run(client, experiment_id, spec.name, project)
         try:
             submitted = mlflow.projects.run(
                 str(project),
@@ -59,17 +76,100 @@ def run_experiment(
                 env_manager=env_manager,
                 backend=backend,
                 backend_config=backend_config,
+                run_id=run_id,
                 synchronous=True,
             )
-        except (ExecutionException, MlflowException) as exc:
-            message, run_id = failure_message(spec.name, exc)
-            end_orphans(uri, experiment_id, spec.name, started, message)
-            raise TrainingFailed(message, run_id) from None
-        except ImportError as exc:  # a backend's client library is missing
-            message = f"training {spec.name} failed: --backend {backend} needs {exc.name!r}: pip install 'flowops[k8s]'"
-            end_orphans(uri, experiment_id, spec.name, started, message)
-            raise FlowopsError(message) from None
-    return mlflow.tracking.MlflowClient(uri).get_run(submitted.run_id)
+        except KeyboardInterrupt:
+            run_id = run_id or _created_here(client, experiment_id, str(project))
+            if run_id:
+                settle(client, run_id, "interrupted")
+            raise
+        except (ExecutionException, MlflowException, ImportError) as exc:
+            if isinstance(exc, ImportError):  # a backend's client library is missing
+                message = f"--backend {backend} needs {exc.name!r}: pip install 'flowops[k8s]'"
+            else:
+                message = _line(exc)
+            ran = re.search(r"Run \(ID '([0-9a-f]+)'\) failed", message)  # the entry point failed: it says why
+            run_id = run_id or (ran.group(1) if ran else None) or _created_here(client, experiment_id, str(project))
+            if run_id is None:
+                raise TrainingFailed(f"training {spec.name} failed: {message}") from None
+            reason = settle(client, run_id, None if ran else message)
+            raise TrainingFailed(f"training {spec.name} failed (run {run_id}): {reason}", run_id) from None
+        run_id = submitted.run_id
+    try:
+        run = client.get_run(run_id)
+        if run.info.status == "RUNNING":  # what synchronous mlflow.projects.run does on success
+            client.set_terminated(run_id, "FINISHED")
+            run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrainingFailed(
+            f"training {spec.name}: run {run_id} ended, but the tracking server did not answer ({_line(exc)})", run_id
+        ) from None
+    return run
+
+
+def settle(client, run_id: str, reason: str | None) -> str:
+    """End a failed run FAILED if it still says RUNNING (its end first, the reason tag second, each
+    on its own); the reason it records. Never raises: a tracking server that does not answer is said."""
+    try:
+        run = client.get_run(run_id)
+        status, recorded = run.info.status, run.data.tags.get(FAILURE_TAG)
+    except Exception:  # unread: end it anyway (a failed training's run is FAILED whatever it says)
+        status, recorded = "RUNNING", None
+    if status in ("RUNNING", "SCHEDULED"):
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception as exc:
+            return (
+                f"{reason or 'it failed'}; the tracking server did not answer ({_line(exc)}), "
+                f"so run {run_id} may still show RUNNING"
+            )
+        if not recorded and reason:
+            try:
+                client.set_tag(run_id, FAILURE_TAG, reason)
+            except Exception:
+                pass  # the run is ended; its reason is said here
+    return recorded or reason or "see the run's output above"
+
+
+def _line(exc: BaseException) -> str:
+    """One short line: MLflow's "API request to URL failed with exception ... (Caused by X('why'))"
+    becomes "PATH: why"."""
+    lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    found = re.search(r"API request to \S*?(/api/[^\s?]+)\S* failed with exception .*?Caused by \w+\('([^']*)", text)
+    return f"{found.group(1)}: {found.group(2)}" if found else text[:300]
+
+
+def _create_run(client, experiment_id: str, name: str, project: Path) -> str:
+    """The run this training logs to, with the tags `mlflow run` would give it."""
+    import getpass
+
+    from flowops.gitops.git import git
+
+    tags = {
+        "mlflow.runName": name,
+        "mlflow.user": getpass.getuser(),
+        "mlflow.source.type": "PROJECT",
+        "mlflow.source.name": str(project.resolve()),
+        "mlflow.project.entryPoint": "main",
+    }
+    commit = git("rev-parse", "HEAD", cwd=project)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def _created_here(client, experiment_id: str, source: str) -> str | None:
+    """The run MLflow created for this submission before it failed: its source is our private staging
+    folder, which no other submission shares."""
+    try:
+        runs = client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.source.name` = '{source}'", max_results=1
+        )
+    except Exception:
+        return None
+    return runs[0].info.run_id if runs else None
 
 
 def stage_for_docker(project: Path, backend_config: str | None, staging: Path) -> Path:
@@ -103,32 +203,3 @@ def stage_for_docker(project: Path, backend_config: str | None, staging: Path) -
     )
     (staging / "MLproject").write_text(text)
     return staging
-
-
-def end_orphans(uri: str, experiment_id: str, name: str, since_ms: int, reason: str) -> None:
-    """Runs this call created that MLflow left RUNNING when it gave up: end them FAILED."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    for run in client.search_runs(
-        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and attributes.start_time >= {since_ms}"
-    ):
-        if run.info.run_name == name:
-            client.set_tag(run.info.run_id, FAILURE_TAG, reason)
-            client.set_terminated(run.info.run_id, "FAILED")
-
-
-def failure_message(name: str, exc: Exception) -> tuple[str, str | None]:
-    """('training <name> failed: <reason from the run's tag>', run id) where the run says why."""
-    import re
-
-    import mlflow
-
-    text = str(exc)
-    found = re.search(r"Run \(ID '([0-9a-f]+)'\) failed", text)
-    if found:
-        run = mlflow.tracking.MlflowClient().get_run(found.group(1))
-        reason = run.data.tags.get(FAILURE_TAG, "see the run's output above")
-        return f"training {name} failed (run {found.group(1)}): {reason}", found.group(1)
-    first = getattr(exc, "message", text).strip().splitlines()
-    return f"training {name} failed: {first[0] if first else type(exc).__name__}", None

@@ -45,23 +45,55 @@ def main(argv: list[str] | None = None) -> int:
     from flowops import tracking
 
     uri = tracking.use()
-    run = mlflow.active_run() or _start(mlflow, spec, uri)
+    try:
+        run = mlflow.active_run() or _start(mlflow, spec, uri)
+    except Exception as exc:  # the tracking server does not answer: nothing could be recorded
+        print(f"flowops.train: could not start the run on the tracking server: {describe(exc)}", file=sys.stderr)
+        return 1
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled job ends FAILED, not RUNNING
     try:
         train(spec, experiment_file, run)
     except BaseException as exc:
         reason = describe(exc)
-        mlflow.set_tag(FAILURE_TAG, reason)
-        mlflow.end_run("FAILED")
-        print(f"flowops.train: {reason}", file=sys.stderr)
-        if not isinstance(exc, (FlowopsError, KeyboardInterrupt)):
+        recorded = _end_failed(mlflow, run.info.run_id, reason)
+        print(f"flowops.train: {reason}{recorded}", file=sys.stderr)
+        if not isinstance(exc, (FlowopsError, KeyboardInterrupt)) and not _from_tracking(exc):
             import traceback
 
-            traceback.print_exc()
+            traceback.print_exc()  # an unexpected error: its traceback helps whoever fixes it
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    mlflow.end_run("FINISHED")
+    try:
+        mlflow.end_run("FINISHED")
+    except Exception as exc:
+        print(f"flowops.train: trained, but could not end run {run.info.run_id}: {describe(exc)}", file=sys.stderr)
+        return 1
     print(f"flowops.train: run {run.info.run_id} finished; {tracking.ui_hint(uri, run)}")
     return 0
+
+
+def _end_failed(mlflow, run_id: str, reason: str) -> str:
+    """End the run FAILED, then tag the reason: each on its own, so a tracking server that stops
+    answering costs the tag, not the run's end. '' when both were recorded, else what was not."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        mlflow.end_run("FAILED")  # pops the run first: nothing ends it FINISHED at exit
+    except Exception as exc:
+        return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(exc)})"
+    try:
+        MlflowClient().set_tag(run_id, FAILURE_TAG, reason)
+    except Exception as exc:
+        return f" (run {run_id} ended FAILED; its reason could not be tagged: {describe(exc)})"
+    return ""
+
+
+def _from_tracking(exc: BaseException) -> bool:
+    """An error of the tracking server or of reaching it (a traceback would say nothing more)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, (MlflowException, ConnectionError, TimeoutError)) or type(exc).__module__.startswith(
+        ("requests", "urllib3")
+    )
 
 
 def check_distribution() -> int:
@@ -81,10 +113,47 @@ def check_distribution() -> int:
 
 
 def _start(mlflow, spec: ExperimentSpec, uri: str):
-    """Run directly (not through `mlflow run`): create the run ourselves."""
+    """The run to train into: the one `flowops train` created (MLFLOW_RUN_ID), else a new one.
+
+    `mlflow run .` creates its run before this code runs: in its --experiment-name (the
+    Default experiment unless one is given), with the parameters shell-quoted ('traffic
+    light,stop sign' stored with its quotes). Such a run is replaced by one that records the
+    spec's values, in the experiment `mlflow run` was told, else the spec's `experiment_name`;
+    the placeholder is ended KILLED and points at the real run (`flowops.moved_to`).
+    """
+    from mlflow.tracking import MlflowClient
+
     from flowops import tracking
 
     experiment_id = tracking.ensure_experiment(spec.experiment_name, uri)
+    given = os.environ.get("MLFLOW_RUN_ID")
+    if given:
+        client = MlflowClient()
+        placeholder = client.get_run(given)
+        logged = placeholder.data.params
+        # (an empty value shows as '' there: a blemish, not a different value, so not reason enough)
+        wrong = [
+            k for k, v in spec_to_params(spec).items() if k in logged and logged[k] not in (v, "''" if not v else v)
+        ]
+        default = placeholder.info.experiment_id == "0"  # MLflow's Default: no experiment was asked for
+        if default or wrong:
+            if not default:
+                experiment_id = placeholder.info.experiment_id
+            del os.environ["MLFLOW_RUN_ID"]
+            kept = {
+                k: v for k, v in placeholder.data.tags.items() if k.startswith(("mlflow.source.", "mlflow.project."))
+            }
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=spec.name, tags=kept)
+            note = f"flowops trained this as run {run.info.run_id}"
+            client.set_tag(given, "flowops.moved_to", run.info.run_id)
+            client.set_tag(given, "mlflow.note.content", note)
+            client.set_terminated(given, "KILLED")  # (`mlflow run` marks it FINISHED when we return, whatever we say)
+            why = f"its parameters shell-quoted: {', '.join(wrong)}" if wrong else "in the Default experiment"
+            print(
+                f"flowops.train: mlflow run made run {given} ({why}); training as run {run.info.run_id}",
+                file=sys.stderr,
+            )
+            return run
     return mlflow.start_run(experiment_id=experiment_id, run_name=spec.name)
 
 
@@ -135,7 +204,8 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     mlflow.set_tag("mlflow.runName", spec.name)
     logged = client.get_run(run.info.run_id).data.params
     # `mlflow run` has logged the parameters it was given; add the rest of the resolved spec.
-    mlflow.log_params({k: v for k, v in spec_to_params(spec).items() if k not in logged})
+    params = spec_to_params(spec) | {"experiment_file": experiment_file or ""}
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
     if experiment_file and Path(experiment_file).is_file():
         mlflow.log_artifact(experiment_file, "experiment")
