@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from flowops.health import wait_healthy
+
 from .conftest import BIN, tiny_spec, write_experiment
+from .services import free_port
 from .test_promote import TeamRepo
 
 POLICY = {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}
@@ -307,3 +313,63 @@ def test_concurrent_writers_lose_no_metric(postgres_db, mlflow_server, sftp, mon
     stats = bench.load(server.uri, writers=8, batches=20, per_batch=50)
     assert (stats["points"], stats["missing"], stats["requests"]) == (8000, 0, 160)
     assert stats["seconds"] < 300
+
+
+def test_no_secret_in_any_process_arguments_and_the_auth_config_is_private(postgres_db, tmp_path):
+    """`ps` shows every process's arguments to every local user: the database password and the
+    admin password must be in neither, and the auth config not at a guessable shared path."""
+    import stat
+
+    secret = "Sup3rSecretDbPw"  # loopback trusts any password: the server starts with it all the same
+    uri = postgres_db.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLOWOPS_BACKEND_STORE_URI": uri,
+        "FLOWOPS_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+        "FLOWOPS_ADMIN_USERNAME": "admin",
+        "FLOWOPS_ADMIN_PASSWORD": "AdminPw-9f3k2",
+    }
+    proc = subprocess.Popen(
+        [
+            str(BIN / "flowops"),
+            "server",
+            "--auth",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--config-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_healthy(f"http://127.0.0.1:{port}", 120, proc)
+        tree = _descendants(proc.pid) | {proc.pid}
+        assert len(tree) >= 3  # mlflow server and its workers
+        for pid in tree:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            assert secret not in argv and "AdminPw-9f3k2" not in argv, argv
+        (ini,) = tmp_path.glob("flowops-server-*/auth.ini")
+        assert stat.S_IMODE(ini.stat().st_mode) == 0o600 and stat.S_IMODE(ini.parent.stat().st_mode) == 0o700
+        assert not list(Path(tempfile.gettempdir()).glob(f"flowops-auth-{port}.ini"))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _descendants(pid: int) -> set[int]:
+    children = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            child = int(stat_file.parent.name)
+            children |= {child} | _descendants(child)
+    return children

@@ -58,7 +58,7 @@ from flowops.errors import FlowopsError
     type=click.Path(path_type=Path, file_okay=False),
     default=Path(tempfile.gettempdir()),
     show_default=True,
-    help="Where the generated basic-auth config is written (mode 0600).",
+    help="Where a private folder (mode 0700) for the generated basic-auth config (mode 0600) is made.",
 )
 @click.option("--check-only", is_flag=True, help="Run the checks and exit without starting the server.")
 def server(

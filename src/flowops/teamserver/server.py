@@ -156,7 +156,7 @@ def auth_config(settings: ServerSettings, folder: Path) -> Path:
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
     }
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"flowops-auth-{settings.port}.ini"
+    path = folder / "auth.ini"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         config.write(fh)
@@ -164,12 +164,12 @@ def auth_config(settings: ServerSettings, folder: Path) -> Path:
 
 
 def command(settings: ServerSettings) -> list[str]:
-    """The `mlflow server` command line for these settings."""
+    """The `mlflow server` command line for these settings: nothing secret in it (`ps` shows it to
+    every local user). The store and artifact URIs, which may hold passwords, go in the
+    environment (`environment`), which only the owner can read."""
     cmd = [
         "mlflow",
         "server",
-        "--backend-store-uri",
-        settings.backend_store_uri,
         "--host",
         settings.host,
         "--port",
@@ -177,22 +177,30 @@ def command(settings: ServerSettings) -> list[str]:
         "--workers",
         str(settings.workers),
     ]
-    if settings.artifacts_destination:
-        cmd += ["--artifacts-destination", settings.artifacts_destination, "--serve-artifacts"]
-    else:
-        cmd += ["--default-artifact-root", settings.default_artifact_root or "", "--no-serve-artifacts"]
+    cmd.append("--serve-artifacts" if settings.artifacts_destination else "--no-serve-artifacts")
     if settings.auth:
         cmd += ["--app-name", "basic-auth"]
     return cmd
 
 
 def environment(settings: ServerSettings, config_dir: Path) -> dict[str, str]:
+    """The server's environment: its store URIs (read by `mlflow server`'s options) and, with
+    --auth, the basic-auth config written into a fresh private folder under `config_dir`."""
     env = dict(os.environ)
+    env["MLFLOW_BACKEND_STORE_URI"] = settings.backend_store_uri
+    for key in ("MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_DEFAULT_ARTIFACT_ROOT"):
+        env.pop(key, None)
+    if settings.artifacts_destination:
+        env["MLFLOW_ARTIFACTS_DESTINATION"] = settings.artifacts_destination
+    else:
+        env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = settings.default_artifact_root or ""
     # MLflow's server-side job runner (GenAI jobs) starts seven worker processes per server;
     # flowops uses none of them. An operator can still turn it on explicitly.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if settings.auth:
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(settings, config_dir))
+        config_dir.mkdir(parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix="flowops-server-", dir=config_dir))  # mode 0700, unguessable
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(settings, private))
         # Every worker must sign sessions with the same key: generate one per start if none is set.
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", uuid.uuid4().hex + uuid.uuid4().hex)
     return env
