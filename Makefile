@@ -31,4 +31,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) mlruns.db mlartifacts data/synth report .pytest_cache
+	rm -rf $(VENV) mlruns.db mlartifacts .flowops/demo data/synth report .pytest_cache

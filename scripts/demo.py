@@ -1,14 +1,19 @@
 """`make demo`: the flowops loop on the embedded default store, as far as it exists.
 
 1. synthetic COCO-format data (once), 2. validate, 3. train both example experiments
-through the MLflow Project, 4. a table of the runs and how to open them in the MLflow UI.
-Everything goes to the repository's own embedded store (mlruns.db, mlartifacts/), so
-`mlflow ui` started here afterwards shows what the demo did.
+through the MLflow Project, 4. a table of the runs and how to open them in the MLflow UI,
+5. merges promoted, served, rolled back.
+Everything goes to the demo's own embedded store (.flowops/demo/mlruns.db, artifacts beside
+it), so the demo can start its registry afresh on every run without touching the store the
+tutorial and your own trainings use (./mlruns.db). `flowops serve` listens on a free port
+(or `--port`); whatever fails, the temporary team repository and the service are cleaned up.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +40,8 @@ learning_rate: 0.00005
 dataset:
   root: data/synth
 """
-URI = f"sqlite:///{ROOT / 'mlruns.db'}"
+STORE = ROOT / ".flowops" / "demo"
+URI = f"sqlite:///{STORE / 'mlruns.db'}"
 
 console = Console()
 
@@ -53,7 +59,11 @@ def sh(*args: str, log: Path | None = None, cwd: Path = ROOT) -> subprocess.Comp
         return subprocess.run(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The flowops loop end to end on an embedded store.")
+    parser.add_argument("--port", type=int, default=0, help="port for flowops serve (default: a free one)")
+    args = parser.parse_args(argv)
+    STORE.mkdir(parents=True, exist_ok=True)
     step("1. synthetic COCO-format data (person, car, dog + distractors)")
     if (DATA / "annotations" / "instances_val.json").exists():
         console.print(f"{DATA.relative_to(ROOT)} exists, reusing it")
@@ -75,7 +85,7 @@ def main() -> int:
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {URI.replace(str(ROOT) + '/', '')}", markup=False)
 
     step("5. PRs merged to main -> promotion by registry_policy.yaml (a real git repository)")
-    return promotion(run_ids)
+    return promotion(run_ids, args.port)
 
 
 def train_all(paths: list[str]) -> dict[str, str] | None:
@@ -83,24 +93,29 @@ def train_all(paths: list[str]) -> dict[str, str] | None:
     for path in paths:
         log = LOGS / (Path(path).stem + ".log")
         start = time.time()
-        with console.status(f"training {path} (log: {log.relative_to(ROOT)})"):
+        with console.status(f"training {path} (log: {shown(log)})"):
             proc = sh("flowops", "train", path, "--tracking-uri", URI, log=log)
         lines = log.read_text().splitlines()
         if proc.returncode:
             console.print(f"[red]training {path} failed[/red]; the end of its log:")
             console.print("\n".join(lines[-15:]), markup=False)
-            return 1
+            return None
         summary = next(line for line in reversed(lines) if line.startswith("run ") and " FINISHED: " in line)
         run_ids[path] = summary.split()[1]
         console.print(f"{path}: {summary} in {time.time() - start:.0f} s", soft_wrap=True)
     return run_ids
 
 
+def shown(path: Path) -> str:
+    """A path as the user would type it from the repository root."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def promotion(run_ids: dict[str, str]) -> int:
+def promotion(run_ids: dict[str, str], port: int = 0) -> int:
     """A team repository in a temp dir: three PRs merged three ways, each merge promoted."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -114,6 +129,13 @@ def promotion(run_ids: dict[str, str]) -> int:
     except MlflowException:
         pass
     repo = Path(tempfile.mkdtemp(prefix="flowops-demo-repo-"))
+    try:
+        return _promotion(repo, model, run_ids, port)
+    finally:  # every way out: the temporary team repository goes
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def _promotion(repo: Path, model: str, run_ids: dict[str, str], port: int) -> int:
     # The same code as here (tracked and untracked-but-not-ignored files), so the code tree
     # hash of the merged commits equals the one the runs were trained on.
     files = git(
@@ -159,7 +181,7 @@ def promotion(run_ids: dict[str, str]) -> int:
             )
             sh("flowops", "promote", "--git-range", f"{before}..{after}", "--repo", str(repo), "--tracking-uri", URI)
             if service is None:
-                service = Service(model)
+                service = Service(model, port)
             else:
                 service.ask(f"after merging {name}")
         # GitOps rollback: revert the merge in git; the next promote moves production back.
@@ -192,21 +214,21 @@ def promotion(run_ids: dict[str, str]) -> int:
     sh("flowops", "history", "--tracking-uri", URI)
     console.print("\n[bold]flowops status")
     sh("flowops", "status", "--repo", str(repo), "--tracking-uri", URI)
-    shutil.rmtree(repo, ignore_errors=True)
     return 0
 
 
 class Service:
     """`flowops serve` following production, asked about one demo image after each change."""
 
-    PORT = 8765
-
-    def __init__(self, model: str):
-        self.url = f"http://127.0.0.1:{self.PORT}"
+    def __init__(self, model: str, port: int = 0):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         console.print(
-            f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.PORT}"
+            f"\n[bold]Serving production: flowops serve --model {model} --alias production --poll 1 --port {self.port}"
         )
-        log = (LOGS / "serve.log").open("w")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS / "serve.log"
+        log = self.log.open("w")
         self.proc = subprocess.Popen(
             [
                 "flowops",
@@ -218,7 +240,7 @@ class Service:
                 "--poll",
                 "1",
                 "--port",
-                str(self.PORT),
+                str(self.port),
                 "--tracking-uri",
                 URI,
             ],
@@ -226,9 +248,14 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.image = next((DATA / "val").glob("*.jpg")).read_bytes()
         if not wait_healthy(self.url, 300, self.proc):
-            raise SystemExit(f"flowops serve did not become healthy within 300 s; see {LOGS / 'serve.log'}")
+            code = self.proc.poll()
+            self.stop()
+            said = [line for line in self.log.read_text().splitlines() if line.strip()]
+            why = said[-1] if said else "no output"
+            when = f"exited with code {code}" if code is not None else "did not become healthy within 300 s"
+            raise SystemExit(f"flowops serve {when}: {why} (log: {self.log})")
+        self.image = next((DATA / "val").glob("*.jpg")).read_bytes()
         self.version = None
         self.ask("first answer")
 
@@ -258,9 +285,16 @@ class Service:
         return str(MlflowClient(URI).get_model_version_by_alias(model, "production").version)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        console.print("  (service stopped)")
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            console.print("  (service stopped)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def show_report(repo: Path, run_id: str) -> None:
