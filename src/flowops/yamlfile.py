@@ -159,7 +159,7 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             self.bad_tag(node)
             return None
-        if not node.style:  # plain (None from PyYAML, "" from LibYAML): resolved as YAML 1.2 does
+        if isinstance(node, yaml.ScalarNode) and not node.style:  # plain (None from PyYAML, "" from LibYAML): YAML 1.2
             return self.core(node)
         value = self.scalars.construct_object(node)
         if isinstance(value, datetime.date):  # dates are text to us, as written

@@ -220,3 +220,34 @@ def mlflow_server(tmp_path, sftp):
     yield start
     for server in started:
         server.kill()
+
+
+def plain_mlflow_server(backend_uri: str, artifacts: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A bare `mlflow server` (no SFTP, no auth) on a free loopback port, answering: (process, URL).
+    It leads its own process group: os.killpg(process.pid, ...) stops it and its workers."""
+    port = free_port()
+    extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend_uri,
+            *extra,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_healthy(url, 120, proc):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"mlflow server on {url} did not answer")
+    return proc, url

@@ -5,49 +5,28 @@ with a tracking server that stops answering (a real `mlflow server` behind a fau
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flowops.health import wait_healthy
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import spec_to_params
 
 from ..conftest import REPO
 from .conftest import BIN, flowops, tiny_spec, write_experiment
 from .faultproxy import FaultProxy
-from .services import free_port
+from .services import plain_mlflow_server
 
 
 @pytest.fixture
 def server(tmp_path):
     """A real tracking server on loopback (SQLite behind it: the faults are in front)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    assert wait_healthy(url, 120, proc), "mlflow server did not start"
+    proc, url = plain_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts")
     yield url
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
 
 

@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from ..conftest import REPO
 from .conftest import BIN, tiny_spec, write_experiment
-from .services import free_port
+from .services import free_port, plain_mlflow_server
 
 MODEL = "serve-model"
 
@@ -357,34 +357,10 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
 def test_registry_unreachable_while_polling_keeps_the_model_serving(registry):
     """The registry is an mlflow server that goes down: keep serving, say so in /health."""
     uri, _tmp = registry
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server, server_url = plain_mlflow_server(uri)
     svc = None
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.3)
-        svc = Service(f"http://127.0.0.1:{port}")
+        svc = Service(server_url)
         svc.wait_ready()
         os.killpg(server.pid, 9)  # the registry is gone
         server.wait()
