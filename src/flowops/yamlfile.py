@@ -43,6 +43,7 @@ _INT = re.compile(r"[-+]?[0-9]+")
 _OCT, _HEX = re.compile(r"0o[0-7]+"), re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _RESOLVER = yaml.resolver.Resolver()
+LEADING_ZERO = "an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); write it without the zero"
 _INF, _NAN = re.compile(r"[-+]?\.(inf|Inf|INF)"), re.compile(r"\.(nan|NaN|NAN)")
 
 
@@ -178,11 +179,7 @@ class _Builder:
         if _INT.fullmatch(text):
             digits = text.lstrip("+-")
             if len(digits) > 1 and digits.startswith("0"):
-                self.fail(
-                    node,
-                    f"{text}: an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); "
-                    "write it without the zero",
-                )
+                self.fail(node, f"{text}: {LEADING_ZERO}")
                 return None
             return int(text)
         if _OCT.fullmatch(text):
