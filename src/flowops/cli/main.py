@@ -10,7 +10,7 @@ import os
 
 import click
 
-from flowops.cli import bundle, data, registry, serve, server, spec, train
+from flowops.cli import bundle, data, init, registry, serve, server, spec, train
 from flowops.cli.base import FlowopsGroup
 from flowops.tfenv import VERBOSE_ENV
 
@@ -27,7 +27,7 @@ def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"  # child processes (mlflow run) inherit it
 
 
-for _module in (spec, train, bundle, data, registry, server, serve):
+for _module in (spec, train, bundle, data, registry, server, serve, init):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

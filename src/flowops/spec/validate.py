@@ -5,14 +5,18 @@ Light on purpose: runs on every PR push, so it imports neither TensorFlow nor ML
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
 from flowops.spec.experiment import ExperimentSpec
+from flowops.spec.generic import entry_point, load_generic
 from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
 from flowops.spec.problems import where
+from flowops.spec.project import ProjectConfig, load_project
 from flowops.suggest import did_you_mean
 
 
@@ -53,10 +57,23 @@ def _per_class_problems(path: Path, policy: RegistryPolicy, specs: list[Experime
     return out
 
 
-def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Problem]]:
+def _loader(project: ProjectConfig, root: Path) -> Callable[[Path], Any]:
+    """How this repository's experiment files are read: the segmentation spec, or its MLproject's parameters."""
+    if not project.generic:
+        return load_experiment
+    point = entry_point(root, project.entry_point)
+    return lambda path: load_generic(path, point)
+
+
+def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any], list[Problem]]:
     """Validate every file; all problems of all files, never stopping at the first."""
-    specs: list[ExperimentSpec] = []
+    specs: list[Any] = []
     problems: list[Problem] = []
+    try:
+        project = load_project(root)
+        load = _loader(project, root)
+    except ProblemsError as exc:
+        return [], list(exc.problems)
     names: dict[str, str] = {}
     policy, policy_path = None, None
     for path in [p for p in paths if Path(p).name == POLICY_FILE]:  # first: it may cap the experiments
@@ -66,7 +83,7 @@ def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Proble
             problems.extend(exc.problems)
     for path in [p for p in paths if Path(p).name != POLICY_FILE]:
         try:
-            spec = load_experiment(path)
+            spec = load(path)
         except ProblemsError as exc:
             problems.extend(exc.problems)
             continue
@@ -76,10 +93,10 @@ def validate_paths(paths: list[Path]) -> tuple[list[ExperimentSpec], list[Proble
                 Problem(str(path), f"{spec.name!r} is also the name in {names[spec.name]}", doc_line, "name")
             )
         names.setdefault(spec.name, str(path))
-        if policy is not None and policy.max_training_batches is not None:
+        if policy is not None and policy.max_training_batches is not None and not project.generic:
             problem = _budget_problem(Path(path), spec, policy.max_training_batches)
             problems.extend([problem] if problem else [])
         specs.append(spec)
-    if policy is not None and policy_path is not None and specs:
+    if policy is not None and policy_path is not None and specs and not project.generic:
         problems.extend(_per_class_problems(policy_path, policy, specs))
     return specs, problems

@@ -12,11 +12,15 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from flowops import tracking
 from flowops.errors import FlowopsError
+from flowops.gitops.git import git
+from flowops.spec.generic import entry_point, load_generic
 from flowops.spec.load import load_experiment
 from flowops.spec.params import spec_to_params
+from flowops.spec.project import load_project
 from flowops.tracking import FAILURE_TAG
 
 PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
@@ -50,13 +54,25 @@ def run_experiment(
     from mlflow.exceptions import ExecutionException, MlflowException
     from mlflow.tracking import MlflowClient
 
-    spec = load_experiment(path)
     project = Path(project_dir)
     if not (project / "MLproject").is_file():
         raise FlowopsError(f"{project.resolve()}: no MLproject here; run flowops train from the repository root")
+    config = load_project(project)
+    if config.generic:  # any MLflow Project: the experiment names its entry point's parameters
+        spec: Any = load_generic(path, entry_point(project, config.entry_point))
+        params = spec.mlflow_params()
+        lineage = {
+            "flowops.spec_sha256": spec.sha256(),
+            "flowops.experiment_file": str(path),
+            "flowops.git_commit": git("rev-parse", "HEAD", cwd=project) or "unknown",
+            "flowops.code_dirty": "true" if git("status", "--porcelain", cwd=project) else "false",
+        }
+    else:
+        spec = load_experiment(path)
+        params = spec_to_params(spec) | {"experiment_file": str(path)}
+        lineage = {}  # the segmentation trainer records its own, richer lineage
     uri = tracking.use(tracking_uri)
     client = MlflowClient(uri)
-    params = spec_to_params(spec) | {"experiment_file": str(path)}
     experiment_id = tracking.ensure_experiment(spec.experiment_name, uri)
     if env_manager == "local":  # the MLproject runs this interpreter, activated or not
         os.environ[PYTHON_ENV] = sys.executable
@@ -65,11 +81,15 @@ def run_experiment(
         if backend == "kubernetes":
             project = stage_for_docker(project, backend_config, Path(staging))
         else:
-            run_id = _create_run(client, experiment_id, spec.name, project)
+            run_id = _create_run(client, experiment_id, spec.name, project, lineage)
+            if config.generic:  # a trainer of its own does not know flowops: the parameters are logged here
+                from mlflow.entities import Param
+
+                client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         try:
             submitted = mlflow.projects.run(
                 str(project),
-                entry_point="main",
+                entry_point=config.entry_point,
                 parameters=params,
                 experiment_id=experiment_id,
                 run_name=spec.name,
@@ -141,13 +161,12 @@ def _line(exc: BaseException) -> str:
     return f"{found.group(1)}: {found.group(2)}" if found else text[:300]
 
 
-def _create_run(client, experiment_id: str, name: str, project: Path) -> str:
-    """The run this training logs to, with the tags `mlflow run` would give it."""
+def _create_run(client, experiment_id: str, name: str, project: Path, lineage: dict[str, str]) -> str:
+    """The run this training logs to, with the tags `mlflow run` would give it (and `lineage`)."""
     import getpass
 
-    from flowops.gitops.git import git
-
     tags = {
+        **lineage,
         "mlflow.runName": name,
         "mlflow.user": getpass.getuser(),
         "mlflow.source.type": "PROJECT",

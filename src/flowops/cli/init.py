@@ -1,0 +1,50 @@
+"""`flowops init`: a ready repository from a template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flowops.errors import FlowopsError
+
+TEMPLATES = ("tabular",)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--template",
+    type=click.Choice(TEMPLATES),
+    default="tabular",
+    show_default=True,
+    help="tabular: a scikit-learn classifier on a dataset that ships with scikit-learn (nothing is downloaded).",
+)
+def init(folder: Path, template: str) -> None:
+    """Write a ready flowops repository (MLproject, experiments, policy, trainer) into FOLDER."""
+    from importlib.resources import files
+
+    if folder.exists() and any(folder.iterdir()):
+        raise FlowopsError(f"{folder}: not empty; flowops init writes into a new or empty folder")
+    source = files("flowops.templates") / template
+    written = _copy(source, folder)
+    click.echo(f"wrote {len(written)} files to {folder} from the {template} template")
+    click.echo(f"next: cd {folder} && git init && flowops validate && flowops train experiments/baseline.yaml")
+
+
+def _copy(source, target: Path) -> list[Path]:
+    """Copy a package folder (a Traversable) into `target`, recursively."""
+    written = []
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.name == "__pycache__":
+            continue
+        if entry.is_dir():
+            written += _copy(entry, target / entry.name)
+        else:
+            (target / entry.name).write_bytes(entry.read_bytes())
+            written.append(target / entry.name)
+    return written
+
+
+COMMANDS = [init]
