@@ -56,7 +56,9 @@ def test_an_indexed_job_and_a_headless_service_that_place_every_worker(tmp_path)
 
 
 def test_each_pod_builds_its_tf_config_from_its_completion_index(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    # The code under test sets TF_CONFIG itself (as a pod needs): restored to absent afterwards.
+    monkeypatch.setenv("TF_CONFIG", "")
+    monkeypatch.delenv("TF_CONFIG")
     monkeypatch.setenv(distribute.WORKER_HOSTS_ENV, "job-0.job:2222,job-1.job:2222")
     monkeypatch.setenv(distribute.INDEX_ENV, "1")
     place = distribute.cluster()

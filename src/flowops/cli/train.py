@@ -94,9 +94,14 @@ def train(
     if workers > 1 and backend == "kubernetes":
         _kubernetes_workers(experiment, backend_config, workers, manifests)
         return
-    if workers > 1:
-        from flowops.training.workers import WORKERS_ENV
+    from flowops.training.distribute import INDEX_ENV, WORKER_HOSTS_ENV
+    from flowops.training.workers import WORKERS_ENV
 
+    # One training on this machine: a cluster placement left in the environment (a stale
+    # TF_CONFIG) would make the trainer wait for peers that never come.
+    for name in ("TF_CONFIG", WORKER_HOSTS_ENV, INDEX_ENV, WORKERS_ENV):
+        os.environ.pop(name, None)
+    if workers > 1:
         os.environ[WORKERS_ENV] = str(workers)  # the MLproject's entry point starts the workers
     try:
         run = run_experiment(
