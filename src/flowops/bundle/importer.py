@@ -12,14 +12,29 @@ from typing import Any
 
 from flowops.bundle.check import Facts
 from flowops.bundle.form import FOLDERS, KEPT_MLFLOW_TAGS, Bundle, is_claim
+from flowops.cancel import Cancel
 from flowops.tracking import FAILURE_TAG
 
 IMPORTED_TAG = "flowops.imported"  # the import stage's own mark: "bundle of PR <n> at <sha>"
 BATCH = 500
 
 
-def import_bundle(client: Any, uri: str, folder: Path, bundle: Bundle, facts: Facts) -> str:
-    """Create the run from `bundle` (already checked against `facts`); its id."""
+def import_bundle(
+    client: Any,
+    uri: str,
+    folder: Path,
+    bundle: Bundle,
+    facts: Facts,
+    cancel: Cancel | None = None,
+    started: list[str] | None = None,
+) -> str:
+    """Create the run from `bundle` (already checked against `facts`); its id.
+
+    `cancel` stops the import between steps (see `flowops.cancel`); the new run's id is appended
+    to `started` as soon as it exists, so whoever cancels can end it FAILED.
+    """
+    cancel = cancel or Cancel()
+    started = [] if started is None else started
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 
     from flowops.tracking import ensure_experiment
@@ -28,29 +43,45 @@ def import_bundle(client: Any, uri: str, folder: Path, bundle: Bundle, facts: Fa
     tags = {k: v for k, v in bundle.tags.items() if is_claim(k) or k in KEPT_MLFLOW_TAGS}
     tags.update(facts.tags())
     tags[IMPORTED_TAG] = f"run bundle of PR #{facts.pr_number} at {facts.head_sha}"
-    run = client.create_run(experiment_id, start_time=bundle.start_time, tags=tags, run_name=bundle.run_name)
-    run_id = run.info.run_id
+    with cancel.lock:
+        cancel.check()
+        run = client.create_run(experiment_id, start_time=bundle.start_time, tags=tags, run_name=bundle.run_name)
+        run_id = str(run.info.run_id)
+        started.append(run_id)
     try:
         params = [Param(k, v) for k, v in bundle.params.items()]
         for i in range(0, len(params), 100):
+            cancel.check()
             client.log_batch(run_id, params=params[i : i + 100])
         metrics = [Metric(m.key, m.value, m.timestamp, m.step) for m in bundle.metrics]
         for i in range(0, len(metrics), BATCH):
+            cancel.check()
             client.log_batch(run_id, metrics=metrics[i : i + BATCH])
         if (folder / FOLDERS[0]).is_dir():
+            cancel.check()
             client.log_artifacts(run_id, str(folder / FOLDERS[0]))
         if bundle.model is not None:
+            cancel.check()
             model = client.create_logged_model(experiment_id, name=bundle.model.name, source_run_id=run_id)
             client.log_model_artifacts(model.model_id, str(folder / "model"))
+            cancel.check()
             client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
             client.log_outputs(run_id, [LoggedModelOutput(model.model_id, bundle.model.step)])
+        with cancel.last_step():
+            client.set_terminated(run_id, bundle.status, end_time=bundle.end_time)
     except BaseException as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        reason = f"import of the run bundle failed: {type(exc).__name__}: {first}"
-        try:
-            client.set_tag(run_id, FAILURE_TAG, reason[:500])
-            client.set_terminated(run_id, "FAILED")
-        finally:
+        if cancel.cancelled:  # whoever cancelled ends the run
             raise
-    client.set_terminated(run_id, bundle.status, end_time=bundle.end_time)
-    return str(run_id)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        with cancel.last_step():
+            end_failed(client, run_id, f"import of the run bundle failed: {type(exc).__name__}: {first}")
+        raise
+    return run_id
+
+
+def end_failed(client: Any, run_id: str, reason: str) -> None:
+    """End an imported run FAILED: status first (it is what says RUNNING), then the reason."""
+    try:
+        client.set_terminated(run_id, "FAILED")
+    finally:
+        client.set_tag(run_id, FAILURE_TAG, reason[:500])

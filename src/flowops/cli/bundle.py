@@ -60,17 +60,23 @@ def import_command(
     from mlflow.tracking import MlflowClient
 
     from flowops.bundle.check import Limits, check_bundle, facts_from_git
-    from flowops.bundle.importer import import_bundle
+    from flowops.bundle.importer import end_failed, import_bundle
+    from flowops.cancel import run_until_signalled
     from flowops.tracking import use
 
-    def cancelled(signum: int, frame: object) -> None:  # a cancelled job: the importer ends its run FAILED
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, cancelled)
     facts = facts_from_git(repo, head_sha, experiment_file, pr_number)
     checked = check_bundle(folder, facts, Limits(max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes))
     uri = use(tracking_uri)
-    run_id = import_bundle(MlflowClient(uri), uri, folder, checked, facts)
+    client = MlflowClient(uri)
+    started: list[str] = []
+
+    def cleanup(signum: int) -> None:  # a cancelled job: the run it had begun ends FAILED, not RUNNING
+        for run_id in started:
+            end_failed(client, run_id, f"import of the run bundle cancelled by {signal.Signals(signum).name}")
+
+    run_id = run_until_signalled(
+        lambda cancel: import_bundle(client, uri, folder, checked, facts, cancel, started), cleanup
+    )
     if run_id_file:
         run_id_file.write_text(run_id + "\n")
     click.echo(

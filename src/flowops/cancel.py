@@ -1,0 +1,86 @@
+"""Cancellation that never lands inside a library call.
+
+A CI job is cancelled with SIGINT, then SIGTERM, then SIGKILL seconds later. Raising from a
+signal handler puts the exception wherever the main thread happens to be: inside SQLAlchemy
+(a half-closed session then holds SQLite's lock, so ending the run FAILED fails with "database
+is locked"), or inside a `__del__`, where Python prints and drops it and the work goes on.
+
+`run_until_signalled` runs the work in a thread instead. The main thread only waits; on a signal
+it takes the `Cancel` lock, so the work is never between two of its guarded writes, marks the
+token cancelled, runs `cleanup` (end the run FAILED) and raises KeyboardInterrupt, which the CLI
+turns into "interrupted" and exit 130. The work checks the token between steps, and holds the
+lock around writes that must not interleave with cleanup: creating the run, and its last step
+(`cancel.last_step()`), after which a signal no longer undoes anything and the work's result stands.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Cancel:
+    """Shared by the work and the waiting main thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.signum: int | None = None
+        self.finished = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.signum is not None
+
+    def check(self) -> None:
+        """Stop the work here if a signal came."""
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {self.signum}")
+
+    @contextmanager
+    def last_step(self) -> Iterator[None]:
+        """The write that ends the work (or ends it FAILED): not cancelled half-way, not undone after."""
+        with self.lock:
+            self.check()
+            yield
+            self.finished = True
+
+
+def run_until_signalled(work: Callable[[Cancel], T], cleanup: Callable[[int], None]) -> T:
+    """`work(cancel)` in a thread; on SIGINT or SIGTERM, `cleanup(signum)` then KeyboardInterrupt."""
+    cancel = Cancel()
+    outcome: list[tuple[bool, object]] = []
+    received: list[int] = []
+
+    def body() -> None:
+        try:
+            outcome.append((True, work(cancel)))
+        except BaseException as exc:  # handed to the main thread
+            outcome.append((False, exc))
+
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
+    try:
+        thread = threading.Thread(target=body, name="flowops-work", daemon=True)
+        thread.start()
+        while thread.is_alive() and not received:
+            thread.join(0.1)
+        if received and not outcome:
+            with cancel.lock:
+                if not cancel.finished:  # the work had not ended: it must not end now
+                    cancel.signum = received[0]
+                    cleanup(received[0])
+                    raise KeyboardInterrupt(f"signal {received[0]}")
+            thread.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    ok, value = outcome[0]
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]

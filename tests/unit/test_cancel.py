@@ -1,0 +1,102 @@
+"""A signal stops the work between steps, never inside one; what ended stays ended."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from flowops.cancel import Cancel, run_until_signalled
+
+
+def _signal_soon(signum: int = signal.SIGTERM, after: float = 0.05) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(after), os.kill(os.getpid(), signum)))
+    thread.start()
+    return thread
+
+
+def test_a_signal_stops_the_work_at_its_next_check_and_runs_cleanup_once():
+    steps, cleaned = [], []
+
+    def work(cancel: Cancel) -> str:
+        for i in range(2000):
+            cancel.check()
+            steps.append(i)
+            time.sleep(0.005)
+        return "done"
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = _signal_soon()
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        run_until_signalled(work, cleaned.append)
+    sender.join()
+    assert cleaned == [signal.SIGTERM]
+    assert 0 < len(steps) < 2000
+    time.sleep(0.05)
+    count = len(steps)
+    time.sleep(0.05)
+    assert len(steps) == count, "the work went on after it was cancelled"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigint_cancels_too():
+    cleaned = []
+    sender = _signal_soon(signal.SIGINT)
+
+    def work(cancel: Cancel) -> None:
+        while True:
+            cancel.check()
+            time.sleep(0.005)
+
+    with pytest.raises(KeyboardInterrupt, match="signal 2"):
+        run_until_signalled(work, cleaned.append)
+    sender.join()
+    assert cleaned == [signal.SIGINT]
+
+
+def test_a_signal_after_the_last_step_changes_nothing():
+    cleaned, ended = [], threading.Event()
+
+    def work(cancel: Cancel) -> str:
+        with cancel.last_step():
+            pass
+        ended.set()
+        time.sleep(0.3)  # the signal comes now: the work has ended, its result stands
+        return "finished"
+
+    sender = threading.Thread(target=lambda: (ended.wait(), os.kill(os.getpid(), signal.SIGTERM)))
+    sender.start()
+    assert run_until_signalled(work, cleaned.append) == "finished"
+    sender.join()
+    assert cleaned == []
+
+
+def test_the_works_own_error_reaches_the_caller_unchanged():
+    def work(cancel: Cancel) -> None:
+        raise ValueError("bad bundle")
+
+    with pytest.raises(ValueError, match="bad bundle"):
+        run_until_signalled(work, lambda signum: None)
+
+
+def test_a_write_under_the_lock_is_never_cut_by_cleanup():
+    order = []
+    inside = threading.Event()
+
+    def work(cancel: Cancel) -> None:
+        with cancel.lock:
+            inside.set()
+            order.append("write begins")
+            time.sleep(0.2)
+            order.append("write ends")
+        while True:
+            cancel.check()
+            time.sleep(0.005)
+
+    sender = threading.Thread(target=lambda: (inside.wait(), os.kill(os.getpid(), signal.SIGTERM)))
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_until_signalled(work, lambda signum: order.append("cleanup"))
+    sender.join()
+    assert order == ["write begins", "write ends", "cleanup"]
