@@ -80,3 +80,61 @@ def test_an_unknown_entry_point_is_said(repo):
     (repo / "flowops.yaml").write_text("schema: mlproject\nentry_point: mian\n")
     _, problems = validate_paths([write(repo, "a.yaml", "name: a\nregion: x\n")])
     assert str(problems[0]) == "MLproject:2: no entry point 'mian' (did you mean 'main'?)"
+
+
+def test_a_float_written_as_a_whole_number_is_the_same_experiment(repo):
+    point = entry_point(repo)
+    whole = load_generic(write(repo, "a.yaml", "name: a\nregion: north\nalpha: 1\n"), point)
+    point_zero = load_generic(write(repo, "b.yaml", "name: a\nregion: north\nalpha: 1.0\n"), point)
+    assert whole.params["alpha"] == 1.0 and isinstance(whole.params["alpha"], float)
+    assert whole.sha256() == point_zero.sha256() and whole.mlflow_params()["alpha"] == "1.0"
+
+
+def test_the_logged_parameters_rebuild_the_experiment_exactly(repo):
+    """How a merge binds its run: what the run was given must make the merged file's identity."""
+    from flowops.errors import FlowopsError
+    from flowops.spec.schema import schema_of
+
+    schema = schema_of(repo)
+    merged = schema.load(write(repo, "a.yaml", "name: a\nregion: north\nalpha: 0.1\nhorizon: 14\n"))
+    logged = {**merged.mlflow_params(), "rows_train": "400"}  # a trainer may log more parameters
+    assert schema.from_params(logged, "a", "forecast").sha256() == merged.sha256()
+    assert schema.from_params({**logged, "alpha": "0.2"}, "a", "forecast").sha256() != merged.sha256()
+    assert schema.from_params(logged, "b", "forecast").sha256() != merged.sha256()  # another name: another run
+    with pytest.raises(FlowopsError, match=r"horizon: logged '14\.5', which is not a whole number"):
+        schema.from_params({**logged, "horizon": "14.5"}, "a", "forecast")
+    with pytest.raises(FlowopsError, match="region: not logged by the run"):
+        schema.from_params({k: v for k, v in logged.items() if k != "region"}, "a", "forecast")
+
+
+def test_the_code_is_every_top_level_path_but_experiments_and_docs_unless_named(repo):
+    from flowops.spec.schema import schema_of
+
+    names = ["MLproject", "README.md", "docs", "experiments", "flowops.yaml", "registry_policy.yaml", "src", "train.py"]
+    assert schema_of(repo).code_paths(names) == ("MLproject", "flowops.yaml", "src", "train.py")
+    (repo / "flowops.yaml").write_text("schema: mlproject\ncode: [train.py, MLproject]\n")
+    assert schema_of(repo).code_paths(names) == ("train.py", "MLproject")
+    (repo / "flowops.yaml").write_text("")
+    assert schema_of(repo).code_paths(names) == ("src", "MLproject", "conda.yaml")  # the segmentation project's
+
+
+def test_a_merge_reads_the_schema_its_commit_had(repo):
+    """Promotion replays history: each merge is read with flowops.yaml and the MLproject of its commit."""
+    import subprocess
+
+    from flowops.gitops.project import schema_at
+
+    def git(*args: str) -> str:
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        return subprocess.run(["git", *ident, *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD").strip()
+    (repo / "MLproject").write_text(MLPROJECT.replace("horizon", "steps"))
+    (repo / "flowops.yaml").unlink()
+    assert schema_at(repo, first).generic and "horizon" in schema_at(repo, first).point.parameters
+    git("add", "-A")
+    git("commit", "-qm", "two")
+    assert not schema_at(repo, git("rev-parse", "HEAD").strip()).generic  # no flowops.yaml: segmentation

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
 from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
-from flowops.errors import FlowopsError
+from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import code_tree, git, git_show
+from flowops.gitops.project import code_paths_at, schema_at
 from flowops.hashing import sha256_file
-from flowops.spec.load import load_experiment
-from flowops.spec.params import PARAMETERS, spec_from_params
+from flowops.spec.schema import Schema
 
 
 class BundleRefused(FlowopsError):
@@ -48,6 +48,7 @@ class Facts:
     experiment_file: str
     spec_sha256: str
     experiment_name: str
+    schema: Schema = field(default_factory=Schema.default)  # how the experiment file at head_sha is read
 
     def tags(self) -> dict[str, str]:
         return {
@@ -68,11 +69,15 @@ def facts_from_git(repo: Path, head_sha: str, experiment_file: str, pr_number: s
         raise FlowopsError(f"--head-sha {head_sha}: not a commit in {repo} (fetch the PR head first)")
     if not pr_number.isdigit():
         raise FlowopsError(f"--pr {pr_number!r}: expected the pull request number")
-    spec = load_experiment(experiment_file, git_show(repo, sha, experiment_file))
-    tree = code_tree(sha, repo=repo)
+    try:
+        schema = schema_at(repo, sha)
+        spec = schema.load(experiment_file, git_show(repo, sha, experiment_file))
+    except ProblemsError as exc:
+        raise FlowopsError(str(exc.problems[0])) from None
+    tree = code_tree(sha, repo=repo, paths=code_paths_at(schema, repo, sha))
     if not tree:
         raise FlowopsError(f"{repo}: no code tree at {sha[:12]}")
-    return Facts(pr_number, sha, tree, experiment_file, spec.sha256(), spec.experiment_name)
+    return Facts(pr_number, sha, tree, experiment_file, spec.sha256(), spec.experiment_name, schema)
 
 
 def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundle:
@@ -156,9 +161,8 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
             )
         if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key):
             raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
-    params = {k: v for k, v in bundle.params.items() if k in PARAMETERS}
     try:
-        spec = spec_from_params(params)
+        spec = facts.schema.from_params(bundle.params, bundle.run_name, facts.experiment_name)
     except FlowopsError as exc:
         raise BundleRefused(f"{record}: params: {exc}") from None
     if spec.sha256() != facts.spec_sha256:

@@ -65,7 +65,9 @@ def model_table(model: type[BaseModel]) -> list[str]:
     lines = ["| field | type, allowed values | default | description |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         desc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type(field.annotation)}{_constraints(field)} | {_default(field)} | {desc} |")
+        lines.append(
+            f"| `{field.alias or name}` | {_type(field.annotation)}{_constraints(field)} | {_default(field)} | {desc} |"
+        )
     return lines
 
 
@@ -93,13 +95,22 @@ def render() -> str:
     from flowops.cli.main import cli
     from flowops.spec.experiment import DatasetPaths, ExperimentSpec
     from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
+    from flowops.spec.project import ProjectConfig
 
     out = [
         "# Reference",
         "",
         "Generated from the code by `flowops docs`; a test fails when it is stale.",
         "",
-        "## Experiment files (`experiments/*.yaml`)",
+        "## The project (`flowops.yaml`, optional)",
+        "",
+        "Without it a repository is the segmentation project below. With `schema: mlproject`, an",
+        "experiment file holds `name`, `description`, `experiment_name` and the MLproject entry",
+        "point's parameters (docs/own-project.md).",
+        "",
+        *model_table(ProjectConfig),
+        "",
+        "## Experiment files (`experiments/*.yaml`, segmentation)",
         "",
         *model_table(ExperimentSpec),
         "",

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowops.errors import FlowopsError
-from flowops.gitops.git import CODE_PATHS, changed_experiments, git, resolve_range
+from flowops.errors import FlowopsError, ProblemsError
+from flowops.gitops.git import changed_experiments, git, resolve_range
 from flowops.spec.load import EXPERIMENTS_DIR
 
 
@@ -23,7 +23,13 @@ def pr_changes(repo: Path, base: str, head: str, retrain: bool = False) -> Chang
     before, after = resolve_range(repo, f"{base}..{head}")
     merge_base = git("merge-base", before, after, cwd=repo) or before
     touched = [path for status, path in changed_experiments(repo, merge_base, after) if status != "D"]
-    code = git("diff", "--name-only", merge_base, after, "--", *CODE_PATHS, cwd=repo)
+    from flowops.gitops.project import code_paths_at, schema_at
+
+    try:
+        paths = code_paths_at(schema_at(repo, after), repo, after)
+    except ProblemsError as exc:
+        raise FlowopsError(str(exc.problems[0])) from None
+    code = git("diff", "--name-only", merge_base, after, "--", *paths, cwd=repo)
     if code is None:
         raise FlowopsError(f"{repo}: git diff failed for {base}..{head}")
     listing = git("ls-tree", "--name-only", after, f"{EXPERIMENTS_DIR}/", cwd=repo) or ""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from flowops.errors import FlowopsError
 from flowops.spec.load import EXPERIMENTS_DIR
+from flowops.spec.project import CODE_PATHS  # what decides how a model is trained (by default)
 
-CODE_PATHS = ("src", "MLproject", "conda.yaml")  # what decides how a model is trained
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: "before" of a first push
 
 
@@ -26,17 +26,19 @@ def git(*args: str, cwd: str | Path = ".", env: dict | None = None) -> str | Non
     return proc.stdout.strip()
 
 
-def code_tree(commit: str | None = None, repo: str | Path = ".") -> str | None:
-    """Git tree hash of CODE_PATHS: at `commit`, or of the working tree (uncommitted changes included)."""
+def code_tree(commit: str | None = None, repo: str | Path = ".", paths: tuple[str, ...] = CODE_PATHS) -> str | None:
+    """Git tree hash of `paths` (the training code): at `commit`, or of the working tree (uncommitted
+    changes included)."""
     if commit is None:
         # Stage the working tree into a throwaway index, so edits count but the real index is untouched.
         with tempfile.TemporaryDirectory() as tmp:
             env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
             if git("read-tree", "HEAD", cwd=repo, env=env) is None:
                 return None
-            git("add", "-A", "--", *CODE_PATHS, cwd=repo, env=env)
+            for path in paths:  # one at a time: a path that is nowhere must not stop the others
+                git("add", "-A", "--", path, cwd=repo, env=env)
             commit = git("write-tree", cwd=repo, env=env)
-    listing = git("ls-tree", commit or "", "--", *CODE_PATHS, cwd=repo) if commit else None
+    listing = git("ls-tree", commit or "", "--", *paths, cwd=repo) if commit else None
     if listing is None:
         return None
     proc = subprocess.run(["git", "mktree"], cwd=repo, input=listing + "\n", capture_output=True, text=True)

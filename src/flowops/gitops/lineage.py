@@ -67,12 +67,16 @@ def versions() -> str:
 
 
 def run_tags(
-    spec_sha256: str, experiment_file: str, dataset_fingerprint: str, repo: str | Path = "."
+    spec_sha256: str,
+    experiment_file: str,
+    dataset_fingerprint: str | None,
+    repo: str | Path = ".",
+    paths: tuple[str, ...] = CODE_PATHS,
 ) -> dict[str, str]:
-    """Every lineage tag of a training run (keys under `flowops.`)."""
+    """Every lineage tag of a training run (keys under `flowops.`); `paths` are the training code."""
     env = os.environ
     commit = git("rev-parse", "HEAD", cwd=repo)
-    dirty = git("status", "--porcelain", "--", *CODE_PATHS, cwd=repo)
+    dirty = git("status", "--porcelain", "--", *paths, cwd=repo)
     branch = (
         env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo)
     )
@@ -80,13 +84,14 @@ def run_tags(
         "experiment_file": experiment_file or "(none: run with mlflow run -P)",
         "spec_sha256": spec_sha256,
         "git_commit": commit or "unknown",
-        "code_tree": code_tree(repo=repo) or "unknown",
+        "code_tree": code_tree(repo=repo, paths=paths) or "unknown",
         "code_dirty": "true" if dirty else "false",
         "git_branch": branch or "unknown",
-        "dataset_fingerprint": dataset_fingerprint,
         "hardware": hardware(),
         "versions": versions(),
     }
+    if dataset_fingerprint is not None:  # a project of its own reads its data itself
+        tags["dataset_fingerprint"] = dataset_fingerprint
     pr = pull_request_number()
     if pr:
         tags["pr_number"] = pr

@@ -17,10 +17,9 @@ from typing import Any
 
 from flowops.errors import FlowopsError
 from flowops.gitops.git import git
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import PARAMETERS, spec_from_params
+from flowops.spec.schema import Schema
 
-MODEL_NAME = "model"  # the name training logs its pyfunc under
+MODEL_NAME = "model"  # the name training logs its model under, unless flowops.yaml says `model:`
 MAX_CANDIDATES = 50  # FINISHED runs with the same spec hash looked at, newest first
 
 
@@ -37,11 +36,13 @@ class NotBound(FlowopsError):
     """No run qualifies for a merged experiment file; the message says why (the field that differs)."""
 
 
-def refusal(client: Any, run: Any, spec: ExperimentSpec, merged_tree: str | None, same_code: bool) -> str | None:
+def refusal(
+    client: Any, run: Any, spec: Any, merged_tree: str | None, same_code: bool, schema: Schema | None = None
+) -> str | None:
     """Why `run` may not ship `spec` (one phrase naming the field), or None when it qualifies."""
-    params = {k: v for k, v in run.data.params.items() if k in PARAMETERS}
+    schema = schema or Schema.default()
     try:
-        rebuilt = spec_from_params(params)
+        rebuilt = schema.from_run(run, spec.experiment_name)
     except FlowopsError as exc:
         return f"its logged parameters do not make this experiment: {exc}"
     if rebuilt.sha256() != spec.sha256():
@@ -58,27 +59,33 @@ def refusal(client: Any, run: Any, spec: ExperimentSpec, merged_tree: str | None
                 f"code tree {str(run.data.tags.get('flowops.code_tree'))[:12]} is not the merged code "
                 f"{str(merged_tree)[:12]}: retrain on the merged code"
             )
-    found = logged_model(client, run)
+    found = logged_model(client, run, schema.model)
     if isinstance(found, str) and found.startswith("model:"):
         return found
     return None
 
 
-def logged_model(client: Any, run: Any) -> str:
-    """The id of the model `run` logged as its own, or 'model: <why not>'."""
+def logged_model(client: Any, run: Any, name: str = MODEL_NAME) -> str:
+    """The id of the model `run` logged as its own under `name`, or 'model: <why not>'."""
     outputs = sorted((run.outputs.model_outputs if run.outputs else []), key=lambda o: o.step)
     for output in reversed(outputs):
         model = client.get_logged_model(output.model_id)
-        if model.name != MODEL_NAME:
+        if model.name != name:
             continue
         if model.source_run_id != run.info.run_id:
             return f"model: {output.model_id} was logged by run {model.source_run_id}, not by this run"
         return str(output.model_id)
-    return f"model: the run has no logged model {MODEL_NAME!r} (it did not finish training; retrain it)"
+    return f"model: the run has no logged model {name!r} (it did not finish training; retrain it)"
 
 
 def bind(
-    client: Any, spec: ExperimentSpec, merged_tree: str | None, same_code: bool, repo: Path, merge_commit: str
+    client: Any,
+    spec: Any,
+    merged_tree: str | None,
+    same_code: bool,
+    repo: Path,
+    merge_commit: str,
+    schema: Schema | None = None,
 ) -> Bound:
     """The run that ships `spec`; NotBound naming what differs when none qualifies."""
     experiment = client.get_experiment_by_name(spec.experiment_name)
@@ -94,7 +101,7 @@ def bind(
         raise NotBound(f"no FINISHED run with spec sha256 {spec.sha256()[:12]}: open a PR to train it")
     qualified, refused = [], []
     for run in runs:
-        reason = refusal(client, run, spec, merged_tree, same_code)
+        reason = refusal(client, run, spec, merged_tree, same_code, schema)
         if reason is None:
             qualified.append(run)
         else:
@@ -113,7 +120,7 @@ def bind(
         why += f"; {len(qualified) - 1} other run(s) also qualified"
     if refused:
         why += f"; {len(refused)} refused ({refused[0]})"
-    return Bound(chosen, logged_model(client, chosen), why)
+    return Bound(chosen, logged_model(client, chosen, (schema or Schema.default()).model), why)
 
 
 def _ancestor(repo: Path, commit: str | None, merge_commit: str) -> bool:

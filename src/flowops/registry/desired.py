@@ -16,11 +16,13 @@ from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show
+from flowops.gitops.project import code_paths_at, schema_at
 from flowops.registry import evidence
 from flowops.registry.binding import NotBound, bind
 from flowops.registry.decide import Holder, TargetDecision, decide, rank
-from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
+from flowops.spec.load import POLICY_FILE, load_policy
 from flowops.spec.policy import RegistryPolicy
+from flowops.spec.schema import Schema
 
 
 @dataclass
@@ -98,8 +100,13 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
             continue
         before = {alias: _current(entries, present) for alias, entries in history.items()}
         step = Step(commit)
+        try:
+            schema: Schema | str = schema_at(repo, commit)
+        except (ProblemsError, FlowopsError) as exc:
+            problems = getattr(exc, "problems", None)
+            schema = str(problems[0]) if problems else str(exc)
         for status, path in changes:
-            item = _item(status, path, repo, commit)
+            item = _item(status, path, repo, commit, schema)
             step.items.append(item)
             present.pop(path, None)
             if item.sha:
@@ -117,10 +124,12 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
             step.skipped = rules
             steps.append(step)
             continue
-        tree = code_tree(commit, repo=repo)
-        for item in step.items:
-            if item.status == "changed":
-                _bind(client, repo, item, tree, rules, commit)
+        tree = None  # an unreadable schema made every item invalid: nothing to bind
+        if isinstance(schema, Schema):
+            tree = code_tree(commit, repo=repo, paths=code_paths_at(schema, repo, commit))
+            for item in step.items:
+                if item.status == "changed":
+                    _bind(client, repo, item, tree, rules, commit, schema)
         live = [i for i in step.items if i.status == "changed"]
         for alias in (a for a in rules.targets if a in history):
             winner, rows, note = decide_merge(
@@ -196,19 +205,23 @@ def _current(entries: list[Item], present: dict[str, str]) -> Item | None:
     return next((e for e in reversed(entries) if present.get(e.path) == e.sha), None)
 
 
-def _item(status: str, path: str, repo: Path, commit: str) -> Item:
+def _item(status: str, path: str, repo: Path, commit: str, schema: Schema | str) -> Item:
     if status == "D":
         return Item(path, "deleted", "deleted in this merge: nothing to promote", commit=commit)
+    if isinstance(schema, str):  # flowops.yaml or the MLproject at this merge cannot be read
+        return Item(path, "invalid", schema, commit=commit)
     try:
-        spec = load_experiment(path, git_show(repo, commit, path))
+        spec = schema.load(path, git_show(repo, commit, path))
     except ProblemsError as exc:
         return Item(path, "invalid", str(exc.problems[0]), commit=commit)
     return Item(path, "changed", sha=spec.sha256(), commit=commit, spec=spec)
 
 
-def _bind(client: Any, repo: Path, item: Item, tree: str | None, policy: RegistryPolicy, commit: str) -> None:
+def _bind(
+    client: Any, repo: Path, item: Item, tree: str | None, policy: RegistryPolicy, commit: str, schema: Schema
+) -> None:
     try:
-        bound = bind(client, item.spec, tree, policy.require_same_code, repo, commit)
+        bound = bind(client, item.spec, tree, policy.require_same_code, repo, commit, schema)
     except NotBound as exc:
         item.status, item.message = "not trained", str(exc)
         return

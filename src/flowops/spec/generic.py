@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flowops import yamlfile
-from flowops.errors import Problem, ProblemsError
+from flowops.errors import FlowopsError, Problem, ProblemsError
 from flowops.spec.problems import show
 from flowops.suggest import did_you_mean
 
@@ -57,7 +57,7 @@ class GenericExperiment:
     categories: list[str] = field(default_factory=list)
 
     def normalised(self) -> dict:
-        return {"name": self.name, "experiment_name": self.experiment_name, "parameters": self.params}
+        return {"name": self.name, "experiment_name": self.experiment_name, **self.params}
 
     def sha256(self) -> str:
         text = json.dumps(self.normalised(), sort_keys=True, separators=(",", ":"))
@@ -68,10 +68,10 @@ class GenericExperiment:
         return {k: _text(v) for k, v in self.params.items()}
 
 
-def entry_point(root: str | Path = ".", name: str = "main") -> EntryPoint:
-    """The entry point's parameters, read from the MLproject; ProblemsError where it is malformed."""
+def entry_point(root: str | Path = ".", name: str = "main", text: str | None = None) -> EntryPoint:
+    """The entry point's parameters, read from the MLproject (or its `text`); ProblemsError where it is malformed."""
     path = Path(root) / "MLproject"
-    doc = yamlfile.load(path)
+    doc = yamlfile.load(path, text)
     data: dict = doc.data if isinstance(doc.data, dict) else {}
     found = data.get("entry_points")
     points: dict = found if isinstance(found, dict) else {}
@@ -127,7 +127,7 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
         why = _type_problem(point.parameters[key], value)
         if why:
             problem(key, why)
-        params[key] = value
+        params[key] = _typed(point.parameters[key], value)  # `C: 1` and `C: 1.0` are one experiment
     for key, parameter in point.parameters.items():
         if key not in params:
             if parameter.default is None:
@@ -142,6 +142,20 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
         params=params,
         description=str(data.get("description") or ""),
     )
+
+
+def from_params(point: EntryPoint, params: dict[str, str], name: str, experiment_name: str) -> GenericExperiment:
+    """The experiment a run's logged parameters make (FlowopsError when one is missing or mistyped)."""
+    typed = {}
+    for key, parameter in point.parameters.items():
+        if key not in params:
+            raise FlowopsError(f"{key}: not logged by the run")
+        value = _typed(parameter, params[key])
+        if parameter.type in ("float", "int") and isinstance(value, str):
+            kind = "a whole number" if parameter.type == "int" else "a number"
+            raise FlowopsError(f"{key}: logged {params[key]!r}, which is not {kind}")
+        typed[key] = value
+    return GenericExperiment(name=name, experiment_name=experiment_name, params=typed)
 
 
 def _type_problem(parameter: Parameter, value: Any) -> str | None:
@@ -171,6 +185,4 @@ def _typed(parameter: Parameter, default: Any) -> Any:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return repr(value)
-    return str(value)
+    return repr(value) if isinstance(value, float) else str(value)

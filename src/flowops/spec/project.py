@@ -3,6 +3,8 @@
     # flowops.yaml
     schema: mlproject          # experiments are checked against the MLproject's parameters
     entry_point: main          # the MLproject entry point `flowops train` runs
+    code: [MLproject, python_env.yaml, train.py]   # what decides how a model is trained
+    model: model               # the name the entry point logs its model under
 
 Without the file, a repository is the built-in segmentation project (`schema: segmentation`):
 experiments are the segmentation spec (flowops.spec.experiment), as before. Metric directions
@@ -12,7 +14,7 @@ belong in registry_policy.yaml (`metrics:`), beside the rules that use them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +23,7 @@ from flowops.errors import ProblemsError
 from flowops.spec.problems import problems_from
 
 PROJECT_FILE = "flowops.yaml"
+CODE_PATHS = ("src", "MLproject", "conda.yaml")  # the segmentation project's training code
 
 
 class ProjectConfig(BaseModel):
@@ -32,18 +35,30 @@ class ProjectConfig(BaseModel):
         description="How experiment files are checked: the built-in segmentation spec, or the MLproject's parameters.",
     )
     entry_point: str = Field("main", min_length=1, description="The MLproject entry point flowops train runs.")
+    code: list[Annotated[str, Field(min_length=1, pattern=r"^[^/][^:*?]*$")]] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Repository paths whose content decides how a model is trained (its code tree, for "
+            "require_same_code and stale experiments). Default: src, MLproject, conda.yaml for the "
+            "segmentation schema; every top-level path but experiments/, docs, .github, registry_policy.yaml "
+            "and *.md for mlproject."
+        ),
+    )
+    model: str = Field("model", min_length=1, description="The name the entry point logs its model under.")
 
     @property
     def generic(self) -> bool:
         return self.schema_ == "mlproject"
 
 
-def load_project(root: str | Path = ".") -> ProjectConfig:
-    """The repository's flowops.yaml, checked; the segmentation default when there is none."""
+def load_project(root: str | Path = ".", text: str | None = None) -> ProjectConfig:
+    """The repository's flowops.yaml (or its `text`, e.g. from a commit), checked; the segmentation
+    default when there is none."""
     path = Path(root) / PROJECT_FILE
-    if not path.exists():
+    if text is None and not path.exists():
         return ProjectConfig()
-    doc = yamlfile.load(path)
+    doc = yamlfile.load(path, text)
     data = doc.data if doc.data is not None else {}
     try:
         return ProjectConfig.model_validate(data)

@@ -5,18 +5,16 @@ Light on purpose: runs on every PR push, so it imports neither TensorFlow nor ML
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
 from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.generic import entry_point, load_generic
-from flowops.spec.load import POLICY_FILE, load_experiment, load_policy
+from flowops.spec.load import POLICY_FILE, load_policy
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
 from flowops.spec.problems import where
-from flowops.spec.project import ProjectConfig, load_project
+from flowops.spec.schema import schema_of
 from flowops.suggest import did_you_mean
 
 
@@ -57,21 +55,13 @@ def _per_class_problems(path: Path, policy: RegistryPolicy, specs: list[Experime
     return out
 
 
-def _loader(project: ProjectConfig, root: Path) -> Callable[[Path], Any]:
-    """How this repository's experiment files are read: the segmentation spec, or its MLproject's parameters."""
-    if not project.generic:
-        return load_experiment
-    point = entry_point(root, project.entry_point)
-    return lambda path: load_generic(path, point)
-
-
 def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any], list[Problem]]:
     """Validate every file; all problems of all files, never stopping at the first."""
     specs: list[Any] = []
     problems: list[Problem] = []
     try:
-        project = load_project(root)
-        load = _loader(project, root)
+        schema = schema_of(root)
+        project, load = schema.config, schema.load
     except ProblemsError as exc:
         return [], list(exc.problems)
     names: dict[str, str] = {}

@@ -17,10 +17,11 @@ from typing import Any
 from flowops import tracking
 from flowops.errors import FlowopsError
 from flowops.gitops.git import git
-from flowops.spec.generic import entry_point, load_generic
+from flowops.gitops.lineage import run_tags
+from flowops.gitops.project import code_paths_at
 from flowops.spec.load import load_experiment
 from flowops.spec.params import spec_to_params
-from flowops.spec.project import load_project
+from flowops.spec.schema import schema_or_error
 from flowops.tracking import FAILURE_TAG
 
 PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
@@ -57,16 +58,12 @@ def run_experiment(
     project = Path(project_dir)
     if not (project / "MLproject").is_file():
         raise FlowopsError(f"{project.resolve()}: no MLproject here; run flowops train from the repository root")
-    config = load_project(project)
-    if config.generic:  # any MLflow Project: the experiment names its entry point's parameters
-        spec: Any = load_generic(path, entry_point(project, config.entry_point))
+    schema = schema_or_error(project)
+    config = schema.config
+    if schema.generic:  # any MLflow Project: the experiment names its entry point's parameters
+        spec: Any = schema.load(path)
         params = spec.mlflow_params()
-        lineage = {
-            "flowops.spec_sha256": spec.sha256(),
-            "flowops.experiment_file": str(path),
-            "flowops.git_commit": git("rev-parse", "HEAD", cwd=project) or "unknown",
-            "flowops.code_dirty": "true" if git("status", "--porcelain", cwd=project) else "false",
-        }
+        lineage = run_tags(spec.sha256(), str(path), None, project, code_paths_at(schema, project))
     else:
         spec = load_experiment(path)
         params = spec_to_params(spec) | {"experiment_file": str(path)}
@@ -81,7 +78,7 @@ def run_experiment(
         if backend == "kubernetes":
             project = stage_for_docker(project, backend_config, Path(staging))
         else:
-            run_id = _create_run(client, experiment_id, spec.name, project, lineage)
+            run_id = _create_run(client, experiment_id, spec.name, project, lineage, config.entry_point)
             if config.generic:  # a trainer of its own does not know flowops: the parameters are logged here
                 from mlflow.entities import Param
 
@@ -161,7 +158,9 @@ def _line(exc: BaseException) -> str:
     return f"{found.group(1)}: {found.group(2)}" if found else text[:300]
 
 
-def _create_run(client, experiment_id: str, name: str, project: Path, lineage: dict[str, str]) -> str:
+def _create_run(
+    client, experiment_id: str, name: str, project: Path, lineage: dict[str, str], entry: str = "main"
+) -> str:
     """The run this training logs to, with the tags `mlflow run` would give it (and `lineage`)."""
     import getpass
 
@@ -171,7 +170,7 @@ def _create_run(client, experiment_id: str, name: str, project: Path, lineage: d
         "mlflow.user": getpass.getuser(),
         "mlflow.source.type": "PROJECT",
         "mlflow.source.name": str(project.resolve()),
-        "mlflow.project.entryPoint": "main",
+        "mlflow.project.entryPoint": entry,
     }
     commit = git("rev-parse", "HEAD", cwd=project)
     if commit:

@@ -1,0 +1,26 @@
+"""The project's schema as a commit has it: flowops.yaml and the MLproject read from git."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowops.gitops.git import git, git_show
+from flowops.spec.generic import entry_point
+from flowops.spec.project import PROJECT_FILE, ProjectConfig, load_project
+from flowops.spec.schema import Schema
+
+
+def schema_at(repo: Path, commit: str) -> Schema:
+    """The schema committed at `commit` (flowops.yaml and MLproject as they were there)."""
+    if git("cat-file", "-e", f"{commit}:{PROJECT_FILE}", cwd=repo) is None:
+        return Schema(ProjectConfig())
+    config = load_project(repo, git_show(repo, commit, PROJECT_FILE))
+    if not config.generic:
+        return Schema(config)
+    return Schema(config, entry_point(repo, config.entry_point, git_show(repo, commit, "MLproject")))
+
+
+def code_paths_at(schema: Schema, repo: str | Path, commit: str = "HEAD") -> tuple[str, ...]:
+    """`schema.code_paths` for the top-level entries of `commit`."""
+    names = (git("ls-tree", "--name-only", commit, cwd=repo) or "").splitlines()
+    return schema.code_paths(names)
