@@ -19,6 +19,17 @@ FORMAT = 1
 VALIDATION = ("val_miou", "val_fscore", "val_iou", "val_f1", "val_loss")  # compared; training metrics are not
 
 
+def compared(metrics: dict[str, float], policy: RegistryPolicy) -> list[str]:
+    """The metrics a report compares, in order: flowops' validation metrics, then every other metric the
+    policy knows or the run logged as `val_*` (any project's), then the per-class groups (`val_iou.*`)."""
+    named = [policy.primary_metric, *policy.directions()]
+    first = [n for n in VALIDATION if n in metrics]
+    rest = sorted(
+        {n for n in metrics if (n in named or n.startswith("val_")) and not n.startswith(PER_CLASS_PREFIX)} - set(first)
+    )
+    return first + rest + sorted(k for k in metrics if k.startswith(PER_CLASS_PREFIX))
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -34,7 +45,7 @@ def build(
     cand = evidence.with_intervals(client, cand, run, held, level)
     decision = decide(cand, {a: (h[0] if h else None) for a, h in held.items()}, policy)
     m = run.data.metrics
-    names = [n for n in VALIDATION if n in m] + sorted(k for k in m if k.startswith(PER_CLASS_PREFIX))
+    names = compared(m, policy)
     aliases: dict[str, Any] = {}
     for alias, entry in held.items():
         td = decision.targets[alias]

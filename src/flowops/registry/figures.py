@@ -1,6 +1,9 @@
-"""The report's figures: learning curves against the holder, per-class bars, a prediction grid.
+"""The report's figures: learning curves against the holder, per-class bars, a prediction grid,
+and the images any run logs under `report/`.
 
-Drawn from what runs logged (metric histories, `samples/samples.npz`): no TensorFlow.
+Drawn from what runs logged (metric histories, `samples/samples.npz`): no TensorFlow. Each part
+appears only where the runs logged what it needs, so a project that is not the segmentation
+template gets its curves (metrics logged per step) and its own figures.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from flowops import plots
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
 
 HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
+FIGURES = "report"  # a run's own figures (PNG, JPEG, SVG) for the PR comment
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
 def per_class(run) -> dict[str, float]:
@@ -24,15 +29,22 @@ def per_class(run) -> dict[str, float]:
 def section(client: Any, candidate: Any, production: Any, out: Path, policy: RegistryPolicy) -> str:
     """The `### Plots` section; `candidate` and `production` have `.label` and `.run`."""
     models = [candidate] + ([production] if production else [])
+    panels = _curve_panels(client, candidate.run)
+    keys = sorted({k for p in panels for k in (p, f"val_{p}")})
     histories = {
-        m.label: {k: [p.value for p in client.get_metric_history(m.run.info.run_id, k)] for k in HISTORY_KEYS}
-        for m in models
+        m.label: {k: [p.value for p in client.get_metric_history(m.run.info.run_id, k)] for k in keys} for m in models
     }
     target = policy.targets.get("production") or next(iter(policy.targets.values()))
     limits = {t.metric: float(t.min if t.min is not None else t.max or 0.0) for t in target.thresholds}
-    plots.learning_curves(histories, out / "learning_curves.png", metrics=("iou", "loss"), thresholds=limits)
-    plots.per_class_bars({m.label: per_class(m.run) for m in models}, out / "per_class_iou.png")
-    parts = ["### Plots", "", "![learning curves](learning_curves.png)", "", "![per-class IoU](per_class_iou.png)"]
+    parts = ["### Plots"]
+    if panels:
+        plots.learning_curves(histories, out / "learning_curves.png", metrics=tuple(panels), thresholds=limits)
+        parts += ["", "![learning curves](learning_curves.png)"]
+    classes = {m.label: per_class(m.run) for m in models}
+    if any(classes.values()):
+        plots.per_class_bars(classes, out / "per_class_iou.png")
+        parts += ["", "![per-class IoU](per_class_iou.png)"]
+    parts += _own_figures(client, candidate.run, out)
     drawn, note = _prediction_grid(client, candidate, production, out / "predictions.png")
     if drawn:
         parts += [
@@ -40,7 +52,42 @@ def section(client: Any, candidate: Any, production: Any, out: Path, policy: Reg
             f"<details><summary>Predictions on fixed validation "
             f"images</summary>\n\n![predictions](predictions.png)\n\n{note}\n\n</details>",
         ]
-    return "\n".join(parts)
+    return "\n".join(parts) if len(parts) > 1 else ""
+
+
+def _curve_panels(client: Any, run: Any) -> list[str]:
+    """The learning-curve panels: flowops' own (iou, loss) when logged, else every metric the run
+    logged at more than one step (`val_x` and `x` share a panel, named `x`), at most four."""
+    metrics = run.data.metrics
+    if any(k in metrics for k in HISTORY_KEYS):
+        return ["iou", "loss"]
+    panels = []
+    for key in sorted(k for k in metrics if not k.startswith((PER_CLASS_PREFIX, "holder."))):
+        name = key[len("val_") :] if key.startswith("val_") else key
+        if name not in panels and len(client.get_metric_history(run.info.run_id, key)) > 1:
+            panels.append(name)
+    return panels[:4]
+
+
+def _own_figures(client: Any, run: Any, out: Path) -> list[str]:
+    """The images the run logged under `report/`, copied next to the report (markdown lines)."""
+    import mlflow
+
+    try:
+        listed = [a for a in client.list_artifacts(run.info.run_id, FIGURES) if not a.is_dir]
+    except Exception as exc:  # the figures only illustrate: say they are missing, and why
+        return ["", f"_The run's {FIGURES}/ figures could not be listed: {type(exc).__name__}._"]
+    lines = []
+    for artifact in sorted(listed, key=lambda a: a.path)[:12]:
+        name = Path(artifact.path).name
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        (out / FIGURES).mkdir(exist_ok=True)
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=artifact.path, dst_path=str(out / FIGURES)
+        )
+        lines += ["", f"![{Path(name).stem}]({FIGURES}/{name})"]
+    return lines
 
 
 def _samples(client, run) -> dict | None:

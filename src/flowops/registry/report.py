@@ -53,6 +53,8 @@ def build(
         raise FlowopsError(f"run {run_id}: not found in {redact(uri)}")
     _check_experiment_file(run, experiment_file)
     from flowops.gitops.git import code_tree
+    from flowops.gitops.project import code_paths_at
+    from flowops.spec.schema import schema_or_error
 
     out.mkdir(parents=True, exist_ok=True)
     candidate = Model("candidate", run)
@@ -66,7 +68,7 @@ def build(
         )
         _write_json(out, comparison.build(client, run, {}, policy, None))
         return _write(out, run, sections)
-    merged_tree = code_tree() or run.data.tags.get("flowops.code_tree")
+    merged_tree = code_tree(paths=code_paths_at(schema_or_error(), ".")) or run.data.tags.get("flowops.code_tree")
     pairs = {a: (h.version, h.run) if h else None for a, h in holders.items()}
     data = comparison.build(client, run, pairs, policy, merged_tree)
     _write_json(out, data)
@@ -88,10 +90,10 @@ def _check_experiment_file(run, experiment_file: str | None) -> None:
     if not experiment_file:
         return
     from flowops.errors import ProblemsError
-    from flowops.spec.load import load_experiment
+    from flowops.spec.schema import schema_or_error
 
     try:
-        spec = load_experiment(experiment_file)
+        spec = schema_or_error().load(experiment_file)
     except ProblemsError as exc:
         raise FlowopsError(str(exc.problems[0])) from None
     if run.data.tags.get("flowops.spec_sha256") != spec.sha256():
@@ -158,7 +160,7 @@ def _metrics_table(data: dict, holders: dict[str, Model | None], policy: Registr
     head = "| metric | candidate | " + " | ".join(f"{h.label} | Δ vs {alias}" for alias, h in live) + " |"
     rule = "|---|---:|" + "---:|---|" * len(live)
     rows = []
-    for name in [n for n in comparison.VALIDATION if m.get(n) is not None]:
+    for name in [n for n in comparison.compared(m, policy) if not n.startswith(PER_CLASS_PREFIX)]:
         direction = policy.direction(name) if name in policy.directions() else "max"
         cells = []
         for alias, _ in live:
@@ -178,6 +180,11 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
     """One line per alias: same evaluation data or not, and the interval of the primary difference."""
     row = data["aliases"][alias]
     images = data["candidate"].get("eval_images")
+    if not row["same_eval_set"] and data["candidate"]["eval_set"] is None and row["holder"]["eval_set"] is None:
+        return (
+            f"- **Not comparable with {holder.label}**: neither run records its evaluation data (tag "
+            "`flowops.eval_set`, e.g. a hash of the validation rows). No comparison check can pass."
+        )
     if not row["same_eval_set"]:
         return (
             f"- **Not comparable with {holder.label}**: different evaluation data (eval set "
@@ -301,7 +308,7 @@ def for_comment(markdown: str) -> str:
     import re
 
     return re.sub(
-        r"!\[([^\]]*)\]\(([\w.-]+\.png)\)",
+        r"!\[([^\]]*)\]\(((?:report/)?[\w.-]+\.(?:png|jpe?g|svg))\)",
         r"*\1: `\2` in the workflow run's report artifact and the run's artifacts*",
         markdown,
     )
