@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from flowops.health import wait_healthy
 
@@ -251,3 +252,53 @@ def plain_mlflow_server(backend_uri: str, artifacts: Path | None = None) -> tupl
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"mlflow server on {url} did not answer")
     return proc, url
+
+
+class Service:
+    """`flowops serve` in its own process, following `model`@`alias`."""
+
+    def __init__(self, uri: str, *extra: str, model: str, alias: str = "production"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "flowops"),
+                "serve",
+                "--model",
+                model,
+                "--alias",
+                alias,
+                "--port",
+                str(self.port),
+                "--poll",
+                "0.5",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        deadline = time.time() + timeout
+        seen_loading = False
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
+            try:
+                r = requests.get(f"{self.url}/health", timeout=2)
+                if r.status_code == 200:
+                    return {**r.json(), "seen_loading": seen_loading}
+                seen_loading |= r.status_code == 503 and r.json()["status"] == "loading"
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        pytest.fail("service never became ready")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

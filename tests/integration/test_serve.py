@@ -19,9 +19,14 @@ from pycocotools import mask as mask_utils
 
 from ..conftest import REPO
 from .conftest import BIN, tiny_spec, write_experiment
+from .services import Service as _Service
 from .services import free_port, plain_mlflow_server
 
 MODEL = "serve-model"
+
+
+def Service(uri: str, *extra: str, alias: str = "production") -> _Service:
+    return _Service(uri, *extra, model=MODEL, alias=alias)
 
 
 @pytest.fixture(scope="module")
@@ -59,54 +64,6 @@ def registry(tmp_path_factory, synth_root):
     client.set_registered_model_alias(MODEL, "production", "1")
     yield uri, tmp
     mp.undo()
-
-
-class Service:
-    def __init__(self, uri: str, *extra: str, alias: str = "production"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "flowops"),
-                "serve",
-                "--model",
-                MODEL,
-                "--alias",
-                alias,
-                "--port",
-                str(self.port),
-                "--poll",
-                "0.5",
-                *extra,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def wait_ready(self, timeout: float = 180) -> dict:
-        deadline = time.time() + timeout
-        seen_loading = False
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
-            try:
-                r = requests.get(f"{self.url}/health", timeout=2)
-                if r.status_code == 200:
-                    return {**r.json(), "seen_loading": seen_loading}
-                seen_loading |= r.status_code == 503 and r.json()["status"] == "loading"
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        pytest.fail("service never became ready")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,9 @@
-"""The HTTP layer of `flowops serve` (FastAPI): /predict, /health, /metrics."""
+"""The HTTP layer of `flowops serve` (FastAPI): /invocations, /predict, /health, /metrics.
+
+`/invocations` is MLflow's scoring protocol (JSON `dataframe_split`, `dataframe_records`,
+`instances` or `inputs`; CSV), answered by MLflow's own parser for any pyfunc. `/predict` takes
+an image, for the segmentation template's models.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
     """The service. Decoding, inference and encoding run in a bounded thread pool, never on the
     event loop, so /health and /metrics answer at once however busy /predict is; beyond
     `max_concurrent` predictions in flight /predict answers 503 with Retry-After."""
-    app = FastAPI(title="flowops serve", description=f"Segmentation with models:/{follower.name}@{follower.alias}")
+    app = FastAPI(title="flowops serve", description=f"Serving models:/{follower.name}@{follower.alias}")
     pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="flowops-predict")
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -83,52 +88,86 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
             return Response(buf.getvalue(), media_type="image/png", headers=headers)
         return JSONResponse(describe(loaded, mask, follower.name, follower.alias), headers=headers)
 
-    @app.post("/predict")
-    async def predict(request: Request, format: str = "json"):
+    def score(loaded: Loaded, body: bytes, content_type: str) -> Response:
+        """MLflow's scoring protocol on the loaded pyfunc (in a pool thread)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import invocations
+
+        try:
+            with loaded.lock:
+                got = invocations(body, content_type, loaded.model, loaded.model.metadata.get_input_schema())
+        except MlflowException as exc:  # the body is not what the model takes: say why, in one line
+            raise BadImage(400, " ".join(str(exc.message).split())[:500]) from None
+        if got.status != 200:
+            raise BadImage(got.status, " ".join(str(got.response).split())[:500])
+        return Response(got.response, media_type=got.mimetype, headers={"X-Model-Version": loaded.version})
+
+    async def guarded(request: Request, endpoint: str, work, *args) -> Response:
+        """Token, a loaded model, the concurrency limit, the body within its limit; then `work` in the pool."""
         nonlocal in_flight
         start = time.perf_counter()
-        denied = refused(request, "predict")
+        denied = refused(request, endpoint)
         if denied is not None:
             return denied
         loaded = follower.current  # this request keeps this model, even if a swap happens meanwhile
         if loaded is None:
-            return error(503, "model is loading", headers={"Retry-After": "5"})
-        if format not in ("json", "png"):
-            return error(400, f"format must be json or png (got {format!r})")
+            return error(503, "model is loading", endpoint, headers={"Retry-After": "5"})
+        if endpoint == "predict" and not loaded.images:
+            return error(
+                415, f"v{loaded.version} is not an image model: POST its input as JSON to /invocations", endpoint
+            )
         if in_flight >= limits.max_concurrent:
             return error(
                 503,
                 f"busy: {in_flight} predictions in flight, the limit is {limits.max_concurrent}; retry shortly",
+                endpoint,
                 headers={"Retry-After": "1"},
             )
         in_flight += 1
         in_flight_gauge.set(in_flight)
         try:
-            body_or_error = await read_image_body(request)
+            body_or_error = await (read_image_body(request) if endpoint == "predict" else read_body(request, endpoint))
             if isinstance(body_or_error, JSONResponse):
                 return body_or_error
             try:
-                response = await asyncio.get_running_loop().run_in_executor(pool, answer, loaded, body_or_error, format)
+                response = await asyncio.get_running_loop().run_in_executor(pool, work, loaded, body_or_error, *args)
             except BadImage as exc:
-                return error(exc.status, str(exc))
+                return error(exc.status, str(exc), endpoint)
         finally:
             in_flight -= 1
             in_flight_gauge.set(in_flight)
         latency.observe(time.perf_counter() - start)
-        requests_total.labels("predict", "200").inc()
+        requests_total.labels(endpoint, "200").inc()
         return response
+
+    @app.post("/predict")
+    async def predict(request: Request, format: str = "json"):
+        if format not in ("json", "png"):
+            return error(400, f"format must be json or png (got {format!r})")
+        return await guarded(request, "predict", answer, format)
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        return await guarded(request, "invocations", score, request.headers.get("content-type", "application/json"))
+
+    async def read_body(request: Request, endpoint: str) -> bytes | JSONResponse:
+        """The request body, read up to the size limit whatever Content-Length said."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_body_bytes:
+            return error(413, f"body is {length} bytes, over the limit of {limits.max_body_bytes}", endpoint)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                return error(413, f"body is over the limit of {limits.max_body_bytes} bytes", endpoint)
+        return body
 
     async def read_image_body(request: Request) -> bytes | JSONResponse:
         """The uploaded image's bytes (raw body or the form's file part), within the size limit."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return error(413, f"body is {length} bytes, over the limit of {limits.max_body_bytes}")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = b""
-        async for chunk in request.stream():  # read at most the limit, whatever Content-Length said
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                return error(413, f"body is over the limit of {limits.max_body_bytes} bytes")
+        body = await read_body(request, "predict")
+        if isinstance(body, JSONResponse):
+            return body
         if content_type == "multipart/form-data":
             from starlette.requests import Request as StarletteRequest
 

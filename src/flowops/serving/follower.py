@@ -32,6 +32,17 @@ class Loaded:
     image_size: int = 0  # what the model was trained at, and how its images were shrunk
     preprocess: str = PLAIN
     lock: threading.Lock = field(default_factory=threading.Lock)
+    images: bool = True  # a segmentation model (/predict takes images); any other pyfunc: /invocations only
+
+
+def image_meta(model: Any) -> dict | None:
+    """The segmentation pyfunc's metadata (class names, image size, preprocessing); None for any other model."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a python_function model of flowops' own: an sklearn, xgboost, ... flavour
+        return None
+    meta = getattr(python_model, "meta", None)
+    return meta if isinstance(meta, dict) and "class_names" in meta else None
 
 
 class AliasFollower:
@@ -60,17 +71,19 @@ class AliasFollower:
         import mlflow.pyfunc
 
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{mv.version}")
-        meta = model.unwrap_python_model().meta
-        model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))  # warm up (graph tracing) before taking traffic
+        meta = image_meta(model)
+        if meta is not None:  # warm up (graph tracing) before taking traffic
+            model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
         return Loaded(
             model,
             str(mv.version),
             mv.run_id,
             mv.tags.get("flowops.git_commit", "unknown"),
-            meta["class_names"],
+            meta["class_names"] if meta else [],
             datetime.now(UTC).isoformat(timespec="seconds"),
-            int(meta.get("image_size", 0)),
-            meta.get("preprocess", PLAIN),
+            int(meta.get("image_size", 0)) if meta else 0,
+            meta.get("preprocess", PLAIN) if meta else PLAIN,
+            images=meta is not None,
         )
 
     def run(self, first) -> None:
