@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from flowops.spec.generic import entry_point, load_generic
@@ -53,3 +55,122 @@ def test_init_refuses_a_folder_with_files(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith(f"{tmp_path}: not empty; flowops init writes into a new or empty folder")
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_whole_loop_on_the_tabular_template(tmp_path, store):
+    """validate, train each PR through the MLflow Project, report, promote on merge, serve and
+    predict over MLflow's JSON protocol, roll back by reverting the merge: for a model that is
+    not the segmentation trainer, with nothing of it in the engine."""
+    import json
+
+    import requests
+
+    from .services import Service
+
+    repo = tmp_path / "tabular"
+    assert flowops("init", "--template", "tabular", str(repo)).returncode == 0
+    git = _Git(repo)
+    git("init", "-q", "-b", "main")
+    shipped = {p.name: p.read_text() for p in (repo / "experiments").iterdir()}
+    for path in (repo / "experiments").iterdir():
+        path.unlink()
+    git.commit("the project, no experiment yet")
+
+    def pull_request(branch: str, name: str) -> str:
+        """Add one experiment on a branch, validate, train it there, report; merge with a merge commit."""
+        git("checkout", "-q", "-b", branch)
+        (repo / "experiments" / name).write_text(shipped[name])
+        git.commit(f"experiment {name}")
+        checked = flowops("validate", cwd=repo)
+        assert checked.returncode == 0, checked.stderr
+        trained = flowops("train", f"experiments/{name}", cwd=repo)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        run_id = trained.stdout.split()[1]
+        out = tmp_path / f"report-{branch}"
+        made = flowops("report", "--run", run_id, "--out", str(out), "--experiment", f"experiments/{name}", cwd=repo)
+        assert made.returncode == 0, made.stderr[-3000:]
+        git("checkout", "-q", "main")
+        git("merge", "-q", "--no-ff", branch, "-m", f"Merge {branch}")
+        return run_id
+
+    def promote() -> str:
+        done = flowops("promote", "--git-range", "HEAD~1..HEAD", cwd=repo)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    weaker = pull_request("pr-1", "strong-regularisation.yaml")  # C=0.1: val_accuracy 0.979
+    said = promote()
+    assert "staging: moved unset -> v1 (experiments/strong-regularisation.yaml)" in said, said
+    assert "production: moved unset -> v1 (experiments/strong-regularisation.yaml)" in said, said
+
+    better = pull_request("pr-2", "baseline.yaml")  # C=1.0: val_accuracy 0.986, 0.007 better than v1
+    report = json.loads((tmp_path / "report-pr-2" / "report.json").read_text())
+    markdown = (tmp_path / "report-pr-2" / "report.md").read_text()
+    assert "val_accuracy" in markdown and "| C |" in markdown.replace("`", ""), markdown
+    production = report["aliases"]["production"]
+    assert production["same_eval_set"] is True and production["decision"]["promote"] is True, production
+    assert production["metrics"]["val_accuracy"]["delta"] == pytest.approx(0.986014 - 0.979021, abs=1e-5)
+    assert "![confusion_matrix](report/confusion_matrix.png)" in markdown
+    assert (tmp_path / "report-pr-2" / "report" / "confusion_matrix.png").stat().st_size > 1000
+    assert "per-class" not in markdown and "learning curves" not in markdown  # nothing the run did not log
+    said = promote()
+    assert "production: moved v1 -> v2 (experiments/baseline.yaml)" in said, said
+    client = MlflowClient(store)
+    assert client.get_model_version_by_alias("tabular-classifier", "production").run_id == better
+
+    service = Service(store, "--poll", "0.5", model="tabular-classifier")
+    try:
+        health = service.wait_ready()
+        assert (health["version"], health["run_id"]) == ("2", better)
+        from sklearn.datasets import load_breast_cancer
+
+        rows = load_breast_cancer(as_frame=True).data.head(5)
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        answer = requests.post(f"{service.url}/invocations", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Model-Version"] == "2"
+        assert answer.json() == {"predictions": [0, 0, 0, 0, 0]}  # the first five rows are malignant (0)
+        wrong = requests.post(f"{service.url}/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}})
+        assert wrong.status_code == 400 and "x" in wrong.json()["error"], wrong.text
+        image = requests.post(f"{service.url}/predict", data=b"\xff\xd8", headers={"content-type": "image/jpeg"})
+        assert image.status_code == 415 and "/invocations" in image.json()["error"]
+
+        git("revert", "--no-edit", "-m", "1", "HEAD")  # the baseline merge was a mistake
+        said = promote()
+        assert "production: moved v2 -> v1" in said, said
+        assert client.get_model_version_by_alias("tabular-classifier", "production").run_id == weaker
+        deadline = time.monotonic() + 60
+        while requests.get(f"{service.url}/health", timeout=5).json()["version"] != "1":
+            assert time.monotonic() < deadline, "serving did not follow the alias back to v1"
+            time.sleep(0.2)
+    finally:
+        service.stop()
+    status = flowops("status", cwd=repo)
+    assert status.returncode == 0 and "production: v1" in status.stdout, status.stdout + status.stderr
+
+
+class _Git:
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, *args: str) -> str:
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        done = subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def commit(self, message: str) -> None:
+        self("add", "-A")
+        self("commit", "-qm", message)
+
+
+def test_init_segmentation_writes_a_repository_that_validates(tmp_path):
+    repo = tmp_path / "seg"
+    made = flowops("init", "--template", "segmentation", str(repo))
+    assert made.returncode == 0, made.stderr
+    assert "flowops data synth --out data/synth" in made.stdout
+    assert not (repo / "flowops.yaml").exists()  # the built-in schema: no declaration needed
+    synth = flowops("data", "synth", "--out", "data/synth", "--images", "10", cwd=repo)
+    assert synth.returncode == 0, synth.stderr
+    checked = flowops("validate", cwd=repo)
+    assert (checked.returncode, checked.stdout.strip()) == (0, "ok: 2 file(s) valid (1 experiment(s))"), checked.stderr

@@ -181,3 +181,36 @@ def test_a_missing_system_package_stops_the_run_at_once_in_one_line():
     assert (
         "these tests need PostgreSQL: apt-get install postgresql (.ci/run installs them)" in proc.stdout + proc.stderr
     )
+
+
+ENGINE = ("spec", "gitops", "registry", "bundle", "serving", "teamserver")
+TEMPLATE = ("tensorflow", "tf_keras", "segmentation_models", "flowops.training", "flowops.data", "flowops.tfenv")
+
+
+def every_import(path: Path) -> set[str]:
+    """Every module a file names in an import, at any depth (function bodies included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def test_the_engine_never_imports_the_segmentation_trainer():
+    """The GitOps engine (experiments, git, registry, bundles, serving, the team server) works for any
+    MLflow Project: no path through it, lazy or not, reaches TensorFlow or the segmentation trainer."""
+    bad = sorted(
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for room in ENGINE
+        for path in (PACKAGE / room).rglob("*.py")
+        for name in every_import(path)
+        if name.startswith(TEMPLATE)
+    )
+    assert bad == []
+
+
+def test_the_engine_check_sees_a_lazy_import(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n    from flowops.training import fit\n")
+    assert "flowops.training" in every_import(tmp_path / "m.py")

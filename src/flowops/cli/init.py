@@ -8,7 +8,13 @@ import click
 
 from flowops.errors import FlowopsError
 
-TEMPLATES = ("tabular",)
+TEMPLATES = ("tabular", "segmentation")
+FIRST_STEPS = {
+    "tabular": "flowops validate && flowops train experiments/baseline.yaml",
+    "segmentation": (
+        "flowops data synth --out data/synth && flowops validate && flowops train experiments/baseline.yaml"
+    ),
+}
 
 
 @click.command()
@@ -18,7 +24,10 @@ TEMPLATES = ("tabular",)
     type=click.Choice(TEMPLATES),
     default="tabular",
     show_default=True,
-    help="tabular: a scikit-learn classifier on a dataset that ships with scikit-learn (nothing is downloaded).",
+    help=(
+        "tabular: a scikit-learn classifier on a dataset that ships with scikit-learn (nothing is downloaded); "
+        "segmentation: flowops' own image segmentation trainer (needs the train extra)."
+    ),
 )
 def init(folder: Path, template: str) -> None:
     """Write a ready flowops repository (MLproject, experiments, policy, trainer) into FOLDER."""
@@ -29,7 +38,7 @@ def init(folder: Path, template: str) -> None:
     source = files("flowops.templates") / template
     written = _copy(source, folder)
     click.echo(f"wrote {len(written)} files to {folder} from the {template} template")
-    click.echo(f"next: cd {folder} && git init && flowops validate && flowops train experiments/baseline.yaml")
+    click.echo(f"next: cd {folder} && git init && {FIRST_STEPS[template]}")
 
 
 def _copy(source, target: Path) -> list[Path]:

@@ -1,20 +1,27 @@
 """Train a classifier on a dataset that ships inside scikit-learn (nothing is downloaded).
 
 The breast-cancer set: 569 rows, 30 features, two classes. A scaled logistic regression; its
-validation metrics, per-row log losses (so flowops can compare two models with intervals) and
-the model, logged to the MLflow run `flowops train` (or `mlflow run`) started.
+validation metrics and the model, logged to the MLflow run `flowops train` (or `mlflow run`)
+started. Two things flowops reads besides metrics:
+
+- the tag `flowops.eval_set`: a hash of the validation rows. flowops compares two models only
+  when they were evaluated on the same data, and the tag is how a run says which data that was;
+- images under the artifact folder `report/`: shown in the PR comment (here a confusion matrix).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -34,6 +41,8 @@ def main() -> None:
     )
     with mlflow.start_run():  # the run flowops (or mlflow run) created: MLFLOW_RUN_ID
         mlflow.log_params({"rows_train": len(x_train), "rows_val": len(x_val)})
+        rows = x_val.to_csv(index=True).encode() + y_val.to_csv(index=True).encode()
+        mlflow.set_tag("flowops.eval_set", hashlib.sha256(rows).hexdigest())
         model = make_pipeline(StandardScaler(), LogisticRegression(C=args.C, max_iter=args.max_iter))
         model.fit(x_train, y_train)
         proba = model.predict_proba(x_val)
@@ -46,6 +55,19 @@ def main() -> None:
             }
         )
         mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_val, predicted))
+        log_confusion_matrix(y_val, predicted)
+
+
+def log_confusion_matrix(truth, predicted) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    display = ConfusionMatrixDisplay.from_predictions(truth, predicted, display_labels=["malignant", "benign"])
+    display.ax_.set_title("validation rows")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "confusion_matrix.png"
+        display.figure_.savefig(path, dpi=100, bbox_inches="tight")
+        mlflow.log_artifact(str(path), artifact_path="report")
 
 
 if __name__ == "__main__":
