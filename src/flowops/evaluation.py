@@ -83,7 +83,7 @@ def eval_set_id(content_sha256: str, class_names: list[str], image_size: int) ->
 
 @dataclass(frozen=True)
 class Interval:
-    """`delta` (a - b) of val_miou on the same images, and its bootstrap interval."""
+    """`delta` (a - b) of `metric` on the same examples (images, rows), and its bootstrap interval."""
 
     delta: float
     low: float
@@ -91,9 +91,27 @@ class Interval:
     confidence: float
     resamples: int
     images: int
+    metric: str = "val_miou"
 
     def contains_zero(self) -> bool:
         return self.low <= 0.0 <= self.high
+
+
+def paired_bootstrap_mean(
+    a: np.ndarray, b: np.ndarray, metric: str, confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+) -> Interval:
+    """Interval of mean(a) - mean(b) for a metric that is the mean of per-example values (accuracy: 0/1 per
+    row; a loss: per row), a and b scored on the same examples in the same order."""
+    if a.shape != b.shape or a.ndim != 1 or a.shape[0] == 0:
+        raise ValueError(f"paired bootstrap needs two (n,) arrays of the same examples: {a.shape} vs {b.shape}")
+    n = a.shape[0]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(resamples, n))
+    diff = (a - b).astype(np.float64)
+    deltas = diff[picks].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return Interval(float(diff.mean()), float(low), float(high), confidence, resamples, n, metric)
 
 
 def paired_bootstrap(

@@ -109,7 +109,10 @@ def test_the_whole_loop_on_the_tabular_template(tmp_path, store):
     assert "val_accuracy" in markdown and "| C |" in markdown.replace("`", ""), markdown
     production = report["aliases"]["production"]
     assert production["same_eval_set"] is True and production["decision"]["promote"] is True, production
-    assert production["metrics"]["val_accuracy"]["delta"] == pytest.approx(0.986014 - 0.979021, abs=1e-5)
+    gain = production["metrics"]["val_accuracy"]
+    assert gain["delta"] == pytest.approx(0.986014 - 0.979021, abs=1e-5)
+    assert gain["ci_low"] < gain["delta"] < gain["ci_high"] and gain["examples"] == 143  # paired, row by row
+    assert "- val_accuracy vs production v1: +0.0070, 95% interval [" in markdown
     assert "![confusion_matrix](report/confusion_matrix.png)" in markdown
     assert (tmp_path / "report-pr-2" / "report" / "confusion_matrix.png").stat().st_size > 1000
     assert "per-class" not in markdown and "learning curves" not in markdown  # nothing the run did not log

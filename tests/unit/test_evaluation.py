@@ -103,3 +103,18 @@ def test_per_class_iou_stacks():
     stacked = per_class_iou(confusion)
     assert stacked.shape == (12, 4)
     assert np.allclose(np.nan_to_num(stacked[3]), np.nan_to_num(per_class_iou(confusion[3])))
+
+
+def test_the_paired_interval_of_a_mean_metric_is_about_the_difference_row_by_row():
+    from flowops.evaluation import paired_bootstrap_mean
+
+    a = np.array([1.0, 1, 1, 0, 1, 1, 1, 1, 0, 1] * 20)
+    same = paired_bootstrap_mean(a, a.copy(), "val_accuracy")
+    assert (same.delta, same.low, same.high, same.images, same.metric) == (0.0, 0.0, 0.0, 200, "val_accuracy")
+    b = a.copy()
+    b[:10] = 0.0  # b gets 10 of a's correct rows wrong, and nothing else changes
+    got = paired_bootstrap_mean(a, b, "val_accuracy", confidence=0.9)
+    assert got.delta == pytest.approx(8 / 200)  # 8 of those 10 rows were right in a
+    assert 0 < got.low < got.delta < got.high  # paired: the rows both get right add no noise
+    with pytest.raises(ValueError, match="same examples"):
+        paired_bootstrap_mean(a, b[:-1], "val_accuracy")

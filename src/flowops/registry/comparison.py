@@ -42,7 +42,7 @@ def build(
     cand = evidence.candidate("this run", run, merged_tree)
     level = evidence.confidence_of(policy)
     held = {a: None if h is None else (evidence.holder(str(h[0]), h[1], run), h[1]) for a, h in holders.items()}
-    cand = evidence.with_intervals(client, cand, run, held, level)
+    cand = evidence.with_intervals(client, cand, run, held, level, policy.primary_metric)
     decision = decide(cand, {a: (h[0] if h else None) for a, h in held.items()}, policy)
     m = run.data.metrics
     names = compared(m, policy)
@@ -79,8 +79,13 @@ def build(
                     "ci_high": None,
                     "same_eval_set": same,
                 }
-                if name == "val_miou" and interval is not None and same:
-                    cell.update(ci_low=interval.low, ci_high=interval.high, confidence=interval.confidence)
+                if interval is not None and name == interval.metric and same:
+                    cell.update(
+                        ci_low=interval.low,
+                        ci_high=interval.high,
+                        confidence=interval.confidence,
+                        examples=interval.images,
+                    )
                 row["metrics"][name] = cell
         aliases[alias] = row
     return {

@@ -166,7 +166,12 @@ def decide_merge(
         level = evidence.confidence_of(policy, alias)
         candidates = {
             i.path: evidence.with_intervals(
-                client, candidates[i.path], i.run, {alias: _pair(held_by[i.path], holder.run)}, level
+                client,
+                candidates[i.path],
+                i.run,
+                {alias: _pair(held_by[i.path], holder.run)},
+                level,
+                policy.primary_metric,
             )
             for i in live
         }

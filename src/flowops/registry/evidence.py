@@ -4,7 +4,9 @@ Two models' numbers are compared only when both were evaluated on the same data.
 evidence is the candidate run's own scoring of the holder on its validation images
 (`holder.<alias>.*`, flowops.training.holders); otherwise the holder's own run, when its
 `flowops.eval_set` tag equals the candidate's. The interval of the difference comes from the
-per-image confusion matrices (`evaluation/*.npz`), resampled together (flowops.evaluation).
+per-image confusion matrices (`evaluation/*.npz`), resampled together (flowops.evaluation); for
+any other project, from per-example values of the primary metric (`evaluation/per_example.npz`:
+`ids` and one array per metric whose mean the metric is), resampled in pairs.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flowops.evaluation import Interval, paired_bootstrap
+from flowops.evaluation import Interval, paired_bootstrap, paired_bootstrap_mean
 from flowops.registry.decide import Candidate, Holder
 
 EVAL_SET_TAG = "flowops.eval_set"
 CONFUSION = "evaluation/confusion.npz"
+PER_EXAMPLE = "evaluation/per_example.npz"
 SEED = 0  # the interval is a function of the two runs: the same every time it is computed
 
 
@@ -60,8 +63,26 @@ def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[s
             return data["confusion"], [str(n) for n in data["file_names"]]
 
 
-def interval(client: Any, cand_run: Any, holder_run: Any, confidence: float) -> Interval | None:
-    """The paired interval of val_miou(candidate) - val_miou(holder); None unless both stored the same images."""
+def per_example(client: Any, run: Any, metric: str) -> tuple[Any, list[str]] | None:
+    """(per-example values of `metric`, example ids) the run stored; None when it stored none."""
+    import numpy as np
+
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    if PER_EXAMPLE not in listed:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run.info.run_id, PER_EXAMPLE, tmp)
+        with np.load(Path(path)) as data:
+            if metric not in data.files or "ids" not in data.files:
+                return None
+            return np.asarray(data[metric], dtype=np.float64), [str(i) for i in data["ids"]]
+
+
+def interval(
+    client: Any, cand_run: Any, holder_run: Any, confidence: float, metric: str = "val_miou"
+) -> Interval | None:
+    """The paired interval of metric(candidate) - metric(holder): val_miou from per-image confusion
+    matrices, any other project's `metric` from per-example values; None unless both stored the same examples."""
     tags_c, tags_h = cand_run.data.tags, holder_run.data.tags
     alias = scored_alias(cand_run, holder_run)
     if alias is not None:  # the holder's model scored on the candidate's own images
@@ -70,13 +91,23 @@ def interval(client: Any, cand_run: Any, holder_run: Any, confidence: float) -> 
         return None
     else:
         mine, theirs = confusion(client, cand_run), confusion(client, holder_run)
+    if mine is None and theirs is None and alias is None:  # not a segmentation run: per-example values
+        mine, theirs = per_example(client, cand_run, metric), per_example(client, holder_run, metric)
+        if mine is None or theirs is None or mine[1] != theirs[1] or mine[0].shape != theirs[0].shape:
+            return None
+        return paired_bootstrap_mean(mine[0], theirs[0], metric, confidence=confidence, seed=SEED)
     if mine is None or theirs is None or mine[1] != theirs[1] or mine[0].shape != theirs[0].shape:
         return None
     return paired_bootstrap(mine[0], theirs[0], confidence=confidence, seed=SEED)
 
 
 def with_intervals(
-    client: Any, cand: Candidate, cand_run: Any, holders: dict[str, tuple[Holder, Any] | None], confidence: float
+    client: Any,
+    cand: Candidate,
+    cand_run: Any,
+    holders: dict[str, tuple[Holder, Any] | None],
+    confidence: float,
+    metric: str = "val_miou",
 ) -> Candidate:
     """`cand` with the interval against each holder evaluated on the same data."""
     found = dict(cand.intervals)
@@ -86,7 +117,7 @@ def with_intervals(
         held, run = entry
         if run.info.run_id == cand_run.info.run_id:
             continue
-        got = interval(client, cand_run, run, confidence)
+        got = interval(client, cand_run, run, confidence, metric)
         if got is not None:
             found[held.version] = got
     return Candidate(cand.label, cand.metrics, cand.code_tree, cand.merged_code_tree, cand.eval_set, found)

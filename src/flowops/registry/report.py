@@ -191,15 +191,14 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
             f"`{str(data['candidate']['eval_set'])[:12]}` vs `{str(row['holder']['eval_set'])[:12]}`). "
             "No comparison check can pass."
         )
-    cell = row["metrics"].get("val_miou", {})
-    if cell.get("ci_low") is None:
-        return f"- Same evaluation data as {holder.label}; no per-image evaluation to give an interval."
+    empty: dict[str, Any] = {}
+    name, cell = next(((n, c) for n, c in row["metrics"].items() if c.get("ci_low") is not None), ("", empty))
+    if not name:
+        return f"- Same evaluation data as {holder.label}; no per-example evaluation to give an interval."
     span = f"{cell['confidence']:.0%} interval [{cell['ci_low']:+.4f}, {cell['ci_high']:+.4f}]"
     verdict = f" — **not distinguishable from {holder.label}**" if cell["ci_low"] <= 0 <= cell["ci_high"] else ""
-    return (
-        f"- val_miou vs {holder.label}: {cell['delta']:+.4f}, {span} over the same {images} validation images "
-        f"(paired bootstrap){verdict}."
-    )
+    over = f"{images} validation images" if name == "val_miou" else f"{cell.get('examples', '?')} validation examples"
+    return f"- {name} vs {holder.label}: {cell['delta']:+.4f}, {span} over the same {over} (paired bootstrap){verdict}."
 
 
 def _per_class_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:

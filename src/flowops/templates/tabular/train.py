@@ -6,6 +6,9 @@ started. Two things flowops reads besides metrics:
 
 - the tag `flowops.eval_set`: a hash of the validation rows. flowops compares two models only
   when they were evaluated on the same data, and the tag is how a run says which data that was;
+- `evaluation/per_example.npz`: each validation row's id and its value of each metric that is a
+  mean over rows (correct or not, its log loss), so flowops can give the interval of the
+  difference between two models on the same rows (and a policy can ask for `confidence:`);
 - images under the artifact folder `report/`: shown in the PR comment (here a confusion matrix).
 """
 
@@ -55,7 +58,20 @@ def main() -> None:
             }
         )
         mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_val, predicted))
+        truth = y_val.to_numpy()
+        log_per_example(
+            x_val.index.to_numpy(),
+            val_accuracy=(predicted == truth).astype(float),
+            val_log_loss=-np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)),
+        )
         log_confusion_matrix(y_val, predicted)
+
+
+def log_per_example(ids, **values) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "per_example.npz"
+        np.savez(path, ids=ids, **values)
+        mlflow.log_artifact(str(path), artifact_path="evaluation")
 
 
 def log_confusion_matrix(truth, predicted) -> None:
