@@ -50,8 +50,8 @@ def candidate(label: str, run: Any, merged_tree: str | None) -> Candidate:
     return Candidate(label, dict(run.data.metrics), tags.get("flowops.code_tree"), merged_tree, tags.get(EVAL_SET_TAG))
 
 
-def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[str]] | None:
-    """(per-image matrices, image names) the run stored; None when it stored none (absent, not an error)."""
+def _arrays(client: Any, run: Any, name: str) -> dict[str, Any] | None:
+    """The arrays of the run's `evaluation/*.npz` artifact `name`; None when it stored none (absent, not an error)."""
     import numpy as np
 
     listed = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -59,23 +59,24 @@ def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[s
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run.info.run_id, name, tmp)
-        with np.load(Path(path)) as data:
-            return data["confusion"], [str(n) for n in data["file_names"]]
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+
+def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[str]] | None:
+    """(per-image matrices, image names) the run stored; None when it stored none."""
+    data = _arrays(client, run, name)
+    return None if data is None else (data["confusion"], [str(n) for n in data["file_names"]])
 
 
 def per_example(client: Any, run: Any, metric: str) -> tuple[Any, list[str]] | None:
     """(per-example values of `metric`, example ids) the run stored; None when it stored none."""
     import numpy as np
 
-    listed = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    if PER_EXAMPLE not in listed:
+    data = _arrays(client, run, PER_EXAMPLE)
+    if data is None or metric not in data or "ids" not in data:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run.info.run_id, PER_EXAMPLE, tmp)
-        with np.load(Path(path)) as data:
-            if metric not in data.files or "ids" not in data.files:
-                return None
-            return np.asarray(data[metric], dtype=np.float64), [str(i) for i in data["ids"]]
+    return np.asarray(data[metric], dtype=np.float64), [str(i) for i in data["ids"]]
 
 
 def interval(
