@@ -177,3 +177,38 @@ def test_init_segmentation_writes_a_repository_that_validates(tmp_path):
     assert synth.returncode == 0, synth.stderr
     checked = flowops("validate", cwd=repo)
     assert (checked.returncode, checked.stdout.strip()) == (0, "ok: 2 file(s) valid (1 experiment(s))"), checked.stderr
+
+
+def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, store):
+    """The PR path of train.yml: train into the job's own store, bundle export, then the trusted stage
+    imports it with lineage from git; a merge of that file then binds exactly this run."""
+    from flowops.registry.binding import refusal
+    from flowops.spec.schema import schema_of
+
+    repo = tmp_path / "tabular"
+    assert flowops("init", "--template", "tabular", str(repo)).returncode == 0
+    git = _Git(repo)
+    git("init", "-q", "-b", "main")
+    git.commit("project")
+    head = git("rev-parse", "HEAD")
+    pr_store = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'pr.db'}"}
+    trained = flowops(
+        "train", "experiments/baseline.yaml", "--run-id-file", str(tmp_path / "pr-run"), cwd=repo, env=pr_store
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = (tmp_path / "pr-run").read_text().strip()
+    exported = flowops("bundle", "export", "--run", run_id, "--out", str(tmp_path / "bundle"), cwd=repo, env=pr_store)
+    assert exported.returncode == 0, exported.stderr
+    imported = flowops(
+        "bundle", "import", str(tmp_path / "bundle"), "--experiment-file", "experiments/baseline.yaml",
+        "--head-sha", head, "--pr", "7", "--repo", str(repo), "--run-id-file", str(tmp_path / "team-run"),
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    client = MlflowClient(store)
+    run = client.get_run((tmp_path / "team-run").read_text().strip())
+    assert run.info.status == "FINISHED" and run.data.tags["flowops.pr_number"] == "7"
+    assert run.data.metrics["val_accuracy"] > 0.98
+    schema = schema_of(repo)
+    merged = schema.load(repo / "experiments" / "baseline.yaml")
+    assert refusal(client, run, merged, run.data.tags["flowops.code_tree"], True, schema) is None
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/per_example.npz"}
