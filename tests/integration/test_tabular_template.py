@@ -21,6 +21,16 @@ def test_init_validate_train(tmp_path, store):
     made = flowops("init", "--template", "tabular", str(repo))
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in (repo / "experiments").iterdir()) == ["baseline.yaml", "strong-regularisation.yaml"]
+    assert sorted(p.name for p in (repo / ".github" / "workflows").iterdir()) == [
+        "experiment.yml",
+        "promote.yml",
+        "train.yml",
+    ]
+    from importlib.metadata import version
+
+    assert (repo / ".github" / "flowops-requirement.txt").read_text().splitlines()[
+        -1
+    ] == f"flowops=={version('flowops')}"
     for args in (
         ["init", "-q"],
         ["add", "-A"],

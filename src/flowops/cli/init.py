@@ -9,6 +9,7 @@ import click
 from flowops.errors import FlowopsError
 
 TEMPLATES = ("tabular", "segmentation")
+REQUIREMENT = "flowops-requirement.txt"  # under .github/: read by the setup-flowops action
 FIRST_STEPS = {
     "tabular": "flowops validate && flowops train experiments/baseline.yaml",
     "segmentation": (
@@ -31,13 +32,19 @@ FIRST_STEPS = {
 )
 def init(folder: Path, template: str) -> None:
     """Write a ready flowops repository (MLproject, experiments, policy, trainer) into FOLDER."""
+    from importlib.metadata import version
     from importlib.resources import files
 
     if folder.exists() and any(folder.iterdir()):
         raise FlowopsError(f"{folder}: not empty; flowops init writes into a new or empty folder")
     source = files("flowops.templates") / template
     written = _copy(source, folder)
-    click.echo(f"wrote {len(written)} files to {folder} from the {template} template")
+    written += _copy(files("flowops.templates") / "github", folder / ".github")  # the PR and merge workflows
+    (folder / ".github" / REQUIREMENT).write_text(
+        "# The flowops the workflows install (pinned; a private index or a git URL works too)\n"
+        f"flowops=={version('flowops')}\n"
+    )
+    click.echo(f"wrote {len(written) + 1} files to {folder} from the {template} template")
     click.echo(f"next: cd {folder} && git init && {FIRST_STEPS[template]}")
 
 
