@@ -97,9 +97,13 @@ def run_experiment(
                 synchronous=True,
             )
         except KeyboardInterrupt:
-            run_id = run_id or _created_here(client, experiment_id, str(project))
+            note = ""
+            if run_id is None:
+                run_id, note = _created_here(client, experiment_id, str(project))
             if run_id:
                 settle(client, run_id, "interrupted")
+            if note:
+                print(f"flowops train: {note}", file=sys.stderr)
             raise
         except (ExecutionException, MlflowException, ImportError) as exc:
             if isinstance(exc, ImportError):  # a backend's client library is missing
@@ -107,9 +111,11 @@ def run_experiment(
             else:
                 message = _line(exc)
             ran = re.search(r"Run \(ID '([0-9a-f]+)'\) failed", message)  # the entry point failed: it says why
-            run_id = run_id or (ran.group(1) if ran else None) or _created_here(client, experiment_id, str(project))
+            run_id, note = run_id or (ran.group(1) if ran else None), ""
             if run_id is None:
-                raise TrainingFailed(f"training {spec.name} failed: {message}") from None
+                run_id, note = _created_here(client, experiment_id, str(project))
+            if run_id is None:
+                raise TrainingFailed(f"training {spec.name} failed: {message}{'; ' + note if note else ''}") from None
             reason = settle(client, run_id, None if ran else message)
             raise TrainingFailed(f"training {spec.name} failed (run {run_id}): {reason}", run_id) from None
         run_id = submitted.run_id
@@ -178,16 +184,16 @@ def _create_run(
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
-def _created_here(client, experiment_id: str, source: str) -> str | None:
-    """The run MLflow created for this submission before it failed: its source is our private staging
-    folder, which no other submission shares."""
+def _created_here(client, experiment_id: str, source: str) -> tuple[str | None, str]:
+    """(the run MLflow created for this submission before it failed, or None; a note when it could not
+    be looked for). Its source is our private staging folder, which no other submission shares."""
     try:
         runs = client.search_runs(
             [experiment_id], filter_string=f"tags.`mlflow.source.name` = '{source}'", max_results=1
         )
-    except Exception:
-        return None
-    return runs[0].info.run_id if runs else None
+    except Exception as exc:  # never "no run": say that one may exist and still say RUNNING
+        return None, f"could not look for the run it may have created ({_line(exc)}); it may still show RUNNING"
+    return (runs[0].info.run_id if runs else None), ""
 
 
 def stage_for_docker(project: Path, backend_config: str | None, staging: Path) -> Path:
