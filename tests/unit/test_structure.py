@@ -184,7 +184,15 @@ def test_a_missing_system_package_stops_the_run_at_once_in_one_line():
 
 
 ENGINE = ("spec", "gitops", "registry", "bundle", "serving", "teamserver")
-TEMPLATE = ("tensorflow", "tf_keras", "segmentation_models", "flowops.training", "flowops.data", "flowops.tfenv")
+TEMPLATE = (
+    "tensorflow",
+    "tf_keras",
+    "segmentation_models",
+    "flowops.training",
+    "flowops.data",
+    "flowops.tfenv",
+    "flowops.segmentation",
+)
 
 
 def every_import(path: Path) -> set[str]:
@@ -214,3 +222,14 @@ def test_the_engine_never_imports_the_segmentation_trainer():
 def test_the_engine_check_sees_a_lazy_import(tmp_path):
     (tmp_path / "m.py").write_text("def f():\n    from flowops.training import fit\n")
     assert "flowops.training" in every_import(tmp_path / "m.py")
+
+
+def test_the_prediction_grid_is_a_plug_in_the_engine_finds_by_entry_point():
+    """The report (engine) knows no segmentation: the template's grid is registered, not imported."""
+    from importlib.metadata import entry_points
+
+    from flowops.segmentation.report import prediction_grid
+
+    (found,) = [e for e in entry_points(group="flowops.report") if e.name == "segmentation"]
+    assert found.load() is prediction_grid
+    assert "flowops.segmentation" not in (PACKAGE / "registry" / "figures.py").read_text()

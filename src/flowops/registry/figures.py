@@ -1,5 +1,5 @@
-"""The report's figures: learning curves against the holder, per-class bars, a prediction grid,
-and the images any run logs under `report/`.
+"""The report's figures: learning curves against the holder, per-class bars, the images any run
+logs under `report/`, and what report plug-ins draw (the segmentation template's prediction grid).
 
 Drawn from what runs logged (metric histories, `samples/samples.npz`): no TensorFlow. Each part
 appears only where the runs logged what it needs, so a project that is not the segmentation
@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flowops import plots
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
 
 HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
 FIGURES = "report"  # a run's own figures (PNG, JPEG, SVG) for the PR comment
+PLUG_INS = "flowops.report"  # entry point group of report plug-ins
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
@@ -45,14 +44,25 @@ def section(client: Any, candidate: Any, production: Any, out: Path, policy: Reg
         plots.per_class_bars(classes, out / "per_class_iou.png")
         parts += ["", "![per-class IoU](per_class_iou.png)"]
     parts += _own_figures(client, candidate.run, out)
-    drawn, note = _prediction_grid(client, candidate, production, out / "predictions.png")
-    if drawn:
-        parts += [
-            "",
-            f"<details><summary>Predictions on fixed validation "
-            f"images</summary>\n\n![predictions](predictions.png)\n\n{note}\n\n</details>",
-        ]
+    parts += _plug_ins(client, candidate, production, out)
     return "\n".join(parts) if len(parts) > 1 else ""
+
+
+def _plug_ins(client: Any, candidate: Any, production: Any, out: Path) -> list[str]:
+    """What each installed report plug-in (entry point group `flowops.report`) adds: a function
+    `(client, candidate, production, out) -> markdown` that draws from what the runs logged, or
+    returns "" when they logged nothing it knows. The segmentation template's prediction grid is one."""
+    from importlib.metadata import entry_points
+
+    lines = []
+    for plug_in in sorted(entry_points(group=PLUG_INS), key=lambda e: e.name):
+        try:
+            markdown = plug_in.load()(client, candidate, production, out)
+        except Exception as exc:  # a figure only illustrates: say which plug-in failed, keep the report
+            markdown = f"_The report plug-in {plug_in.name!r} failed: {type(exc).__name__}: {str(exc)[:200]}_"
+        if markdown:
+            lines += ["", markdown]
+    return lines
 
 
 def _curve_panels(client: Any, run: Any) -> list[str]:
@@ -88,42 +98,3 @@ def _own_figures(client: Any, run: Any, out: Path) -> list[str]:
         )
         lines += ["", f"![{Path(name).stem}]({FIGURES}/{name})"]
     return lines
-
-
-def _samples(client, run) -> dict | None:
-    import mlflow
-
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples/samples.npz")
-    except Exception:
-        return None
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _prediction_grid(client, candidate: Any, production: Any, path: Path) -> tuple[bool, str]:
-    """(drawn, note): image | truth | production | candidate for the run's fixed samples."""
-    cand = _samples(client, candidate.run)
-    if cand is None:
-        return False, ""
-    prod = _samples(client, production.run) if production else None
-    same = (
-        production is not None
-        and prod is not None
-        and list(prod["file_names"]) == list(cand["file_names"])
-        and prod["truth"].shape == cand["truth"].shape
-    )
-    held = [production.label] if same and production else []
-    titles = ["image", "truth", *held, "candidate"]
-    rows = [
-        [img, truth, *([prod["predicted"][i]] if same and prod else []), cand["predicted"][i]]
-        for i, (img, truth) in enumerate(zip(cand["images"], cand["truth"], strict=False))
-    ]
-    names = [str(n) for n in cand["class_names"]]
-    plots.mask_grid(rows, titles, len(names), names, path)
-    if prod is not None and not same:
-        return (
-            True,
-            "Production was evaluated on other images (other data, categories or size): its column is left out.",
-        )
-    return True, ""
