@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-unit venv lint clean
+.PHONY: demo test test-fast test-unit venv lint clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/demo.py
 
+# The whole suite in parallel workers (tests/parallel.py says what they share and what not).
+# Most tests wait on subprocesses (servers, trainings, act): 3 workers keep 2 cores busy.
+# `make test WORKERS=0` runs it in one process.
+WORKERS ?= 3
+PYTEST_PARALLEL := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_PARALLEL) --durations=25
+
+# Under a minute: the unit tests, the light commands (whose subject is what they do not import)
+# and the static checks of the workflows; no training, no server, no act run. For pre-commit
+# (pre-push) and quick loops; `make test` stays the whole suite.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=5 tests/unit tests/integration/test_light_commands.py \
+		tests/workflows/test_static.py tests/workflows/test_trust.py
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

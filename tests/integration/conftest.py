@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ..conftest import REPO
-from .services import mlflow_server, postgres_db, sftp  # noqa: F401 - fixtures for every integration test
+from ..conftest import REPO, sqlite_store
+from ..parallel import built_once
+from .services import mlflow_server, postgres_db, postgres_template, sftp  # noqa: F401 - fixtures for every integration test
 
 BIN = Path(sys.executable).parent
 
@@ -32,9 +36,9 @@ def _environment_restored():
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
+def store(tmp_path, monkeypatch, sqlite_template) -> str:
     """A fresh SQLite tracking store (artifacts beside it) and cache, for this process and its children."""
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    uri = sqlite_store(sqlite_template, tmp_path / "mlruns.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FLOWOPS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # `mlflow run` finds this python
@@ -44,10 +48,57 @@ def store(tmp_path, monkeypatch) -> str:
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    # Create the schema now: a test that starts a trainer and polls the store at once would
-    # otherwise race two processes creating the same SQLite tables (a real server has them).
-    MlflowClient(uri).search_experiments()
+    # The schema is there already (copied): a trainer started at once and a test polling the
+    # store never race to create the same SQLite tables (a real server has them too).
+    assert MlflowClient(uri).search_experiments()[0].name == "Default"
     return uri
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A tiny run trained once for the whole test run by `flowops train` (experiment
+    'integration', run name 'tiny'): for tests whose subject is not training itself. Copy the
+    store with `copy_to` before writing to it; the artifacts stay where training put them."""
+
+    folder: Path
+    experiment: Path  # the experiment file it was trained from
+    spec: dict
+    result: subprocess.CompletedProcess  # what `flowops train` printed and returned
+
+    @property
+    def db(self) -> Path:
+        return self.folder / "mlruns.db"
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / "cache"
+
+    def copy_to(self, folder: Path) -> str:
+        """A store of one's own holding the trained run (and the warm cache): its URI."""
+        if self.cache.exists():
+            shutil.copytree(self.cache, folder / "cache", dirs_exist_ok=True)
+        return sqlite_store(self.db, folder / "mlruns.db")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synth_root, sqlite_template) -> TinyRun:
+    spec = tiny_spec(synth_root)
+
+    def train(folder: Path) -> None:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            "MLFLOW_TRACKING_URI": sqlite_store(sqlite_template, folder / "mlruns.db"),
+            "FLOWOPS_CACHE_DIR": str(folder / "cache"),
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        }
+        proc = flowops("train", str(write_experiment(folder, spec)), env=env)
+        (folder / "train.json").write_text(json.dumps([proc.returncode, proc.stdout, proc.stderr]))
+
+    folder = built_once(tmp_path_factory, "trained-tiny", train)
+    code, out, err = json.loads((folder / "train.json").read_text())
+    result = subprocess.CompletedProcess(["flowops", "train"], code, out, err)
+    assert code == 0, err[-3000:]
+    return TinyRun(folder, folder / "experiments" / "tiny.yaml", spec, result)
 
 
 def experiment_id(name: str) -> str:

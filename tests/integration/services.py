@@ -23,15 +23,11 @@ import requests
 
 from flowops.health import wait_healthy
 
+from ..parallel import free_port
+
 BIN = Path(sys.executable).parent
 SFTP_USER = "flowopssftp"
 PG = "postgresql://postgres@127.0.0.1:5432"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_postgres() -> None:
@@ -44,15 +40,34 @@ def ensure_postgres() -> None:
         pytest.fail("PostgreSQL did not start on 127.0.0.1:5432")
 
 
-@pytest.fixture
-def postgres_db():
-    """A fresh database, dropped afterwards: yields its postgresql:// URI."""
+@pytest.fixture(scope="session")
+def postgres_template():
+    """A database with MLflow's schema, migrated once per worker: each test's database is a
+    copy (CREATE DATABASE ... TEMPLATE), so no server or client waits on MLflow's migrations."""
     import psycopg
 
     ensure_postgres()
-    name = f"flowops_test_{uuid.uuid4().hex[:10]}"
+    name = f"flowops_template_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    # In a child process: a template may have no open connection when it is copied, and
+    # SQLAlchemy's pool would keep one in this process.
+    migrate = "from mlflow.tracking import MlflowClient; import sys; MlflowClient(sys.argv[1]).search_experiments()"
+    done = subprocess.run([sys.executable, "-c", migrate, f"{PG}/{name}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    yield name
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_db(postgres_template):
+    """A fresh database with MLflow's schema, dropped afterwards: yields its postgresql:// URI."""
+    import psycopg
+
+    name = f"flowops_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
     yield f"{PG}/{name}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -82,19 +97,52 @@ class Sftp:
         pytest.fail(f"sshd did not listen on {self.port}: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.pidfile.exists():
+        """End this sshd and every connection it serves (other workers' sshd keep theirs)."""
+        if not self.pidfile.exists():
+            return
+        listener = int(self.pidfile.read_text())
+        # sshd forks a process per connection, which starts a session of its own: follow the
+        # parent links, not the process group, so only this server's connections end.
+        doomed = [listener, *descendants(listener)]
+        for pid in doomed:
             try:
-                os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL if pid != listener else signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            self.pidfile.unlink(missing_ok=True)
-        # sshd forks a process per connection: end the children of this config too
-        subprocess.run(["pkill", "-f", f"sshd: {SFTP_USER}"], capture_output=True)
-        time.sleep(0.3)
+        self.pidfile.unlink(missing_ok=True)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in doomed):
+            if time.monotonic() > deadline:
+                pytest.fail(f"sshd {listener} and its connections did not stop in 10 s")
+            time.sleep(0.05)
 
     def files(self) -> list[str]:
         upload = self.root / "upload"
         return sorted(str(p.relative_to(upload)) for p in upload.rglob("*") if p.is_file())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` in the parent tree (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _keygen(path: Path) -> str:
@@ -109,8 +157,11 @@ def sftp(tmp_path_factory):
         pytest.fail("openssh-server is not installed (.ci/run installs it)")
     base = tmp_path_factory.mktemp("sftp")
     base.chmod(0o755)
-    if subprocess.run(["id", SFTP_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", SFTP_USER], check=True)
+    # Every xdist worker runs an sshd of its own for the same system user: add it once.
+    added = subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", SFTP_USER], capture_output=True, text=True
+    )
+    assert added.returncode in (0, 9), added.stderr  # 9: it exists already
     subprocess.run(["usermod", "-p", "*", SFTP_USER], check=True)  # locked accounts may not log in with keys
     # The chroot and every folder above it must be root-owned and not group/world-writable,
     # which rules out anything under /tmp (mode 1777): use /srv, and remove it afterwards.
@@ -202,12 +253,23 @@ class MlflowServer:
 
 @pytest.fixture
 def mlflow_server(tmp_path, sftp):
-    """Factory: mlflow_server(backend_uri, mode='proxied'|'direct', auth=False, **env) -> a started server."""
+    """Factory: mlflow_server(backend_uri, mode='proxied'|'direct', auth=False, workers=1, **env) -> a started server.
+    One web worker unless the test is about several (auth's shared secret, load, a crash of all of them):
+    each one more imports MLflow's server again, seconds of CPU on a 2-core machine."""
     started: list[MlflowServer] = []
 
-    def start(backend: str, mode: str = "proxied", auth: bool = False, **extra_env) -> MlflowServer:
+    def start(backend: str, mode: str = "proxied", auth: bool = False, workers: int = 1, **extra_env) -> MlflowServer:
         flag = "--artifacts-destination" if mode == "proxied" else "--default-artifact-root"
-        args = ["--backend-store-uri", backend, flag, sftp.uri, "--workers", "2", "--config-dir", str(tmp_path)]
+        args = [
+            "--backend-store-uri",
+            backend,
+            flag,
+            sftp.uri,
+            "--workers",
+            str(workers),
+            "--config-dir",
+            str(tmp_path),
+        ]
         if auth:
             args.append("--auth")
         env = {**os.environ, "HOME": str(sftp.home), **extra_env}

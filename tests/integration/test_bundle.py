@@ -20,7 +20,7 @@ from flowops.registry.binding import logged_model, refusal
 from flowops.spec.load import load_experiment
 
 from ..gitrepo import GitRepo
-from .conftest import BIN, flowops, tiny_spec
+from .conftest import BIN, flowops, sqlite_store, tiny_spec
 
 EXPERIMENT = "experiments/tiny.yaml"
 
@@ -38,14 +38,14 @@ class PrRepo(GitRepo):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, synth_root):
+def trained(tmp_path_factory, synth_root, sqlite_template):
     """(repo, bundle folder): the PR trained into its own store, no tracking credential in sight."""
     root = tmp_path_factory.mktemp("bundle")
     repo = PrRepo(root / "repo", synth_root)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GITHUB_"))} | {
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "FLOWOPS_CACHE_DIR": str(root / "cache"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{repo.path / 'pr.db'}",
+        "MLFLOW_TRACKING_URI": sqlite_store(sqlite_template, repo.path / "pr.db"),
     }
     proc = flowops("train", EXPERIMENT, "--run-id-file", "run_id.txt", cwd=repo.path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,6 +54,12 @@ def trained(tmp_path_factory, synth_root):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"wrote {root / 'bundle'}: run {run_id} FINISHED")
     return repo, root / "bundle", MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id)
+
+
+@pytest.fixture
+def team(tmp_path, sqlite_template) -> str:
+    """The team's tracking store, with its schema (as a real server has)."""
+    return sqlite_store(sqlite_template, tmp_path / "team.db")
 
 
 def import_(repo: PrRepo, folder: Path, team: str, *extra: str, head: str | None = None, pr: str = "12"):
@@ -76,9 +82,8 @@ def rewrite(folder: Path, change) -> None:
     (folder / "bundle.json").write_text(json.dumps(record))
 
 
-def test_a_clean_bundle_arrives_whole_with_lineage_from_git(trained, tmp_path):
+def test_a_clean_bundle_arrives_whole_with_lineage_from_git(trained, tmp_path, team):
     repo, bundle, original = trained
-    team = f"sqlite:///{tmp_path / 'team.db'}"
     proc = import_(repo, copy(bundle, tmp_path), team)
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(team)
@@ -192,13 +197,12 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
-def test_a_hostile_bundle_is_refused_and_nothing_is_imported(trained, tmp_path, case):
+def test_a_hostile_bundle_is_refused_and_nothing_is_imported(trained, tmp_path, team, case):
     repo, bundle, _ = trained
     tamper, message, extra = HOSTILE[case]
     folder = copy(bundle, tmp_path)
     if tamper:
         tamper(folder)
-    team = f"sqlite:///{tmp_path / 'team.db'}"
     proc = import_(repo, folder, team, *extra)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -210,10 +214,9 @@ def test_a_hostile_bundle_is_refused_and_nothing_is_imported(trained, tmp_path, 
     assert not (tmp_path / "id").exists()
 
 
-def test_a_bundle_for_another_commit_than_the_approved_one_is_refused(trained, tmp_path):
+def test_a_bundle_for_another_commit_than_the_approved_one_is_refused(trained, tmp_path, team):
     """The PR stage trained the head; a maintainer approved the base: the lineage cannot be made to fit."""
     repo, bundle, _ = trained
-    team = f"sqlite:///{tmp_path / 'team.db'}"
     proc = import_(repo, copy(bundle, tmp_path), team, head=repo.base)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"{EXPERIMENT}: not found at {repo.base[:12]}"
@@ -221,26 +224,25 @@ def test_a_bundle_for_another_commit_than_the_approved_one_is_refused(trained, t
     assert proc.returncode == 1 and "--head-sha main~5: not a commit" in proc.stderr
 
 
-def test_the_import_stage_is_light(trained, tmp_path, monkeypatch):
+def test_the_import_stage_is_light(trained, tmp_path, team, monkeypatch):
     """The trusted stage runs on a hosted runner: checking and importing never loads TensorFlow."""
     from .test_light_commands import run_fresh
 
     repo, bundle, _ = trained
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'team.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team)
     args = ["bundle", "import", str(copy(bundle, tmp_path)), "--experiment-file", EXPERIMENT]
     code, heavy, out = run_fresh(repo.path, tmp_path, *args, "--head-sha", repo.head_sha, "--pr", "3")
     assert code == 0, out
     assert "tensorflow" not in heavy and "flowops.training" not in heavy, heavy
 
 
-def test_parallel_imports_into_a_new_experiment_all_land(tmp_path):
+def test_parallel_imports_into_a_new_experiment_all_land(team):
     """Matrix siblings import at once: creating the same experiment twice must not fail either."""
     import threading
 
     from flowops.tracking import ensure_experiment
 
-    uri = f"sqlite:///{tmp_path / 'team.db'}"
-    MlflowClient(uri).search_experiments()  # the schema exists, as on a real server
+    uri = team  # the schema exists, as on a real server
     found: dict[str, list[str]] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(6)
@@ -261,7 +263,7 @@ def test_parallel_imports_into_a_new_experiment_all_land(tmp_path):
     assert {name: len(set(ids)) for name, ids in found.items()} == {"exp-0": 1, "exp-1": 1}
 
 
-def test_a_cancelled_import_ends_its_run_failed(trained, tmp_path):
+def test_a_cancelled_import_ends_its_run_failed(trained, tmp_path, team):
     """GitHub cancels a job with SIGTERM: a run the import had begun must not stay RUNNING."""
     import hashlib
     import signal
@@ -278,9 +280,7 @@ def test_a_cancelled_import_ends_its_run_failed(trained, tmp_path):
         (many / f"{i}.txt").write_bytes(data)
         listed[f"artifacts/many/{i}.txt"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     rewrite(folder, lambda r: r["files"].update(listed))
-    team = f"sqlite:///{tmp_path / 'team.db'}"
     client = MlflowClient(team)
-    client.search_experiments()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": team}
     args = ["bundle", "import", str(folder), "--experiment-file", EXPERIMENT, "--head-sha", repo.head_sha, "--pr", "4"]
     proc = subprocess.Popen(

@@ -7,7 +7,6 @@ A real `mlflow server` (PostgreSQL, SFTP artifacts) sits behind a fault-injectin
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
@@ -16,6 +15,7 @@ import pytest
 from mlflow.entities import LoggedModelOutput
 from mlflow.tracking import MlflowClient
 
+from ..parallel import free_port
 from .conftest import BIN
 from .faultproxy import FaultProxy
 from .test_promote import POLICY, TeamRepo, audit, fake_run, holder, promote, spec
@@ -100,9 +100,7 @@ def test_a_failed_registry_read_moves_nothing(served, tmp_path):
 
 
 def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on (this worker's own: no other test will take it)
     repo = TeamRepo(tmp_path / "team", POLICY)
     merged = repo.merge("merge", {"a.yaml": spec("a")})
     uri = f"http://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ def as_user(uri: str, tmp_path, user: str) -> dict:
 
 
 def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_server, monkeypatch):
-    server = mlflow_server(postgres_db, "proxied", auth=True, **ADMIN)
+    server = mlflow_server(postgres_db, "proxied", auth=True, workers=2, **ADMIN)
     admin = (ADMIN["FLOWOPS_ADMIN_USERNAME"], ADMIN["FLOWOPS_ADMIN_PASSWORD"])
     for user, password in USERS.items():
         created = requests.post(f"{server.uri}/api/2.0/mlflow/users/create", json={"username": user, "password": password},

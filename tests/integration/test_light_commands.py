@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import sqlite_store
 from .conftest import BIN
 from .test_promote import TeamRepo, fake_run, spec
 
@@ -45,11 +46,11 @@ def run_fresh(repo: Path, tmp: Path, *args: str, prelude: str = "") -> tuple[int
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory):
+def merged(tmp_path_factory, sqlite_template):
     """A team repository with two merges promoted, so every registry command has something to read."""
     tmp = tmp_path_factory.mktemp("light")
     mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlruns.db'}")
+    mp.setenv("MLFLOW_TRACKING_URI", sqlite_store(sqlite_template, tmp / "mlruns.db"))
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])

@@ -17,8 +17,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..conftest import REPO
-from .conftest import BIN, tiny_spec, write_experiment
+from .conftest import BIN
 from .services import Service as _Service
 from .services import free_port, plain_mlflow_server
 
@@ -30,22 +29,10 @@ def Service(uri: str, *extra: str, alias: str = "production") -> _Service:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, synth_root):
+def registry(tmp_path_factory, tiny_run):
     """A tiny trained model registered twice (v1 holds production, v2 is ready for a swap)."""
     tmp = tmp_path_factory.mktemp("serve")
-    uri = f"sqlite:///{tmp / 'mlruns.db'}"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "FLOWOPS_CACHE_DIR": str(tmp / "cache"),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    env.pop("MLFLOW_EXPERIMENT_ID", None)
-    path = write_experiment(tmp, tiny_spec(synth_root, name="to-serve"))
-    trained = subprocess.run(
-        [str(BIN / "flowops"), "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    uri = tiny_run.copy_to(tmp)
     mp = pytest.MonkeyPatch()  # models:/ sources resolve through the global tracking URI
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
@@ -284,14 +271,17 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
                 except requests.RequestException as exc:
                     failures.append(repr(exc))
 
+        def answered(version: str, count: int, timeout: float = 120) -> None:
+            """Wait until the load has had `count` answers from `version` (or failed)."""
+            deadline = time.monotonic() + timeout
+            while versions.count(version) < count and not failures and time.monotonic() < deadline:
+                time.sleep(0.05)
+
         worker = threading.Thread(target=client)
         worker.start()
-        time.sleep(2)
+        answered("1", 5)  # the load is running against v1
         MlflowClient(uri).set_registered_model_alias(MODEL, "production", "2")
-        deadline = time.time() + 120
-        while time.time() < deadline and (not versions or versions[-1] != "2"):
-            time.sleep(0.2)
-        time.sleep(2)
+        answered("2", 5)  # ... and goes on through the swap to v2
         stop.set()
         worker.join(timeout=60)
         assert failures == []

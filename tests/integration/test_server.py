@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from flowops.health import wait_healthy
 
 from .conftest import BIN, tiny_spec, write_experiment
-from .services import free_port
+from .services import descendants, free_port
 from .test_promote import TeamRepo
 
 POLICY = {"model_name": "team-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}
@@ -135,7 +135,7 @@ def test_direct_mode_clients_write_to_sftp(tmp_path, synth_root, sftp, postgres_
 def test_auth_rejects_anonymous_and_read_only_users_cannot_move_aliases(
     tmp_path, synth_root, sftp, postgres_db, mlflow_server
 ):
-    server = mlflow_server(postgres_db, "proxied", auth=True, **ADMIN)
+    server = mlflow_server(postgres_db, "proxied", auth=True, workers=2, **ADMIN)
     assert requests.get(f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code == 401
     admin = (ADMIN["FLOWOPS_ADMIN_USERNAME"], ADMIN["FLOWOPS_ADMIN_PASSWORD"])
     created = requests.post(
@@ -224,7 +224,7 @@ def start_training(repo: TeamRepo, spec: dict, env: dict) -> subprocess.Popen:
 
 
 def test_training_survives_a_server_restart(tmp_path, synth_root, sftp, postgres_db, mlflow_server):
-    server = mlflow_server(postgres_db, "proxied")
+    server = mlflow_server(postgres_db, "proxied", workers=2)  # every process of it dies
     repo = TeamRepo(tmp_path / "team", POLICY)
     spec = tiny_spec(synth_root, name="restart", experiment_name="team", epochs=8, max_batches_per_epoch=2)
     proc = start_training(
@@ -232,8 +232,8 @@ def test_training_survives_a_server_restart(tmp_path, synth_root, sftp, postgres
     )
     client = MlflowClient(server.uri)
     run_under_way = wait_for_metric(client, "team", "loss", 2, proc)
-    server.kill()  # a crash mid-training
-    time.sleep(3)
+    server.kill()  # a crash mid-training (kill() returns once every process of it has exited)
+    time.sleep(3)  # the outage lasts 3 s: the fault's length, not a wait for a state
     server.start()  # back within seconds, same port and database
     _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
@@ -309,7 +309,7 @@ def test_concurrent_writers_lose_no_metric(postgres_db, mlflow_server, sftp, mon
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # spawned writers import it by name
     import server_load as bench
 
-    server = mlflow_server(postgres_db, "proxied")
+    server = mlflow_server(postgres_db, "proxied", workers=2)
     stats = bench.load(server.uri, writers=8, batches=20, per_batch=50)
     assert (stats["points"], stats["missing"], stats["requests"]) == (8000, 0, 160)
     assert stats["seconds"] < 300
@@ -349,7 +349,7 @@ def test_no_secret_in_any_process_arguments_and_the_auth_config_is_private(postg
     )
     try:
         assert wait_healthy(f"http://127.0.0.1:{port}", 120, proc)
-        tree = _descendants(proc.pid) | {proc.pid}
+        tree = {*descendants(proc.pid), proc.pid}
         assert len(tree) >= 3  # mlflow server and its workers
         for pid in tree:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -360,16 +360,3 @@ def test_no_secret_in_any_process_arguments_and_the_auth_config_is_private(postg
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-
-
-def _descendants(pid: int) -> set[int]:
-    children = set()
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == pid:
-            child = int(stat_file.parent.name)
-            children |= {child} | _descendants(child)
-    return children

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flowops.spec.generic import entry_point, load_generic
 
+from ..conftest import sqlite_store
 from .conftest import flowops
 
 
@@ -189,7 +190,7 @@ def test_init_segmentation_writes_a_repository_that_validates(tmp_path):
     assert (checked.returncode, checked.stdout.strip()) == (0, "ok: 2 file(s) valid (1 experiment(s))"), checked.stderr
 
 
-def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, store):
+def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, store, sqlite_template):
     """The PR path of train.yml: train into the job's own store, bundle export, then the trusted stage
     imports it with lineage from git; a merge of that file then binds exactly this run."""
     from flowops.registry.binding import refusal
@@ -201,7 +202,7 @@ def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, s
     git("init", "-q", "-b", "main")
     git.commit("project")
     head = git("rev-parse", "HEAD")
-    pr_store = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'pr.db'}"}
+    pr_store = {**os.environ, "MLFLOW_TRACKING_URI": sqlite_store(sqlite_template, tmp_path / "pr.db")}
     trained = flowops(
         "train", "experiments/baseline.yaml", "--run-id-file", str(tmp_path / "pr-run"), cwd=repo, env=pr_store
     )

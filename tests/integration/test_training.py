@@ -23,19 +23,19 @@ EPOCH_METRICS = ("loss", "iou", "f1", "val_loss", "val_iou", "val_f1")
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, synth_root):
-    """The same experiment trained twice with `flowops train` (for the record and for determinism)."""
+def two_runs(tmp_path_factory, tiny_run):
+    """The same experiment trained twice with `flowops train` (for the record and for determinism):
+    the first is the run's shared tiny training, the second is trained here into a copy of its
+    store and cache."""
     tmp = tmp_path_factory.mktemp("train")
     mp = pytest.MonkeyPatch()
-    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    uri = tiny_run.copy_to(tmp)
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.setenv("FLOWOPS_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
-    spec = tiny_spec(synth_root)
-    path = write_experiment(tmp, spec)
-    results = [flowops("train", str(path)) for _ in range(2)]
+    results = [tiny_run.result, flowops("train", str(tiny_run.experiment))]
     mlflow.set_tracking_uri(uri)
-    yield uri, path, spec, results
+    yield uri, tiny_run.experiment, tiny_run.spec, results
     mp.undo()
 
 
@@ -53,8 +53,9 @@ def test_flowops_train_records_params_metrics_lineage_and_artifacts(two_runs):
     run = runs[0]
     assert run.info.run_name == "tiny"
     # the trainer's own output comes first; flowops train ends with the run and how to open it
-    summary = results[0].stdout.splitlines()[-2:]
-    assert summary[0] == f"run {run.info.run_id} FINISHED: tiny"
+    # (the second run: the first was trained into the store this module's store copies)
+    summary = results[1].stdout.splitlines()[-2:]
+    assert summary[0] == f"run {runs[1].info.run_id} FINISHED: tiny"
     assert summary[1].startswith(f"mlflow ui --backend-store-uri {uri}   # then open experiment")
     # params: the whole resolved spec
     params = run.data.params

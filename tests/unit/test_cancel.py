@@ -10,45 +10,63 @@ import pytest
 from flowops.cancel import Cancel, run_until_signalled
 
 
-def _signal_soon(signum: int = signal.SIGTERM, after: float = 0.05) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(after), os.kill(os.getpid(), signum)))
+def _signal_when(started: threading.Event, signum: int = signal.SIGTERM) -> threading.Thread:
+    """Signal this process once the work has begun, so run_until_signalled's handler is in place
+    (a fixed delay signalled pytest itself when the machine was slow to start the work)."""
+
+    def send() -> None:
+        assert started.wait(60), "the work never started"
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=send)
     thread.start()
     return thread
 
 
+def _settled(steps: list, quiet: float = 0.05, deadline: float = 10) -> int:
+    """The step count once it has not changed for `quiet` seconds (at most `deadline`)."""
+    end = time.monotonic() + deadline
+    count = -1
+    while count != len(steps) and time.monotonic() < end:
+        count = len(steps)
+        time.sleep(quiet)
+    return count
+
+
 def test_a_signal_stops_the_work_at_its_next_check_and_runs_cleanup_once():
-    steps, cleaned = [], []
+    steps, cleaned, started = [], [], threading.Event()
 
     def work(cancel: Cancel) -> str:
         for i in range(2000):
             cancel.check()
             steps.append(i)
+            started.set()
             time.sleep(0.005)
         return "done"
 
     before = signal.getsignal(signal.SIGTERM)
-    sender = _signal_soon()
+    sender = _signal_when(started)
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         run_until_signalled(work, cleaned.append)
     sender.join()
     assert cleaned == [signal.SIGTERM]
     assert 0 < len(steps) < 2000
-    time.sleep(0.05)
-    count = len(steps)
+    count = _settled(steps)
     time.sleep(0.05)
     assert len(steps) == count, "the work went on after it was cancelled"
     assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_sigint_cancels_too():
-    cleaned = []
-    sender = _signal_soon(signal.SIGINT)
+    cleaned, started = [], threading.Event()
 
     def work(cancel: Cancel) -> None:
         while True:
             cancel.check()
+            started.set()
             time.sleep(0.005)
 
+    sender = _signal_when(started, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="signal 2"):
         run_until_signalled(work, cleaned.append)
     sender.join()

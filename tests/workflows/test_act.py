@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from flowops.spec.experiment import ExperimentSpec
 
+from ..conftest import sqlite_store
 from ..gitrepo import GitRepo
 from ..integration.conftest import tiny_spec
 from .conftest import PINNED
@@ -180,11 +181,10 @@ def pr_payload(
 
 
 @pytest.fixture
-def setup(tmp_path, synth_root, stand_in):
-    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    # The team's store exists before the matrix jobs import in parallel (two processes creating
-    # one SQLite schema at once collide; a real tracking server has its schema already).
-    MlflowClient(store).search_experiments()
+def setup(tmp_path, synth_root, stand_in, sqlite_template):
+    # The team's store has its schema before the matrix jobs import in parallel (two processes
+    # creating one SQLite schema at once collide; a real tracking server has its schema already).
+    store = sqlite_store(sqlite_template, tmp_path / "mlruns.db")
     return Repo(tmp_path / "team"), store, tmp_path / "cache"
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,7 +144,9 @@ def test_hosted_jobs_install_flowops_fresh_and_only_self_hosted_ones_use_a_prepa
 def gate_decision(fork: bool, action: str, label: str) -> str:
     """Run the gate step's own script, as the workflow has it, with the event's values."""
     (decide,) = [s for s in load(TRAIN)["jobs"]["gate"]["steps"] if s.get("id") == "gate"]
-    out = REPO / ".pytest-gate-output"
+    handle, name = tempfile.mkstemp(prefix="gate-output-")  # one per call: the cases run in parallel
+    os.close(handle)
+    out = Path(name)
     env = {
         "PATH": os.environ["PATH"],
         "ACTION": action,
