@@ -6,6 +6,7 @@ clean or made hostile, into a fresh team store and reads what arrived (or that n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -130,6 +131,23 @@ def _absolute(folder: Path) -> None:
     rewrite(folder, lambda r: r["files"].update({"/etc/passwd": {"size": 1, "sha256": "0" * 64}}))
 
 
+def _empty_name(folder: Path) -> None:  # Hardening 3 item 17: was an IndexError, exit 2
+    rewrite(folder, lambda r: r["files"].update({"": {"size": 1, "sha256": "0" * 64}}))
+
+
+def _deep(folder: Path) -> None:  # Hardening 3 item 17: was a RecursionError, exit 2
+    (folder / "bundle.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _hard_link(folder: Path) -> None:  # Hardening 3 item 18: another name of a file outside the bundle
+    outside = folder.parent / "secret.txt"
+    outside.write_text("a file of the runner's, not of the run\n")
+    os.link(outside, folder / "artifacts" / "secret.txt")
+    data = outside.read_bytes()
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # listed right: only the link betrays it
+    rewrite(folder, lambda r: r["files"].update({"artifacts/secret.txt": entry}))
+
+
 def _unlisted(folder: Path) -> None:
     (folder / "artifacts" / "extra.txt").write_text("not in the record")
 
@@ -174,6 +192,9 @@ HOSTILE = {
     "symlink": (_symlink, "artifacts/passwd: a symbolic link; a bundle holds plain files only", ()),
     "dotdot": (_dotdot, "files: 'artifacts/../../etc/cron.d/x': a path must stay under artifacts or model/", ()),
     "absolute": (_absolute, "files: '/etc/passwd': a path must stay under artifacts or model/", ()),
+    "empty-name": (_empty_name, "files: '': a path must stay under artifacts or model/", ()),
+    "deep": (_deep, "bundle.json: nested too deeply; not a run bundle's record", ()),
+    "hard-link": (_hard_link, "artifacts/secret.txt: a hard link (2 names); a bundle holds files of its own only", ()),
     "unlisted": (_unlisted, "artifacts/extra.txt: in the bundle but not listed in bundle.json", ()),
     "stray": (_stray_top, ".bashrc: not part of a run bundle (bundle.json, artifacts, model/)", ()),
     "changed": (_changed_file, "artifacts/spec.yaml: size or sha256 differs from bundle.json", ()),

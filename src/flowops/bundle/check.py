@@ -90,6 +90,8 @@ def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundl
         raise BundleRefused(f"{record_path}: larger than {limits.max_record_bytes} bytes")
     try:
         bundle = Bundle.model_validate(json.loads(record_path.read_text()))
+    except RecursionError:  # json.loads recurses once per level of nesting
+        raise BundleRefused(f"{record_path}: nested too deeply; not a run bundle's record") from None
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ValidationError):
             error = exc.errors()[0]
@@ -111,7 +113,8 @@ def _walk(folder: Path, limits: Limits) -> dict[str, int]:
         for name in sorted(dirs) + sorted(files):
             path = Path(root) / name
             rel = path.relative_to(folder).as_posix()
-            mode = path.lstat().st_mode
+            info = path.lstat()
+            mode = info.st_mode
             if stat.S_ISLNK(mode):
                 raise BundleRefused(f"{folder}: {rel}: a symbolic link; a bundle holds plain files only")
             if root == str(folder) and name not in (RECORD, *FOLDERS):
@@ -120,7 +123,11 @@ def _walk(folder: Path, limits: Limits) -> dict[str, int]:
                 continue
             if not stat.S_ISREG(mode):
                 raise BundleRefused(f"{folder}: {rel}: not a plain file")
-            size = path.lstat().st_size
+            if info.st_nlink > 1:  # another name of a file elsewhere (/etc/hostname, say): it would be imported
+                raise BundleRefused(
+                    f"{folder}: {rel}: a hard link ({info.st_nlink} names); a bundle holds files of its own only"
+                )
+            size = info.st_size
             if size > limits.max_file_bytes:
                 raise BundleRefused(f"{folder}: {rel}: {size} bytes, over the limit of {limits.max_file_bytes}")
             total += size
@@ -136,7 +143,7 @@ def _check_files(folder: Path, bundle: Bundle, found: dict[str, int]) -> None:
     record = folder / RECORD
     for rel in bundle.files:
         parts = PurePosixPath(rel).parts
-        if rel.startswith("/") or "\\" in rel or ".." in parts or "." in parts or parts[0] not in FOLDERS:
+        if not parts or rel.startswith("/") or "\\" in rel or ".." in parts or "." in parts or parts[0] not in FOLDERS:
             raise BundleRefused(f"{record}: files: {rel!r}: a path must stay under {' or '.join(FOLDERS)}/")
     missing = sorted(set(bundle.files) - set(found))
     extra = sorted(set(found) - set(bundle.files))
