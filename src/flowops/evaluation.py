@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +30,24 @@ RESAMPLES = 2000
 PRIMARY = "val_miou"
 
 
-def confusion_per_image(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n, C, C) int64 pixel counts, truth by row, prediction by column; IGNORE pixels left out."""
+def confusion_per_image(
+    truth: np.ndarray, predicted: np.ndarray, n_classes: int, names: Sequence[str] | None = None
+) -> np.ndarray:
+    """(n, C, C) int64 pixel counts, truth by row, prediction by column; IGNORE pixels left out.
+    A truth value that is neither a class nor IGNORE is a ValueError naming the image (`names`):
+    counted, it would land in the next image's matrix."""
     n = truth.shape[0]
     t = truth.reshape(n, -1).astype(np.int64)
     p = predicted.reshape(n, -1).astype(np.int64)
     valid = t != IGNORE
+    wrong = valid & ((t < 0) | (t >= n_classes))
+    if wrong.any():
+        image = int(np.argmax(wrong.any(1)))
+        value = int(t[image][wrong[image]][0])
+        name = names[image] if names is not None else f"image {image}"
+        raise ValueError(
+            f"mask of {name}: value {value} is neither a class (0..{n_classes - 1}) nor {IGNORE} (ignored)"
+        )
     index = np.where(valid, t * n_classes + np.clip(p, 0, n_classes - 1), n_classes * n_classes)
     offsets = np.arange(n, dtype=np.int64)[:, None] * (n_classes * n_classes + 1)
     counts = np.bincount((index + offsets).ravel(), minlength=n * (n_classes * n_classes + 1))

@@ -51,6 +51,21 @@ def test_batch_size_does_not_change_the_number():
         assert split_metrics(np.concatenate(parts), CLASSES) == whole
 
 
+def test_a_mask_value_that_is_no_class_is_an_error_naming_the_image():
+    """Hardening 3 item 26: a value in [C, 255) used to be counted in the next image's matrix
+    (or to raise on the last image)."""
+    truth, predicted = masks(3, n=3)
+    truth[1, 0, 0] = 7  # 4 classes: 7 is neither a class nor IGNORE
+    with pytest.raises(ValueError, match=r"^mask of val/b\.jpg: value 7 is neither a class \(0\.\.3\) nor 255"):
+        confusion_per_image(truth, predicted, 4, ["val/a.jpg", "val/b.jpg", "val/c.jpg"])
+    truth[1, 0, 0] = 1
+    truth[2, 5, 5] = 4  # on the last image
+    with pytest.raises(ValueError, match=r"^mask of image 2: value 4 "):
+        confusion_per_image(truth, predicted, 4)
+    truth[2, 5, 5] = IGNORE  # ignored pixels stay fine
+    assert confusion_per_image(truth, predicted, 4).sum() == (truth != IGNORE).sum()
+
+
 def test_absent_classes_ignored_pixels_and_empty_predictions():
     truth = np.zeros((2, 4, 4), np.uint8)
     truth[0, :2, :2] = 1  # one person; no car, no dog anywhere

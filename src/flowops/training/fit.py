@@ -147,7 +147,7 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     predicted = np.concatenate(
         [np.argmax(forward(val.images[i : i + 16]), -1) for i in range(0, len(val.images), 16)]
     ).astype(np.uint8)
-    confusion = evaluation.confusion_per_image(np.asarray(val.masks), predicted, n_classes)
+    confusion = evaluation.confusion_per_image(np.asarray(val.masks), predicted, n_classes, val.file_names)
     eval_set = evaluation.eval_set_id(val.content, spec.class_names, spec.image_size)
     mlflow.log_metrics(evaluation.split_metrics(confusion, spec.class_names))
     mlflow.set_tags({"flowops.eval_set": eval_set, "flowops.eval_images": str(len(confusion))})

@@ -42,7 +42,9 @@ def score_holders(spec, val, eval_set: str, tmp: Path) -> list[str]:
         predicted = np.concatenate(
             [model.predict(np.asarray(val.images[i : i + 16])) for i in range(0, len(val.images), 16)]
         ).astype(np.uint8)
-        confusion = evaluation.confusion_per_image(np.asarray(val.masks), predicted, len(spec.class_names))
+        confusion = evaluation.confusion_per_image(
+            np.asarray(val.masks), predicted, len(spec.class_names), val.file_names
+        )
         metrics = evaluation.split_metrics(confusion, spec.class_names)
         mlflow.log_metrics({f"holder.{alias}.{k}": v for k, v in metrics.items()})
         mlflow.set_tags({f"{tag}.version": entry["version"], f"{tag}.run_id": entry["run_id"], tag: "scored"})
