@@ -47,6 +47,39 @@ def test_code_tree_ignores_experiments_but_sees_code_edits(repo):
     assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
 
 
+def test_a_nested_code_path_has_a_code_tree_of_its_own(repo):
+    """Hardening 3 item 8: `code: [src/model]` validated, but git mktree refused the name with a
+    slash, so the code tree was None and every run was refused."""
+    (repo / "src" / "model").mkdir()
+    (repo / "src" / "model" / "net.py").write_text("layers = 3\n")
+    (repo / "src" / "other.py").write_text("unrelated = 1\n")
+    (repo / "ünïcode dir").mkdir()
+    (repo / "ünïcode dir" / 'a "quoted" name.py').write_text("x = 1\n")  # git C-quotes such names without -z
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "model", cwd=repo)
+    paths = ("src/model", "MLproject", "ünïcode dir")
+    tree = lineage.code_tree("HEAD", repo=repo, paths=paths)
+    assert tree and len(tree) == 40
+    assert lineage.code_tree(repo=repo, paths=paths) == tree  # the clean working tree: the same
+    listed = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", "--name-only", tree], cwd=repo, capture_output=True, text=True
+    )
+    assert sorted(listed.stdout.split("\0")[:-1]) == ["MLproject", "src/model/net.py", 'ünïcode dir/a "quoted" name.py']
+    (repo / "src" / "other.py").write_text("unrelated = 2\n")
+    assert lineage.code_tree(repo=repo, paths=paths) == tree  # outside the code paths
+    (repo / "src" / "model" / "net.py").write_text("layers = 4\n")
+    assert lineage.code_tree(repo=repo, paths=paths) not in (tree, None)  # inside them
+
+
+def test_top_level_code_paths_keep_the_identity_runs_were_logged_with(repo):
+    """A tree of top-level paths is git's own tree of that listing, as before nested paths."""
+    listing = subprocess.run(
+        ["git", "ls-tree", "HEAD", "--", "src", "MLproject", "conda.yaml"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    old = subprocess.run(["git", "mktree"], cwd=repo, input=listing, capture_output=True, text=True).stdout.strip()
+    assert lineage.code_tree("HEAD", repo=repo, paths=("src", "MLproject", "conda.yaml")) == old
+
+
 def test_pull_request_number(tmp_path):
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 42}}))

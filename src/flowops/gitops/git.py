@@ -38,11 +38,47 @@ def code_tree(commit: str | None = None, repo: str | Path = ".", paths: tuple[st
             for path in paths:  # one at a time: a path that is nowhere must not stop the others
                 git("add", "-A", "--", path, cwd=repo, env=env)
             commit = git("write-tree", cwd=repo, env=env)
-    listing = git("ls-tree", commit or "", "--", *paths, cwd=repo) if commit else None
-    if listing is None:
+    if not commit:
         return None
-    proc = subprocess.run(["git", "mktree"], cwd=repo, input=listing + "\n", capture_output=True, text=True)
-    return proc.stdout.strip() or None
+    try:  # -z: names as they are (no C-quoting of non-ASCII or quotes)
+        listing = subprocess.run(
+            ["git", "ls-tree", "-z", commit, "--", *paths], cwd=repo, capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    entries = []
+    for record in listing.split(b"\0"):
+        if record:
+            meta, _, name = record.partition(b"\t")
+            entries.append((meta, name))
+    return _mktree(entries, Path(repo))
+
+
+def _mktree(entries: list[tuple[bytes, bytes]], repo: Path) -> str | None:
+    """The tree of `entries` ("MODE TYPE SHA", path), nested paths (src/model) as subtrees: a tree
+    holding only the listed paths. For top-level paths this is git's own tree of that listing,
+    so code trees of runs logged before nested paths were allowed stay the same."""
+    direct: dict[bytes, bytes] = {}
+    nested: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for meta, name in entries:
+        head, slash, rest = name.partition(b"/")
+        if slash:
+            nested.setdefault(head, []).append((meta, rest))
+        else:
+            direct[name] = meta
+    for head, inner in nested.items():
+        if head in direct:  # the whole folder is listed too: it holds the nested path already
+            continue
+        sub = _mktree(inner, repo)
+        if sub is None:
+            return None
+        direct[head] = f"040000 tree {sub}".encode()
+    listing = b"".join(meta + b"\t" + name + b"\0" for name, meta in sorted(direct.items()))
+    try:
+        proc = subprocess.run(["git", "mktree", "-z"], cwd=repo, input=listing, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return proc.stdout.decode().strip() or None
 
 
 def git_show(repo: Path, commit: str, path: str) -> str:
