@@ -102,3 +102,33 @@ def test_run_tags(repo, monkeypatch):
     )
     assert tags["flowops.spec_sha256"] == "abc" and tags["flowops.dataset_fingerprint"] == "fp"
     assert "python==" in tags["flowops.versions"] and tags["flowops.hardware"]
+
+
+def test_outside_a_repository_the_code_is_not_known_clean(tmp_path):
+    """Hardening 3 item 6: a failed `git status` read as "clean"."""
+    tags = lineage.run_tags("abc", "experiments/e.yaml", None, repo=tmp_path)
+    assert (tags["flowops.git_commit"], tags["flowops.code_tree"], tags["flowops.code_dirty"]) == (
+        "unknown",
+        "unknown",
+        "true",
+    )
+
+
+def test_changed_experiments_reads_names_as_they_are_and_a_failed_diff_is_an_error(repo):
+    """Hardening 3 item 6: a failed `git diff` meant "no experiment changed", so replaying main
+    skipped that merge; and git C-quoted names that are not ASCII, which matched no file."""
+    from flowops.errors import FlowopsError
+    from flowops.gitops.git import changed_experiments
+
+    before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "experiments" / "première.yaml").write_text("name: p\n")
+    (repo / "experiments" / "e.yaml").write_text("name: changed\n")
+    (repo / "experiments" / "notes.md").write_text("not an experiment\n")
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "more", cwd=repo)
+    assert changed_experiments(repo, before, "HEAD") == [
+        ("M", "experiments/e.yaml"),
+        ("A", "experiments/première.yaml"),
+    ]
+    with pytest.raises(FlowopsError, match=r"git diff 0{12}\.\.HEAD failed, so which experiments changed is unknown"):
+        changed_experiments(repo, "0" * 40, "HEAD")

@@ -32,7 +32,9 @@ def pr_changes(repo: Path, base: str, head: str, retrain: bool = False) -> Chang
     code = git("diff", "--name-only", merge_base, after, "--", *paths, cwd=repo)
     if code is None:
         raise FlowopsError(f"{repo}: git diff failed for {base}..{head}")
-    listing = git("ls-tree", "--name-only", after, f"{EXPERIMENTS_DIR}/", cwd=repo) or ""
+    listing = git("ls-tree", "--name-only", after, f"{EXPERIMENTS_DIR}/", cwd=repo)
+    if listing is None:  # not "no experiments": the stale list would be empty for the wrong reason
+        raise FlowopsError(f"{repo}: git ls-tree failed for {head}: cannot list the experiments")
     every = sorted(p for p in listing.splitlines() if p.endswith((".yaml", ".yml")))
     code_changed = bool(code.strip())
     if code_changed and retrain:

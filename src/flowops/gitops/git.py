@@ -109,6 +109,22 @@ def resolve_range(repo: Path, git_range: str) -> tuple[str, str]:
 
 def changed_experiments(repo: Path, before: str, after: str) -> list[tuple[str, str]]:
     """(A|M|D, path) of experiment files between the two commits (the merge's net change)."""
-    out = git("diff", "--name-status", "--no-renames", before, after, "--", f"{EXPERIMENTS_DIR}/", cwd=repo) or ""
-    rows = [line.split("\t", 1) for line in out.splitlines() if line.strip()]
+    # A failed diff is never "nothing changed": replaying main would skip that merge. -z: names as
+    # they are (git C-quotes non-ASCII and quotes otherwise, and the quoted name matches no file).
+    try:
+        out = subprocess.run(
+            ["git", "diff", "-z", "--name-status", "--no-renames", before, after, "--", f"{EXPERIMENTS_DIR}/"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        said = getattr(exc, "stderr", "") or str(exc)
+        raise FlowopsError(
+            f"{repo}: git diff {before[:12]}..{after[:12]} failed, so which experiments changed is unknown: "
+            f"{said.strip().splitlines()[-1] if said.strip() else 'no output'}"
+        ) from None
+    fields = out.split("\0")
+    rows = list(zip(fields[0:-1:2], fields[1::2], strict=False))
     return [(status[0], path) for status, path in rows if path.endswith((".yaml", ".yml"))]

@@ -85,7 +85,7 @@ def run_tags(
         "spec_sha256": spec_sha256,
         "git_commit": commit or "unknown",
         "code_tree": code_tree(repo=repo, paths=paths) or "unknown",
-        "code_dirty": "true" if dirty else "false",
+        "code_dirty": "false" if dirty == "" else "true",  # git status failed (None): not known clean
         "git_branch": branch or "unknown",
         "hardware": hardware(),
         "versions": versions(),
