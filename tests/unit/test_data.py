@@ -94,6 +94,26 @@ def test_a_cache_that_cannot_be_written_costs_the_entry_not_the_data(dataset, tm
     assert blocked.is_file()  # nothing half-written in its place
 
 
+def test_an_annotation_of_a_missing_image_is_skipped_and_counted(tmp_path):
+    """Hardening 3 item 12: one annotation whose image_id has no image stopped the whole
+    training with a bare KeyError and a traceback."""
+    root = tmp_path / "d"
+    generate(root, images=20, width=64, height=64, seed=4)
+    path = root / "annotations" / "instances_train.json"
+    doc = json.loads(path.read_text())
+    person = next(c["id"] for c in doc["categories"] if c["name"] == "person")
+    stray = {**doc["annotations"][0], "id": 999_001, "image_id": 987_654, "category_id": person}
+    doc["annotations"].append(stray)
+    path.write_text(json.dumps(doc))
+    spec = spec_for(root, ["person", "car"])
+    split = open_split(spec, "train")
+    assert split.orphans == ["train: annotation 999001: image_id 987654 is not an image of instances_train.json"]
+    assert split.notes[0] == "train: 1 annotations name an image the file does not have: skipped"
+    assert 987_654 not in {im["id"] for im in split.images}
+    built = cache.load_split(split, spec.categories, 32)  # the rest loads as before
+    assert len(built.file_names) == len(split.images) > 0
+
+
 def test_image_size_disagreeing_with_annotations_is_skipped_with_the_reason(tmp_path):
     root = tmp_path / "d"
     generate(root, images=30, width=64, height=64, seed=3)

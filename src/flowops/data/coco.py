@@ -29,6 +29,7 @@ class Split:
     images: list[dict]  # the image records used: with a selected category, plus any background-only ones
     annotation_sha256: str
     notes: list[str] = field(default_factory=list)  # what the selection left out, for the user
+    orphans: list[str] = field(default_factory=list)  # annotations of an image the file does not have
 
 
 def dataset_paths(spec: ExperimentSpec) -> DatasetPaths:
@@ -66,6 +67,17 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     if not images_dir.is_dir():
         raise FlowopsError(f"dataset {root}: no image folder {images_dir.relative_to(root)} for the {split} split")
 
+    # An annotation whose image_id names no image of the file is left out and counted (pycocotools
+    # would index it, and the image lookups then fail with a bare KeyError).
+    known = {image.get("id") for image in doc["images"] if isinstance(image, dict)}
+    orphans = [
+        f"{split}: annotation {a.get('id')}: image_id {a.get('image_id')!r} is not an image of {ann_file.name}"
+        for a in doc["annotations"]
+        if not isinstance(a, dict) or a.get("image_id") not in known
+    ]
+    if orphans:
+        doc["annotations"] = [a for a in doc["annotations"] if isinstance(a, dict) and a.get("image_id") in known]
+
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -85,12 +97,22 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     if not image_ids:
         raise FlowopsError(f"{ann_file}: no image contains any of {', '.join(spec.categories)}")
     chosen, notes = select_images(spec, coco, image_ids, images_dir, split)
+    if orphans:
+        notes.insert(0, f"{split}: {len(orphans)} annotations name an image the file does not have: skipped")
     if not chosen:
         raise FlowopsError(
             f"{images_dir}: none of the {len(image_ids)} images with {', '.join(spec.categories)} is here"
         )
     return Split(
-        split, ann_file, images_dir, coco, class_of, coco.loadImgs(chosen), hashlib.sha256(raw).hexdigest(), notes
+        split,
+        ann_file,
+        images_dir,
+        coco,
+        class_of,
+        coco.loadImgs(chosen),
+        hashlib.sha256(raw).hexdigest(),
+        notes,
+        orphans,
     )
 
 

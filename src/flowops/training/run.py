@@ -221,7 +221,8 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     decoded = hashlib.sha256((cached["train"].content + cached["val"].content).encode()).hexdigest()
     mlflow.set_tag("flowops.decoded_sha256", decoded)  # the arrays trained on, whatever the cache held
     skipped = cached["train"].skipped + cached["val"].skipped
-    dropped = cached["train"].skipped_annotations + cached["val"].skipped_annotations
+    dropped = [*splits["train"].orphans, *splits["val"].orphans]
+    dropped += cached["train"].skipped_annotations + cached["val"].skipped_annotations
     mlflow.set_tags(
         {
             "flowops.images_train": str(len(cached["train"].file_names)),
