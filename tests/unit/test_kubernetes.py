@@ -135,3 +135,16 @@ def test_flowops_train_writes_the_manifests_and_creates_no_run(tmp_path, monkeyp
     kinds = [doc["kind"] for doc in yaml.safe_load_all(written.read_text())]
     assert kinds == ["Service", "Job"] and f"kubectl apply -f k8s/{written.name}" in result.output
     assert not (tmp_path / "never.db").exists()  # pod 0 creates the run, when the job runs
+
+
+def test_the_servers_worker_count_is_not_a_training_setting(monkeypatch):
+    """Hardening 3 item 10: with the tracking server's env file sourced (FLOWOPS_WORKERS=4), a
+    training started 4 worker processes; training reads FLOWOPS_TRAIN_WORKERS only."""
+    from flowops.training.run import check_distribution
+
+    for name in ("TF_CONFIG", distribute.WORKER_HOSTS_ENV, "FLOWOPS_CPU_REPLICAS", "FLOWOPS_TRAIN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLOWOPS_WORKERS", "4")
+    assert check_distribution() == 1
+    monkeypatch.setenv("FLOWOPS_TRAIN_WORKERS", "3")
+    assert check_distribution() == 3

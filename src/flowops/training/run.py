@@ -97,7 +97,7 @@ def _from_tracking(exc: BaseException) -> bool:
 
 
 def check_distribution() -> int:
-    """FLOWOPS_WORKERS (processes to start here) and FLOWOPS_CPU_REPLICAS, checked; the worker count."""
+    """FLOWOPS_TRAIN_WORKERS (processes to start here) and FLOWOPS_CPU_REPLICAS, checked; the worker count."""
     from flowops.tfenv import cpu_replicas
 
     try:

@@ -1,6 +1,6 @@
 """Several training processes on one machine, as `flowops train --workers N` starts them.
 
-The entry point, given FLOWOPS_WORKERS=N, does not train: it holds the run, starts N worker
+The entry point, given FLOWOPS_TRAIN_WORKERS=N, does not train: it holds the run, starts N worker
 processes of itself on loopback ports, each with its own TF_CONFIG, and waits. Worker 0 (the
 chief) trains into the run, evaluates, logs the model and ends the run; the others train and
 leave, without any MLflow access. When one fails the others are stopped, and the run ends
@@ -20,7 +20,7 @@ import time
 from flowops.spec.experiment import ExperimentSpec
 from flowops.training import distribute
 
-WORKERS_ENV = "FLOWOPS_WORKERS"
+WORKERS_ENV = "FLOWOPS_TRAIN_WORKERS"  # not FLOWOPS_WORKERS: that sets the tracking server's workers
 STOP_GRACE_S = 30  # a stopped worker's time to end its part before it is killed
 
 
