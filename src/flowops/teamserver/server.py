@@ -12,6 +12,7 @@ import configparser
 import contextlib
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -163,6 +164,37 @@ def auth_config(settings: ServerSettings, folder: Path) -> Path:
     return path
 
 
+PRIVATE_PREFIX = "flowops-server-"
+
+
+def remove_stale_configs(config_dir: Path) -> list[Path]:
+    """Remove the private config folders of servers started from `config_dir` that have exited
+    (their auth.ini holds the admin and database passwords); the removed folders. A folder whose
+    server still runs, or that names no server, is left alone."""
+    removed = []
+    for folder in sorted(config_dir.glob(f"{PRIVATE_PREFIX}*")):
+        try:
+            if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / "pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and not _running(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True
+
+
 def command(settings: ServerSettings) -> list[str]:
     """The `mlflow server` command line for these settings: nothing secret in it (`ps` shows it to
     every local user). The store and artifact URIs, which may hold passwords, go in the
@@ -199,7 +231,11 @@ def environment(settings: ServerSettings, config_dir: Path) -> dict[str, str]:
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if settings.auth:
         config_dir.mkdir(parents=True, exist_ok=True)
-        private = Path(tempfile.mkdtemp(prefix="flowops-server-", dir=config_dir))  # mode 0700, unguessable
+        remove_stale_configs(config_dir)
+        private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=config_dir))  # mode 0700, unguessable
+        # This process becomes `mlflow server` (execve keeps the pid): the next start removes the
+        # folder, which holds the admin password, once that process is gone.
+        (private / "pid").write_text(f"{os.getpid()}\n")
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(settings, private))
         # Every worker must sign sessions with the same key: generate one per start if none is set.
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", uuid.uuid4().hex + uuid.uuid4().hex)
