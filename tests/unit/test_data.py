@@ -404,3 +404,23 @@ def test_processes_and_threads_build_the_same_entry(dataset, tmp_path):
         digest = entry.content_digest(partial / "images.bin", partial / "masks.bin", len(progress["kept"]), 32)
         built[processes] = (progress["kept"], progress["hashes"], digest)
     assert built[True] == built[False] and len(built[True][0]) == len(split.images)
+
+
+def test_the_download_progress_counts_files_as_files_and_bytes_as_bytes():
+    """Hardening 3 item 16: the files row said "94/94 bytes 71 bytes/s"."""
+    import io
+
+    from rich.console import Console
+
+    from flowops.data.download import Progress
+
+    out = io.StringIO()
+    progress = Progress(Console(file=out, width=120, force_terminal=False))
+    progress.start(94)
+    for _ in range(94):
+        progress.advance_file()
+    progress.advance_bytes(4_000_000)
+    progress.stop()
+    files, data = [line.split() for line in out.getvalue().splitlines()[-2:]]
+    assert files[0] == "images" and files[2:] == ["94/94"]
+    assert data[0] == "bytes" and data[2:4] == ["4.0/?", "MB"]

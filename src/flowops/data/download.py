@@ -255,18 +255,36 @@ def fingerprint(dest: Path, wanted: dict[str, list[str]], manifest: dict[str, di
 
 
 class Progress:
-    """A rich progress bar: files, bytes, rate."""
+    """A rich progress bar: a row of files (done/total), a row of bytes and their rate."""
 
     def __init__(self, console: Console):
-        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, TaskID, TransferSpeedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            TaskID,
+            TransferSpeedColumn,
+        )
         from rich.progress import Progress as RichProgress
+        from rich.text import Text
+
+        class PerRow(ProgressColumn):
+            """A column shown by row: `files` renders the files row, `data` the bytes row."""
+
+            def __init__(self, files: ProgressColumn | None, data: ProgressColumn) -> None:
+                super().__init__()
+                self.columns = {"files": files, "bytes": data}
+
+            def render(self, task):
+                column = self.columns[task.fields.get("counts", "files")]
+                return column.render(task) if column is not None else Text("")
 
         self.bar = RichProgress(
             "[progress.description]{task.description}",
             BarColumn(),
-            MofNCompleteColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            PerRow(MofNCompleteColumn(), DownloadColumn()),  # "94/94" files, not "94/94 bytes"
+            PerRow(None, TransferSpeedColumn()),
             console=console,
             transient=False,
         )
@@ -274,8 +292,8 @@ class Progress:
 
     def start(self, files: int) -> None:
         self.bar.start()
-        self.files = self.bar.add_task("images", total=files)
-        self.bytes = self.bar.add_task("bytes", total=None)
+        self.files = self.bar.add_task("images", total=files, counts="files")
+        self.bytes = self.bar.add_task("bytes", total=None, counts="bytes")
 
     def advance_file(self) -> None:
         self.bar.advance(self.files)

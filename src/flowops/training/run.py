@@ -148,7 +148,11 @@ def _start(mlflow, spec: ExperimentSpec, uri: str):
             client.set_tag(given, "flowops.moved_to", run.info.run_id)
             client.set_tag(given, "mlflow.note.content", note)
             client.set_terminated(given, "KILLED")  # (`mlflow run` marks it FINISHED when we return, whatever we say)
-            why = f"its parameters shell-quoted: {', '.join(wrong)}" if wrong else "in the Default experiment"
+            why = (
+                f"parameters stored other than the experiment has them: {', '.join(wrong)}"
+                if wrong
+                else ("in the Default experiment")
+            )
             print(
                 f"flowops.train: mlflow run made run {given} ({why}); training as run {run.info.run_id}",
                 file=sys.stderr,
