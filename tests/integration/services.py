@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from filelock import FileLock
 
 from flowops.health import wait_healthy
 
-from ..parallel import free_port
+from ..parallel import free_port, shared_root
 
 BIN = Path(sys.executable).parent
 SFTP_USER = "flowopssftp"
@@ -157,12 +158,14 @@ def sftp(tmp_path_factory):
         pytest.fail("openssh-server is not installed (.ci/run installs it)")
     base = tmp_path_factory.mktemp("sftp")
     base.chmod(0o755)
-    # Every xdist worker runs an sshd of its own for the same system user: add it once.
-    added = subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", SFTP_USER], capture_output=True, text=True
-    )
-    assert added.returncode in (0, 9), added.stderr  # 9: it exists already
-    subprocess.run(["usermod", "-p", "*", SFTP_USER], check=True)  # locked accounts may not log in with keys
+    # Every xdist worker runs an sshd of its own for the same system user. useradd and usermod
+    # fail at once ("cannot lock /etc/passwd") while another one runs: one worker at a time.
+    with FileLock(str(shared_root(tmp_path_factory) / "sftp-user.lock")):
+        added = subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", SFTP_USER], capture_output=True, text=True
+        )
+        assert added.returncode in (0, 9), added.stderr  # 9: it exists already
+        subprocess.run(["usermod", "-p", "*", SFTP_USER], check=True)  # locked accounts may not log in with keys
     # The chroot and every folder above it must be root-owned and not group/world-writable,
     # which rules out anything under /tmp (mode 1777): use /srv, and remove it afterwards.
     top = Path("/srv") / f"flowops-sftp-{uuid.uuid4().hex[:8]}"
