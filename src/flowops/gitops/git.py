@@ -119,7 +119,7 @@ def changed_experiments(repo: Path, before: str, after: str) -> list[tuple[str, 
             text=True,
             check=True,
         ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except (OSError, UnicodeDecodeError, subprocess.CalledProcessError) as exc:  # (names not UTF-8 too)
         said = getattr(exc, "stderr", "") or str(exc)
         raise FlowopsError(
             f"{repo}: git diff {before[:12]}..{after[:12]} failed, so which experiments changed is unknown: "
