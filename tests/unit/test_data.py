@@ -103,12 +103,15 @@ def test_an_annotation_of_a_missing_image_is_skipped_and_counted(tmp_path):
     doc = json.loads(path.read_text())
     person = next(c["id"] for c in doc["categories"] if c["name"] == "person")
     stray = {**doc["annotations"][0], "id": 999_001, "image_id": 987_654, "category_id": person}
-    doc["annotations"].append(stray)
+    doc["annotations"] += [stray, "not an object"]
     path.write_text(json.dumps(doc))
     spec = spec_for(root, ["person", "car"])
     split = open_split(spec, "train")
-    assert split.orphans == ["train: annotation 999001: image_id 987654 is not an image of instances_train.json"]
-    assert split.notes[0] == "train: 1 annotations name an image the file does not have: skipped"
+    assert split.orphans == [
+        "train: annotation 999001: image_id 987654 is not an image of instances_train.json",
+        "train: 'not an object': not an annotation object",
+    ]
+    assert split.notes[0] == "train: 2 annotations name an image the file does not have: skipped"
     assert 987_654 not in {im["id"] for im in split.images}
     built = cache.load_split(split, spec.categories, 32)  # the rest loads as before
     assert len(built.file_names) == len(split.images) > 0

@@ -70,13 +70,15 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     # An annotation whose image_id names no image of the file is left out and counted (pycocotools
     # would index it, and the image lookups then fail with a bare KeyError).
     known = {image.get("id") for image in doc["images"] if isinstance(image, dict)}
+    kept = [a for a in doc["annotations"] if isinstance(a, dict) and a.get("image_id") in known]
     orphans = [
         f"{split}: annotation {a.get('id')}: image_id {a.get('image_id')!r} is not an image of {ann_file.name}"
+        if isinstance(a, dict)
+        else f"{split}: {str(a)[:40]!r}: not an annotation object"
         for a in doc["annotations"]
-        if not isinstance(a, dict) or a.get("image_id") not in known
+        if not (isinstance(a, dict) and a.get("image_id") in known)
     ]
-    if orphans:
-        doc["annotations"] = [a for a in doc["annotations"] if isinstance(a, dict) and a.get("image_id") in known]
+    doc["annotations"] = kept
 
     from pycocotools.coco import COCO
 

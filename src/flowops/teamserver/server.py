@@ -187,11 +187,11 @@ def remove_stale_configs(config_dir: Path) -> list[Path]:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0 only asks; a PermissionError means someone else's process runs
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: running
-        return True
+    except PermissionError:
+        pass
     return True
 
 

@@ -148,11 +148,9 @@ def _start(mlflow, spec: ExperimentSpec, uri: str):
             client.set_tag(given, "flowops.moved_to", run.info.run_id)
             client.set_tag(given, "mlflow.note.content", note)
             client.set_terminated(given, "KILLED")  # (`mlflow run` marks it FINISHED when we return, whatever we say)
-            why = (
-                f"parameters stored other than the experiment has them: {', '.join(wrong)}"
-                if wrong
-                else ("in the Default experiment")
-            )
+            why = "in the Default experiment"
+            if wrong:
+                why = f"parameters stored other than the experiment has them: {', '.join(wrong)}"
             print(
                 f"flowops.train: mlflow run made run {given} ({why}); training as run {run.info.run_id}",
                 file=sys.stderr,
