@@ -47,7 +47,7 @@ class FlowopsGroup(click.Group):
         except FlowopsError as exc:
             if ctx.obj and ctx.obj.get("traceback"):
                 traceback.print_exc()
-            click.echo(str(exc), err=True)
+            click.echo(error_text(exc), err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -62,6 +62,17 @@ class FlowopsGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {type(exc).__name__}: {exc} ({BUG_HINT})", err=True)
             ctx.exit(2)
+
+
+def error_text(exc: FlowopsError) -> str:
+    """What the user reads: one line (a line per problem for ProblemsError), none of them a workflow
+    command, since messages quote file names, tag keys and values from untrusted bundles and runs."""
+    from flowops.errors import ProblemsError
+    from flowops.markdown import log_line
+
+    if isinstance(exc, ProblemsError):
+        return "\n".join(log_line(p) for p in exc.problems)
+    return log_line(exc)
 
 
 def mlflow_message(exc: Exception) -> str:

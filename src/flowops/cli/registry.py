@@ -11,6 +11,14 @@ from flowops.cli.base import policy_option, repo_option, tracking_option
 from flowops.errors import FlowopsError
 
 
+def _say(line: str) -> None:
+    """A line of promote's log: it names runs, metrics and experiment files, so it is kept from being
+    read as a workflow command (`::error::`)."""
+    from flowops.markdown import log_line
+
+    click.echo(log_line(line))
+
+
 def _client(tracking_uri: str | None) -> Any:
     """A client for the registry commands: waiting on a silent server is bounded (~15 s)."""
     from mlflow.tracking import MlflowClient
@@ -74,17 +82,17 @@ def promote(
             version = (
                 f"v{item.version}" + (" (new)" if item.created else "") if item.version else "not registered (dry run)"
             )
-            click.echo(f"{item.path}: run {item.run.info.run_id} -> {version}")
-            click.echo(f"    chosen: {item.message}")
+            _say(f"{item.path}: run {item.run.info.run_id} -> {version}")
+            _say(f"    chosen: {item.message}")
         elif item.status == "deleted":
-            click.echo(f"{item.path}: {item.message}")
+            _say(f"{item.path}: {item.message}")
     for alias, rows in outcome.decisions.items():
         for path, td in rows:
-            click.echo(f"  {alias} <- {path}: {'passes' if td.promote else 'fails'}")
+            _say(f"  {alias} <- {path}: {'passes' if td.promote else 'fails'}")
             for check in td.checks:
-                click.echo(f"    {'ok  ' if check.passed else 'FAIL'} {check.detail}")
+                _say(f"    {'ok  ' if check.passed else 'FAIL'} {check.detail}")
     for line in outcome.moves:
-        click.echo(line)
+        _say(line)
     if outcome.errors:
         raise FlowopsError("\n".join(outcome.errors))
 
@@ -182,15 +190,36 @@ def rollback(
     help="Folder for report.md and its PNGs.",
 )
 @click.option("--experiment", "experiment_file", help="Check that the run was trained from this experiment file.")
+@click.option(
+    "--ref",
+    help=(
+        "Read the experiment file, the policy and the code tree from this commit (the PR's approved head) "
+        "instead of the working tree: for a job that has the base branch checked out."
+    ),
+)
+@repo_option("The git repository --ref is read from.")
 @tracking_option
 @policy_option
-def report(run_id: str, out: Path, experiment_file: str | None, tracking_uri: str | None, policy_path: Path) -> None:
+def report(
+    run_id: str,
+    out: Path,
+    experiment_file: str | None,
+    ref: str | None,
+    repo: Path,
+    tracking_uri: str | None,
+    policy_path: Path,
+) -> None:
     """Write the PR report: the run against the models holding the policy's aliases."""
     from flowops import tracking
+    from flowops.gitops.source import Source
     from flowops.registry.report import build
 
-    registry, policy = _registry(tracking_uri, policy_path)
-    build(registry.client, run_id, policy, out, tracking.resolve_uri(tracking_uri), experiment_file)
+    source = Source.at(repo, ref) if ref else Source.working_tree(repo)
+    policy = source.policy(policy_path)
+    from flowops.registry.store import Registry
+
+    registry = Registry(_client(tracking_uri), policy.model_name)
+    build(registry.client, run_id, policy, out, tracking.resolve_uri(tracking_uri), experiment_file, source)
     click.echo(f"wrote {out / 'report.md'}")
 
 
