@@ -30,11 +30,11 @@ class GitRepo:
         path.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
 
-    def git(self, *args: str) -> str:
+    def git(self, *args: str, check: bool = True) -> str:
+        """git's output; with check=False, '' when git fails."""
         ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-        return subprocess.run(
-            ["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        proc = subprocess.run(["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=check)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
 
     def commit(self, message: str) -> str:
         self.git("add", "-A")

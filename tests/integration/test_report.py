@@ -159,7 +159,7 @@ def test_report_against_production(tmp_path, policy_file, monkeypatch):
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     code, err, text = report(cand, tmp_path / "r", policy_file)
     assert (code, err) == (0, "")
-    assert text.startswith("<!-- flowops-report: experiments/cand.yaml -->\n## flowops: `cand`")
+    assert text.startswith("<!-- flowops-report: experiments/cand.yaml -->\n## flowops: cand\n")
     assert summary.read_text().startswith(text)  # the job summary gets the same markdown
     # deltas respect each metric's direction: higher val_miou is better, higher val_loss worse
     assert "| **val_miou** | 0.4500 | 0.4000 | +0.0500 (+12.5%) ▲ better |" in text
@@ -202,7 +202,7 @@ def test_different_evaluation_data_is_not_compared(tmp_path, policy_file):
     code, _, text = report(cand, tmp_path / "r", policy_file)
     assert code == 0
     assert (
-        f"- **Not comparable with production v{version}**: different evaluation data (eval set `222222222222` vs `111111111111`)"
+        f"- **Not comparable with production v{version}**: different evaluation data (eval set 222222222222 vs 111111111111)"
         in text
     )
     assert "| **val_miou** | 0.9000 | 0.4000 | – (other data) |" in text
@@ -246,7 +246,7 @@ def test_first_model_ever(tmp_path, policy_file):
     code, _, text = report(cand, tmp_path / "r", policy_file)
     assert code == 0
     assert "No model holds any alias yet: this would be the first." in text
-    assert "- **`production`** stays at unset: val_miou 0.1 fails >= 0.2" in text
+    assert "- **`production`** stays at unset: val_miou 0.1 fails &gt;= 0.2" in text
     assert "### Hyperparameters" not in text
 
 
@@ -279,7 +279,7 @@ def test_bad_inputs(tmp_path, policy_file, write):
     code, err, _ = report(run_id, tmp_path / "r", policy_file, "--experiment", str(other))
     assert (code, err) == (
         1,
-        f"run {run_id} was not trained from {other} (spec sha256 differs): pass that experiment's run\n",
+        f"run {run_id} was not trained from {other} as the working tree has it (spec sha256 differs): pass that experiment's run\n",
     )
     bad_policy = write("bad_policy.yaml", "model_name: m\nmode: sometimes\n")
     code, err, _ = report(run_id, tmp_path / "r", bad_policy)

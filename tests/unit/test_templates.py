@@ -50,19 +50,21 @@ def test_the_templates_setup_action_installs_a_pinned_flowops_and_the_projects_r
     text = (GITHUB / "actions" / "setup-flowops" / "action.yml").read_text()
     ours = (REPO / ".github" / "actions" / "setup-flowops" / "action.yml").read_text()
     assert "inputs:\n  extras:" in text and "  venv:" in text and ".github/flowops-requirement.txt" in text
-    assert "-r requirements.txt" in text and 'pip install --quiet ".${EXTRAS' in ours
+    assert '-r "$PROJECT/requirements.txt"' in text and 'pip install --quiet ".${EXTRAS' in ours
 
 
 @pytest.mark.parametrize(
-    ("extras", "requirements", "installed"),
+    ("extras", "requirements", "project", "installed"),
     [
-        ("", False, "-m pip install --quiet flowops==1.2.3"),
-        ("gpu", False, "-m pip install --quiet flowops[gpu]==1.2.3"),
-        ("gpu", True, "-m pip install --quiet flowops[tracking]==1.2.3 -r requirements.txt"),
-        ("", True, "-m pip install --quiet flowops==1.2.3"),  # validate: the light core only
+        ("", False, ".", "-m pip install --quiet flowops==1.2.3"),
+        ("gpu", False, ".", "-m pip install --quiet flowops[gpu]==1.2.3"),
+        ("gpu", True, ".", "-m pip install --quiet flowops[tracking]==1.2.3 -r ./requirements.txt"),
+        ("", True, ".", "-m pip install --quiet flowops==1.2.3"),  # validate: the light core only
+        # the train job: the PR's requirements (pr/), flowops pinned by the base's file (the root)
+        ("gpu", True, "pr", "-m pip install --quiet flowops[tracking]==1.2.3 -r pr/requirements.txt"),
     ],
 )
-def test_the_templates_setup_action_installs_what_the_job_needs(tmp_path, extras, requirements, installed):
+def test_the_templates_setup_action_installs_what_the_job_needs(tmp_path, extras, requirements, project, installed):
     """The action's own script, run with a stand-in python that records what pip would install."""
     import os
     import subprocess
@@ -81,11 +83,13 @@ def test_the_templates_setup_action_installs_what_the_job_needs(tmp_path, extras
     (repo / ".github").mkdir(parents=True)
     (repo / ".github" / "flowops-requirement.txt").write_text("# pinned\nflowops==1.2.3\n")
     if requirements:
-        (repo / "requirements.txt").write_text("scikit-learn\n")
+        (repo / project).mkdir(exist_ok=True)
+        (repo / project / "requirements.txt").write_text("scikit-learn\n")
     env = {
         "PATH": f"{fake.parent}:/usr/bin:/bin",
         "EXTRAS": extras,
         "PREPARED": "",
+        "PROJECT": project,
         "RUNNER_TEMP": str(tmp_path / "runner"),
         "GITHUB_PATH": str(tmp_path / "github_path"),
         "LOG": str(tmp_path / "log"),

@@ -35,15 +35,22 @@ REMOTE = {
     "actions/download-artifact": "3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c",
 }
 # Offline stand-ins for the remote actions. act copies the repository into the job for a
-# checkout without `ref`; a checkout *with* `ref` (the PR's approved commit) comes here: a copy
-# of the repository ($ACT_REPO) detached at exactly that commit, whatever the branch says. setup-python only echoes (skipped under act
+# checkout without `ref` (what `act()` checked out first: the commit GitHub would give the event);
+# a checkout *with* `ref` (the PR's approved commit, into `path`) comes here: a copy of the
+# repository ($ACT_REPO) detached at exactly that commit, whatever the branch says. setup-python only echoes (skipped under act
 # anyway); the artifact actions copy folders through $ACT_ARTIFACTS, so a bundle really travels
 # from the train job to the import job.
 STAND_INS = {
     "actions/checkout": {
-        "inputs": {"ref": {"default": ""}, "persist-credentials": {"default": ""}, "fetch-depth": {"default": ""}},
-        "env": {"REF": "${{ inputs.ref }}"},
-        "run": 'cp -a "$ACT_REPO"/. . && git checkout -q --detach "$REF" && echo "checked out $(git rev-parse HEAD)"',
+        "inputs": {
+            "ref": {"default": ""},
+            "path": {"default": "."},
+            "persist-credentials": {"default": ""},
+            "fetch-depth": {"default": ""},
+        },
+        "env": {"REF": "${{ inputs.ref }}", "DEST": "${{ inputs.path }}"},
+        "run": 'mkdir -p "$DEST" && cp -a "$ACT_REPO"/. "$DEST" && git -C "$DEST" checkout -q --detach "$REF" '
+        '&& echo "checked out $(git -C "$DEST" rev-parse HEAD) in $DEST"',
     },
     "actions/setup-python": {"inputs": {"python-version": {"default": ""}}, "run": "echo stand-in", "env": {}},
     "actions/upload-artifact": {
@@ -103,7 +110,36 @@ class Repo(GitRepo):
         return base, self.commit(f"PR {branch}")
 
 
+def github_checkout(repo: Repo, event: str, payload: dict) -> str | None:
+    """Check out what GitHub runs `event` on, as act takes the workflow file and the job's workspace from
+    whatever is checked out: pull_request_target the base commit, pull_request the merge of head into
+    base, push the pushed commit. Returns the merge commit it made (pull_request), else None."""
+    pr = payload.get("pull_request")
+    if event == "pull_request_target":
+        repo.git("checkout", "-q", "--detach", pr["base"]["sha"])
+    elif event == "pull_request":
+        repo.git("checkout", "-q", "--detach", pr["base"]["sha"])
+        repo.git("merge", "-q", "--no-ff", "--no-edit", pr["head"]["sha"], "-m", f"Merge {pr['head']['sha']}")
+        return repo.git("rev-parse", "HEAD")
+    elif event == "push":
+        repo.git("checkout", "-q", "--detach", payload["after"])
+    return None
+
+
 def act(
+    repo: Repo, event: str, payload: dict, workflow: str, stand_in: dict[str, Path], store: str, cache: Path
+) -> subprocess.CompletedProcess:
+    """Run `workflow` for `event` under act with the workspace GitHub would give it; afterwards the
+    repository is back on the branch (or commit) it was on."""
+    was = repo.git("symbolic-ref", "-q", "--short", "HEAD", check=False) or repo.git("rev-parse", "HEAD")
+    github_checkout(repo, event, payload)
+    try:
+        return _act(repo, event, payload, workflow, stand_in, store, cache)
+    finally:
+        repo.git("checkout", "-q", was)
+
+
+def _act(
     repo: Repo, event: str, payload: dict, workflow: str, stand_in: dict[str, Path], store: str, cache: Path
 ) -> subprocess.CompletedProcess:
     (repo.path.parent / "event.json").write_text(json.dumps(payload))

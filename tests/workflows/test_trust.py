@@ -8,6 +8,10 @@ always runs the local copy of a workflow), so the workflow files are checked aga
   in them that checks out the PR's code (a checkout with `ref:`) is PR code: no secret, no write
   permission, no environment, and the commit it checks out is the one the gate approved
   (`pull_request.head.sha` of the event), never a branch name.
+- A local action (`uses: ./.github/actions/x`) resolves from whatever the job checked out into the
+  workspace root, on GitHub as under act: after a checkout of the PR into the root it is the PR's
+  copy, running outside the code identity. So the PR goes into a folder of its own (`path:`) and
+  the root stays the base; a composite action checks out nothing and calls no local action itself.
 """
 
 from __future__ import annotations
@@ -109,6 +113,55 @@ def test_trusted_jobs_run_only_base_branch_code():
             assert not runs_pr_code(workflow, job), f"{name}:{job_id}"
             local = [s["uses"] for s in job.get("steps", []) if s.get("uses", "").startswith("./")]
             assert not local or checkouts(job), f"{name}:{job_id}: a local action with no checkout of the base"
+
+
+def local_actions_from_pr_code(job: dict) -> list[str]:
+    """The local actions a job would take from PR code: those after a checkout of a `ref` into the
+    workspace root (no `path:`, or the root itself)."""
+    root_is_pr, found = False, []
+    for step in job.get("steps", []):
+        uses = step.get("uses", "")
+        if uses.startswith("actions/checkout@"):
+            args = step.get("with", {})
+            if str(args.get("path", ".")).strip("./") == "":
+                root_is_pr = "ref" in args or "repository" in args
+        elif uses.startswith("./") and root_is_pr:
+            found.append(uses)
+    return found
+
+
+def test_local_actions_always_resolve_from_the_base_branch():
+    for name, job_id, workflow, job in jobs():
+        if triggers(workflow) & {"pull_request_target", "workflow_run"}:
+            assert local_actions_from_pr_code(job) == [], f"{name}:{job_id}: a local action from the PR's checkout"
+    train = load(TRAIN)["jobs"]["train"]
+    (pr,) = [s for s in checkouts(train) if "ref" in s["with"]]
+    assert pr["with"]["path"] == "pr"
+    steps = [s for s in train["steps"] if "run" in s and "flowops" in s["run"]]
+    assert steps and all(s.get("working-directory") == "pr" for s in steps)  # training runs in the PR's folder
+
+
+def test_the_local_action_rule_sees_a_pr_checkout_in_the_root():
+    """The train job before #29: the PR's commit in the root, then its own copy of the setup action."""
+    old = {
+        "steps": [
+            {"uses": "actions/checkout@x", "with": {"ref": APPROVED_SHA, "persist-credentials": False}},
+            {"uses": "./.github/actions/setup-flowops", "with": {"extras": "gpu"}},
+        ]
+    }
+    assert local_actions_from_pr_code(old) == ["./.github/actions/setup-flowops"]
+    base_after = {"steps": [*old["steps"][:1], {"uses": "actions/checkout@x", "with": {}}, old["steps"][1]]}
+    assert local_actions_from_pr_code(base_after) == []
+
+
+@pytest.mark.parametrize(
+    "action", sorted((REPO / ".github" / "actions").glob("*/action.yml")), ids=lambda p: p.parent.name
+)
+def test_composite_actions_check_out_nothing_and_call_no_local_action(action):
+    steps = yaml.safe_load(action.read_text())["runs"]["steps"]
+    for step in steps:
+        uses = step.get("uses", "")
+        assert not uses.startswith(("./", "actions/checkout@")), f"{action}: {uses}"
 
 
 def test_training_and_gating_live_in_a_file_github_takes_from_the_base_branch():

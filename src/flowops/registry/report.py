@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowops import markdown as md
 from flowops.errors import FlowopsError
+from flowops.gitops.source import Source
 from flowops.redact import redact
 from flowops.registry import comparison, figures
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
@@ -37,13 +39,21 @@ class Model:
 
 
 def build(
-    client: Any, run_id: str, policy: RegistryPolicy, out: Path, uri: str, experiment_file: str | None = None
+    client: Any,
+    run_id: str,
+    policy: RegistryPolicy,
+    out: Path,
+    uri: str,
+    experiment_file: str | None = None,
+    source: Source | None = None,
 ) -> str:
     """Write out/report.md and its PNGs; returns the markdown.
 
     Every read that decides what the report says (the run, the holders) fails the command when
-    it fails: a holder that could not be read is never reported as "no model yet".
+    it fails: a holder that could not be read is never reported as "no model yet". The experiment
+    file and the code tree come from `source` (the working tree, or the PR's head in git).
     """
+    source = source or Source.working_tree()
     from flowops.registry.store import Registry
 
     registry = Registry(client, policy.model_name)
@@ -51,11 +61,7 @@ def build(
     run = client.absent_or_raise("get_run", run_id)
     if run is None:
         raise FlowopsError(f"run {run_id}: not found in {redact(uri)}")
-    _check_experiment_file(run, experiment_file)
-    from flowops.gitops.git import code_tree
-    from flowops.gitops.project import code_paths_at
-    from flowops.spec.schema import schema_or_error
-
+    _check_experiment_file(run, experiment_file, source)
     out.mkdir(parents=True, exist_ok=True)
     candidate = Model("candidate", run)
     holders = _holders(registry, policy)
@@ -64,11 +70,12 @@ def build(
         reason = run.data.tags.get("flowops.failure", "no reason recorded")
         state = "failed" if run.info.status == "FAILED" else f"is {run.info.status.lower()}"
         sections.append(
-            f"> [!WARNING]\n> The training run {state}: {reason}\n>\n> Nothing to compare; fix it and push again."
+            f"> [!WARNING]\n> The training run {state}: {md.text(reason)}\n>\n"
+            "> Nothing to compare; fix it and push again."
         )
         _write_json(out, comparison.build(client, run, {}, policy, None))
         return _write(out, run, sections)
-    merged_tree = code_tree(paths=code_paths_at(schema_or_error(), ".")) or run.data.tags.get("flowops.code_tree")
+    merged_tree = source.code_tree() or run.data.tags.get("flowops.code_tree")
     pairs = {a: (h.version, h.run) if h else None for a, h in holders.items()}
     data = comparison.build(client, run, pairs, policy, merged_tree)
     _write_json(out, data)
@@ -86,20 +93,19 @@ def _write_json(out: Path, data: dict) -> None:
     (out / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _check_experiment_file(run, experiment_file: str | None) -> None:
+def _check_experiment_file(run, experiment_file: str | None, source: Source) -> None:
     if not experiment_file:
         return
     from flowops.errors import ProblemsError
-    from flowops.spec.schema import schema_or_error
 
     try:
-        spec = schema_or_error().load(experiment_file)
+        spec = source.experiment(experiment_file)
     except ProblemsError as exc:
         raise FlowopsError(str(exc.problems[0])) from None
     if run.data.tags.get("flowops.spec_sha256") != spec.sha256():
         raise FlowopsError(
-            f"run {run.info.run_id} was not trained from {experiment_file} (spec sha256 differs): pass that "
-            f"experiment's run"
+            f"run {run.info.run_id} was not trained from {experiment_file} as {source.where()} has it "
+            f"(spec sha256 differs): pass that experiment's run"
         )
 
 
@@ -122,14 +128,16 @@ def _header(run, uri: str) -> str:
     duration = f"{(run.info.end_time - run.info.start_time) / 1000:.0f} s" if run.info.end_time else "still running"
     pr = f"PR #{tags['flowops.pr_number']}" if tags.get("flowops.pr_number") else "no PR"
     lines = [
-        f"## flowops: `{run.info.run_name}`",
+        f"## flowops: {md.text(run.info.run_name)}",
         "",
         "| | |\n|---|---|",
-        f"| experiment file | `{tags.get('flowops.experiment_file', '?')}` |",
-        f"| {pr} | commit `{tags.get('flowops.git_commit', '?')[:12]}` on `{tags.get('flowops.git_branch', '?')}` |",
-        f"| run | `{run.info.run_id}` **{run.info.status}**, started {start:%Y-%m-%d %H:%M} UTC, {duration} |",
-        f"| hardware | {tags.get('flowops.hardware', '?')} |",
-        f"| open | `{report_link(uri, run)}` |",
+        f"| experiment file | {md.text(tags.get('flowops.experiment_file', '?'))} |",
+        f"| {md.text(pr)} | commit {md.text(tags.get('flowops.git_commit', '?')[:12])} on branch "
+        f"{md.text(tags.get('flowops.git_branch', '?'))} (the trainer's claim) |",
+        f"| run | {md.text(run.info.run_id)} **{md.text(run.info.status)}**, started {start:%Y-%m-%d %H:%M} UTC "
+        f"(the trainer's claim), {duration} |",
+        f"| hardware | {md.text(tags.get('flowops.hardware', '?'))} (the trainer's claim) |",
+        f"| open | {md.text(report_link(uri, run))} |",
     ]
     return "\n".join(lines)
 
@@ -168,7 +176,7 @@ def _metrics_table(data: dict, holders: dict[str, Model | None], policy: Registr
             shown = delta_cell(cell.get("candidate"), cell.get("holder"), direction)
             cells.append(f"{_fmt(cell.get('holder'))} | {shown if cell.get('same_eval_set') else '– (other data)'}")
         bold = "**" if name == policy.primary_metric else ""
-        rows.append(f"| {bold}{name}{bold} | {_fmt(m[name])} | " + " | ".join(cells) + " |")
+        rows.append(f"| {bold}{md.text(name)}{bold} | {_fmt(m[name])} | " + " | ".join(cells) + " |")
     for name in [n for n in TRAINING if m.get(n) is not None]:  # training set, last epoch: no verdict
         cells = [f"{_fmt(h.run.data.metrics.get(name))} | " for _, h in live]
         rows.append(f"| {name} (training) | {_fmt(m[name])} | " + " | ".join(cells) + " |")
@@ -188,7 +196,7 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
     if not row["same_eval_set"]:
         return (
             f"- **Not comparable with {holder.label}**: different evaluation data (eval set "
-            f"`{str(data['candidate']['eval_set'])[:12]}` vs `{str(row['holder']['eval_set'])[:12]}`). "
+            f"{md.text(str(data['candidate']['eval_set'])[:12])} vs {md.text(str(row['holder']['eval_set'])[:12])}). "
             "No comparison check can pass."
         )
     empty: dict[str, Any] = {}
@@ -198,7 +206,9 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
     span = f"{cell['confidence']:.0%} interval [{cell['ci_low']:+.4f}, {cell['ci_high']:+.4f}]"
     verdict = f" — **not distinguishable from {holder.label}**" if cell["ci_low"] <= 0 <= cell["ci_high"] else ""
     over = f"{images} validation images" if name == "val_miou" else f"{cell.get('examples', '?')} validation examples"
-    return f"- {name} vs {holder.label}: {cell['delta']:+.4f}, {span} over the same {over} (paired bootstrap){verdict}."
+    shown = md.text(name)
+    delta = f"{cell['delta']:+.4f}"
+    return f"- {shown} vs {holder.label}: {delta}, {span} over the same {over} (paired bootstrap){verdict}."
 
 
 def _per_class_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
@@ -214,7 +224,7 @@ def _per_class_table(data: dict, holders: dict[str, Model | None], policy: Regis
     tolerance = target.per_class.tolerance if target and target.per_class else None
     rows = []
     for c, v in sorted(cand.items()):
-        rows.append(f"| {c} | {_fmt(v)} | {_fmt(ref.get(c))} | {_class_change(c, v, ref.get(c), tolerance)} |")
+        rows.append(f"| {md.text(c)} | {_fmt(v)} | {_fmt(ref.get(c))} | {_class_change(c, v, ref.get(c), tolerance)} |")
     head = f"| class | candidate | {prod.label if prod else 'production'} | change |\n|---|---:|---:|---|"
     body = "\n".join([head, *rows])
     return f"<details><summary>Per-class validation IoU</summary>\n\n{body}\n\n</details>"
@@ -245,7 +255,7 @@ def _params_diff(run, production: Model | None) -> str:
     diff = params_diff(run.data.params, production.run.data.params)
     if not diff:
         return f"### Hyperparameters\n\nSame hyperparameters as {production.label}."
-    rows = [f"| `{k}` | `{a}` | `{b}` |" for k, (a, b) in diff.items()]
+    rows = [f"| {md.code(k, True)} | {md.code(a, True)} | {md.code(b, True)} |" for k, (a, b) in diff.items()]
     return (
         f"### Hyperparameters (vs {production.label})\n\n| parameter | {production.label} | candidate "
         f"|\n|---|---|---|\n" + "\n".join(rows)
@@ -264,8 +274,9 @@ def _preview(
         failed = [c["detail"] for c in decision["checks"] if not c["passed"]]
         if hold is not None:
             lines.append(
-                f"- **`{alias}`** is held at v{hold.get('version')} by a rollback on {hold.get('time', '?')} "
-                f"({hold.get('reason', 'no reason given')}): merging will not move it until "
+                f"- **`{alias}`** is held at v{md.text(hold.get('version'))} by a rollback on "
+                f"{md.text(hold.get('time', '?'))} ({md.text(hold.get('reason', 'no reason given'))}): merging "
+                "will not move it until "
                 f"`flowops release --alias {alias}`"
                 + (" (this run would pass its checks)." if decision["promote"] else ".")
             )
@@ -274,7 +285,7 @@ def _preview(
         elif decision["promote"]:
             lines.append(f"- Merging this will move **`{alias}`** from {was} to the new version.")
         else:
-            lines.append(f"- **`{alias}`** stays at {was}: " + "; ".join(failed))
+            lines.append(f"- **`{alias}`** stays at {was}: " + "; ".join(md.text(f) for f in failed))
         details.append(f"{alias}: {'promote' if decision['promote'] else 'keep ' + was}")
         details += [f"  {'✓' if c['passed'] else '✗'} {c['detail']}" for c in decision["checks"]]
     mode = "" if policy.mode == "enabled" else f" (policy mode: {policy.mode})"
@@ -282,13 +293,17 @@ def _preview(
     return (
         f"### What merging will do{mode}\n\n"
         + "\n".join(lines)
-        + f"\n\n<details><summary>All checks</summary>\n\n```\n{checks}\n```\n\n</details>"
+        + f"\n\n<details><summary>All checks</summary>\n\n{md.fenced(checks)}\n\n</details>"
     )
 
 
 def _write(out: Path, run, sections: list[str]) -> str:
-    key = run.data.tags.get("flowops.experiment_file") or run.info.run_name
-    text = MARKER.format(key=key) + "\n" + "\n\n".join(s for s in sections if s) + "\n"
+    text = (
+        marker(run.data.tags.get("flowops.experiment_file") or run.info.run_name)
+        + "\n"
+        + "\n\n".join(s for s in sections if s)
+        + "\n"
+    )
     (out / "report.md").write_text(text)
     (out / "comment.md").write_text(for_comment(text))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -296,6 +311,14 @@ def _write(out: Path, run, sections: list[str]) -> str:
         with open(summary, "a") as fh:
             fh.write(text + "\n")
     return text
+
+
+def marker(key: str) -> str:
+    """The comment's first line, naming its experiment file: characters that could end the HTML
+    comment or the line (`>`, `!`, a line break) are percent-encoded."""
+    from urllib.parse import quote
+
+    return MARKER.format(key=quote(key, safe="/._-~+=,@"))
 
 
 def for_comment(markdown: str) -> str:
