@@ -1,6 +1,7 @@
 """Lineage facts from real git repositories in temp dirs."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -132,3 +133,66 @@ def test_changed_experiments_reads_names_as_they_are_and_a_failed_diff_is_an_err
     ]
     with pytest.raises(FlowopsError, match=r"git diff 0{12}\.\.HEAD failed, so which experiments changed is unknown"):
         changed_experiments(repo, "0" * 40, "HEAD")
+
+
+def test_every_experiment_gets_an_artifact_name_of_its_own():
+    """#29: mapping characters alone made a_b.yaml, a-b.yaml and a:b.yaml one artifact name."""
+    from flowops.gitops.changes import artifact_name
+
+    paths = ["experiments/a_b.yaml", "experiments/a-b.yaml", "experiments/a:b.yaml", "experiments/a b.yaml"]
+    names = [artifact_name(p) for p in paths]
+    assert len(set(names)) == len(paths)
+    assert all(re.fullmatch(r"bundle-[A-Za-z0-9._-]+-[0-9a-f]{10}", n) and len(n) <= 100 for n in names)
+    assert artifact_name("experiments/" + "x" * 500 + ".yaml") != artifact_name("experiments/" + "x" * 501 + ".yaml")
+
+
+def test_a_pr_over_the_cap_trains_nothing_and_says_why(repo):
+    from flowops.gitops.changes import github_output, over_cap, pr_changes
+
+    before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    for i in range(3):
+        (repo / "experiments" / f"n{i}.yaml").write_text(f"name: n{i}\n")
+    (repo / "experiments" / 'é"q.yaml').write_text("name: q\n")  # git C-quotes this name without -z
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "four more", cwd=repo)
+    changes = pr_changes(repo, before, "HEAD")
+    assert changes.experiments == [
+        "experiments/n0.yaml",
+        "experiments/n1.yaml",
+        "experiments/n2.yaml",
+        'experiments/é"q.yaml',
+    ]
+    assert over_cap(changes, 4) is None
+    assert over_cap(changes, 3) == (
+        "this PR would train 4 experiments, over the limit of 3 per PR (first: experiments/n0.yaml): split it "
+        "into smaller PRs, or raise the repository variable FLOWOPS_MAX_EXPERIMENTS; nothing trains"
+    )
+    matrix = json.loads(next(line for line in github_output(changes).splitlines() if line.startswith("matrix="))[7:])
+    assert [row["experiment"] for row in matrix["include"]] == changes.experiments
+    # code changed: the stale list names every other experiment as it is (ls-tree -z)
+    (repo / "src" / "a.py").write_text("x = 2\n")
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "code", cwd=repo)
+    assert pr_changes(repo, before, "HEAD", retrain=True).experiments == sorted(
+        ["experiments/e.yaml", *changes.experiments]
+    )
+
+
+def test_a_file_name_with_a_line_break_is_refused_by_validate_and_by_changed(repo):
+    """#29: a name that git C-quotes validated and was then never trained; a line break in a name
+    would also become a line of its own in the workflow log (a workflow command)."""
+    from flowops.errors import FlowopsError
+    from flowops.gitops.changes import pr_changes
+    from flowops.spec.validate import validate_paths
+
+    before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    bad = repo / "experiments" / "x\n::error::forged.yaml"
+    bad.write_text("name: x\n")
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "a bad name", cwd=repo)
+    _, problems = validate_paths([bad], root=repo)
+    assert [str(p) for p in problems] == [
+        f"{str(bad)!r}: the file name holds the control character '\\n'; rename the file"
+    ]
+    with pytest.raises(FlowopsError, match=r"^'experiments/x\\n::error::forged.yaml': the file name holds the control"):
+        pr_changes(repo, before, "HEAD")

@@ -143,12 +143,23 @@ def _kubernetes_workers(experiment: Path, backend_config: Path | None, workers: 
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also append experiments=/stale=/code_changed= to this file ($GITHUB_OUTPUT).",
 )
-def changed(base: str, head: str, repo: Path, retrain: bool, github_output: Path | None) -> None:
+@click.option(
+    "--max-experiments",
+    type=click.IntRange(min=1),
+    default=20,  # one GPU job each
+    show_default=True,
+    envvar="FLOWOPS_MAX_EXPERIMENTS",
+    help="Refuse a PR that would train more experiments than this (each is a GPU job).",
+)
+def changed(base: str, head: str, repo: Path, retrain: bool, github_output: Path | None, max_experiments: int) -> None:
     """List the experiment files a PR adds or changes (JSON), and those its code change makes stale."""
     from flowops.gitops.changes import github_output as output_lines
-    from flowops.gitops.changes import pr_changes
+    from flowops.gitops.changes import over_cap, pr_changes
 
     result = pr_changes(repo, base, head, retrain)
+    too_many = over_cap(result, max_experiments)
+    if too_many:
+        raise FlowopsError(too_many)
     click.echo(
         json.dumps({"experiments": result.experiments, "stale": result.stale, "code_changed": result.code_changed})
     )

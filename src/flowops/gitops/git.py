@@ -26,6 +26,16 @@ def git(*args: str, cwd: str | Path = ".", env: dict | None = None) -> str | Non
     return proc.stdout.strip()
 
 
+def git_names(*args: str, cwd: str | Path = ".") -> list[str] | None:
+    """The NUL-separated names a git command prints with -z (as they are: git C-quotes non-ASCII and
+    quotes otherwise); None when git fails or a name is not UTF-8."""
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout.decode()
+    except (OSError, UnicodeDecodeError, subprocess.CalledProcessError):
+        return None
+    return [name for name in out.split("\0") if name]
+
+
 def code_tree(commit: str | None = None, repo: str | Path = ".", paths: tuple[str, ...] = CODE_PATHS) -> str | None:
     """Git tree hash of `paths` (the training code): at `commit`, or of the working tree (uncommitted
     changes included)."""

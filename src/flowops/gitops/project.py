@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowops.gitops.git import git, git_show
+from flowops.gitops.git import git, git_names, git_show
 from flowops.spec.generic import entry_point
 from flowops.spec.project import PROJECT_FILE, ProjectConfig, load_project
 from flowops.spec.schema import Schema
@@ -22,5 +22,5 @@ def schema_at(repo: Path, commit: str) -> Schema:
 
 def code_paths_at(schema: Schema, repo: str | Path, commit: str = "HEAD") -> tuple[str, ...]:
     """`schema.code_paths` for the top-level entries of `commit`."""
-    names = (git("ls-tree", "--name-only", commit, cwd=repo) or "").splitlines()
+    names = git_names("ls-tree", "-z", "--name-only", commit, cwd=repo) or []
     return schema.code_paths(names)

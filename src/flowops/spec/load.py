@@ -21,6 +21,18 @@ EXPERIMENTS_DIR = "experiments"
 POLICY_FILE = "registry_policy.yaml"
 
 
+def name_problem(path: str | Path) -> str | None:
+    """Why a file name cannot name an experiment, or None. A control character (a line break, say)
+    reads differently in git's output, in the job matrix and in a workflow log (where a line of its
+    own can be a workflow command); every other character is read as it is (git -z)."""
+    import unicodedata
+
+    bad = next((ch for ch in str(path) if unicodedata.category(ch) == "Cc"), None)
+    if bad is None:
+        return None
+    return f"{str(path)!r}: the file name holds the control character {bad!r}; rename the file"
+
+
 def default_paths(root: Path = Path(".")) -> list[Path]:
     """Every experiment file under experiments/, plus the registry policy if present."""
     folder = root / EXPERIMENTS_DIR

@@ -11,7 +11,7 @@ from typing import Any
 from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
 from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.load import POLICY_FILE, load_policy
+from flowops.spec.load import POLICY_FILE, load_policy, name_problem
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
 from flowops.spec.problems import where
 from flowops.spec.schema import schema_of
@@ -72,6 +72,10 @@ def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any]
         except ProblemsError as exc:
             problems.extend(exc.problems)
     for path in [p for p in paths if Path(p).name != POLICY_FILE]:
+        bad_name = name_problem(path)
+        if bad_name:
+            problems.append(Problem(repr(str(path)), bad_name.split(": ", 1)[1]))
+            continue
         try:
             spec = load(path)
         except ProblemsError as exc:
