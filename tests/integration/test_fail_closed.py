@@ -166,16 +166,24 @@ def test_a_run_trained_on_uncommitted_code_is_refused(repo):
     assert code == 1 and "it was trained on uncommitted code" in err
 
 
-def test_the_run_trained_for_the_merged_pr_is_preferred(repo):
-    other = fake_run(repo, spec("a"), 0.5)  # trained for an earlier branch, newer than the PR's run below
+def test_the_earliest_qualifying_run_is_bound_and_a_later_one_changes_nothing(repo):
+    """#29: no "trained for this merge" guess from a claimed commit, no newest-first window: the
+    earliest run that qualifies, so a run logged after the merge cannot take the merge over."""
+    first = fake_run(repo, spec("a"), 0.5)
     repo.git("checkout", "-q", "-b", "elsewhere")  # a branch that is never merged, same code
     (repo.path / "notes.txt").write_text("not merged\n")
     repo.commit("elsewhere")
-    elsewhere = fake_run(repo, spec("a"), 0.6)
+    second = fake_run(repo, spec("a"), 0.6)
     repo.git("checkout", "-q", "main")
     code, out, _ = promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
-    assert code == 0 and holder("production").run_id == other != elsewhere
-    assert "chosen: trained for this merge; 1 other run(s) also qualified" in out
+    assert code == 0 and holder("production").run_id == first != second
+    assert "chosen: logged by hand (no import record; the policy ships such runs), the earliest that qualifies" in out
+    assert "; 1 other run(s) also qualified" in out
+    later = fake_run(repo, spec("a"), 0.9)  # after the merge, better
+    before = repo.head
+    (repo.path / "NOTES.md").write_text("docs only\n")
+    code, out, _ = promote(repo, "--git-range", f"{before}..{repo.commit('docs')}")
+    assert code == 0 and holder("production").run_id == first != later
 
 
 def test_exit_codes_mixed_merge_and_kept_out_by_policy(repo):

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
 from flowops.errors import FlowopsError, ProblemsError
-from flowops.gitops.git import code_tree, git, git_show
+from flowops.gitops.git import code_tree, git, git_show, train_tree
 from flowops.gitops.project import code_paths_at, schema_at
 from flowops.hashing import sha256_file
 from flowops.spec.schema import Schema
@@ -49,9 +49,11 @@ class Facts:
     spec_sha256: str
     experiment_name: str
     schema: Schema = field(default_factory=Schema.default)  # how the experiment file at head_sha is read
+    train_tree: str = ""  # the training identity at head_sha: the code tree and .github (gitops.git.train_tree)
 
     def tags(self) -> dict[str, str]:
         return {
+            "flowops.train_tree": self.train_tree,
             "flowops.pr_number": self.pr_number,
             "flowops.git_commit": self.head_sha,
             "flowops.code_tree": self.code_tree,
@@ -74,10 +76,11 @@ def facts_from_git(repo: Path, head_sha: str, experiment_file: str, pr_number: s
         spec = schema.load(experiment_file, git_show(repo, sha, experiment_file))
     except ProblemsError as exc:
         raise FlowopsError(str(exc.problems[0])) from None
-    tree = code_tree(sha, repo=repo, paths=code_paths_at(schema, repo, sha))
-    if not tree:
+    paths = code_paths_at(schema, repo, sha)
+    tree, identity = code_tree(sha, repo=repo, paths=paths), train_tree(sha, repo, paths)
+    if not tree or not identity:
         raise FlowopsError(f"{repo}: no code tree at {sha[:12]}")
-    return Facts(pr_number, sha, tree, experiment_file, spec.sha256(), spec.experiment_name, schema)
+    return Facts(pr_number, sha, tree, experiment_file, spec.sha256(), spec.experiment_name, schema, identity)
 
 
 def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundle:

@@ -64,6 +64,16 @@ def code_tree(commit: str | None = None, repo: str | Path = ".", paths: tuple[st
     return _mktree(entries, Path(repo))
 
 
+WORKFLOW_PATHS = (".github",)  # how the PR stage trains: workflows and the local actions they use
+
+
+def train_tree(commit: str, repo: str | Path, code_paths: tuple[str, ...]) -> str | None:
+    """The training identity at `commit`: one tree of the training code and `.github`. A merged
+    experiment ships only a run whose identity (recorded by the import stage from git) is the merged
+    commit's: a run trained at an intermediate commit whose code or workflows differ is never it."""
+    return code_tree(commit, repo=repo, paths=(*code_paths, *WORKFLOW_PATHS))
+
+
 def _mktree(entries: list[tuple[bytes, bytes]], repo: Path) -> str | None:
     """The tree of `entries` ("MODE TYPE SHA", path), nested paths (src/model) as subtrees: a tree
     holding only the listed paths. For top-level paths this is git's own tree of that listing,

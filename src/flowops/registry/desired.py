@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
-from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show
+from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show, train_tree
 from flowops.gitops.project import code_paths_at, schema_at
 from flowops.registry import evidence
-from flowops.registry.binding import NotBound, bind
+from flowops.registry.binding import Merged, NotBound, bind
 from flowops.registry.decide import Holder, TargetDecision, decide, rank
 from flowops.spec.load import POLICY_FILE, load_policy
 from flowops.spec.policy import RegistryPolicy
@@ -85,9 +85,19 @@ def policy_at(repo: Path, commit: str) -> RegistryPolicy | str:
         return f"{POLICY_FILE} at {commit[:12]} is invalid: {str(exc.problems[0]).split(': ', 1)[1]}"
 
 
-def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any = None) -> Desired:
-    """Decide every merge on main up to `tip`; `label(run_id)` names a run's version for messages."""
+def replay(
+    client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any = None, embedded: bool | None = None
+) -> Desired:
+    """Decide every merge on main up to `tip`; `label(run_id)` names a run's version for messages.
+    `embedded`: the store is a local SQLite file (default: MLflow's tracking URI says so), where runs
+    logged by hand may ship unless a merge's policy says otherwise."""
     label = label or (lambda run_id: f"run {run_id[:8]}")
+    if embedded is None:
+        import mlflow
+
+        from flowops.tracking import is_embedded
+
+        embedded = is_embedded(mlflow.get_tracking_uri())
     present: dict[str, str] = {}  # experiment file -> spec sha256, as main has it now
     history: dict[str, list[Item]] = {alias: [] for alias in policy.targets}
     reasons: dict[str, tuple[str, str]] = {}
@@ -126,10 +136,13 @@ def replay(client: Any, repo: Path, tip: str, policy: RegistryPolicy, label: Any
             continue
         tree = None  # an unreadable schema made every item invalid: nothing to bind
         if isinstance(schema, Schema):
-            tree = code_tree(commit, repo=repo, paths=code_paths_at(schema, repo, commit))
+            paths = code_paths_at(schema, repo, commit)
+            tree = code_tree(commit, repo=repo, paths=paths)
+            merged = Merged(commit, tree, train_tree(commit, repo, paths), paths)
+            hand_logged = embedded if rules.ship_hand_logged_runs is None else rules.ship_hand_logged_runs
             for item in step.items:
                 if item.status == "changed":
-                    _bind(client, repo, item, tree, rules, commit, schema)
+                    _bind(client, repo, item, merged, rules, hand_logged, schema)
         live = [i for i in step.items if i.status == "changed"]
         for alias in (a for a in rules.targets if a in history):
             winner, rows, note = decide_merge(
@@ -223,10 +236,10 @@ def _item(status: str, path: str, repo: Path, commit: str, schema: Schema | str)
 
 
 def _bind(
-    client: Any, repo: Path, item: Item, tree: str | None, policy: RegistryPolicy, commit: str, schema: Schema
+    client: Any, repo: Path, item: Item, merged: Merged, policy: RegistryPolicy, hand_logged: bool, schema: Schema
 ) -> None:
     try:
-        bound = bind(client, item.spec, tree, policy.require_same_code, repo, commit, schema)
+        bound = bind(client, item.spec, merged, policy.require_same_code, hand_logged, repo, schema)
     except NotBound as exc:
         item.status, item.message = "not trained", str(exc)
         return

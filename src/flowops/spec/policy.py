@@ -103,6 +103,14 @@ class RegistryPolicy(_Strict):
     require_same_code: bool = Field(
         True, description="The run's code tree must equal the merged commit's (reviewed = shipped)."
     )
+    ship_hand_logged_runs: bool | None = Field(
+        None,
+        description=(
+            "May a run that the trusted import stage did not record (trained and logged by hand, or by any "
+            "client holding the trainer's credential) ship? Its tags are then taken at their word. Default: "
+            "only on the embedded store (a local SQLite file), where no PR pipeline exists."
+        ),
+    )
     legacy_stages: bool = Field(
         False, description="Also mirror aliases into the deprecated Staging/Production/Archived stages."
     )
