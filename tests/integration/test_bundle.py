@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -63,12 +65,19 @@ def team(tmp_path, sqlite_template) -> str:
     return sqlite_store(sqlite_template, tmp_path / "team.db")
 
 
-def import_(repo: PrRepo, folder: Path, team: str, *extra: str, head: str | None = None, pr: str = "12"):
+def import_(
+    repo: PrRepo,
+    folder: Path,
+    team: str,
+    *extra: str,
+    head: str | None = None,
+    pr: str = "12",
+    repo_path: Path | None = None,
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": team}
     args = ["bundle", "import", str(folder), "--experiment-file", EXPERIMENT, "--head-sha", head or repo.head_sha]
-    return flowops(
-        *args, "--pr", pr, "--repo", str(repo.path), "--run-id-file", str(folder.parent / "id"), *extra, env=env
-    )
+    where = str(repo_path or repo.path)
+    return flowops(*args, "--pr", pr, "--repo", where, "--run-id-file", str(folder.parent / "id"), *extra, env=env)
 
 
 def copy(bundle: Path, tmp_path: Path) -> Path:
@@ -89,9 +98,9 @@ def test_a_clean_bundle_arrives_whole_with_lineage_from_git(trained, tmp_path, t
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(team)
     run = client.get_run((tmp_path / "id").read_text().strip())
-    assert proc.stdout.strip() == (
-        f"imported run {run.info.run_id} (FINISHED) for {EXPERIMENT} at {repo.head_sha[:12]}, PR #12"
-    )
+    imported, code = proc.stdout.strip().splitlines()
+    assert imported == f"imported run {run.info.run_id} (FINISHED) for {EXPERIMENT} at {repo.head_sha[:12]}, PR #12"
+    assert re.fullmatch(r"model code: \d{2,} file\(s\) equal to git", code), code  # flowops' ~110 files
     assert run.info.status == "FINISHED" and run.info.run_id != original.info.run_id
     assert run.info.start_time == original.info.start_time
     assert run.data.params == original.data.params
@@ -321,3 +330,183 @@ def test_a_cancelled_import_ends_its_run_failed(trained, tmp_path, team):
     final = client.get_run(run.info.run_id)
     assert final.info.status == "FAILED"
     assert final.data.tags["flowops.failure"] == "import of the run bundle cancelled by SIGTERM"
+
+
+class TeamClone:
+    """A clone of the PR repository that the team merges into: main gets a policy, the PR branch gets
+    commits X (which changes .github/) and Y (which reverts X), and is merged with --no-ff."""
+
+    POLICY: ClassVar[dict] = {
+        "model_name": "bundled-model",
+        "ship_hand_logged_runs": False,  # a team's store: only imported runs ship
+        "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}},
+    }
+
+    def __init__(self, repo: PrRepo, path: Path):
+        import subprocess
+
+        subprocess.run(["git", "clone", "-q", str(repo.path), str(path)], check=True, capture_output=True)
+        self.path = path
+        self.git("checkout", "-q", "-B", "main", repo.base)
+        (path / "registry_policy.yaml").write_text(yaml.safe_dump(self.POLICY, sort_keys=False))
+        self.commit("policy")
+        self.git("checkout", "-q", "-B", "feature", "origin/feature")
+        action = path / ".github" / "actions" / "setup-flowops" / "action.yml"
+        action.parent.mkdir(parents=True)
+        action.write_text("runs: {using: composite, steps: [{shell: bash, run: echo patched the bundle}]}\n")
+        self.x = self.commit("X: the job's setup, patched")
+        shutil.rmtree(path / ".github")
+        self.y = self.commit("Y: reverted")
+
+    def git(self, *args: str) -> str:
+        import subprocess
+
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        return subprocess.run(
+            ["git", *ident, *args], cwd=self.path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-qm", message)
+        return self.git("rev-parse", "HEAD")
+
+    def merge(self) -> tuple[str, str]:
+        self.git("checkout", "-q", "main")
+        before = self.git("rev-parse", "HEAD")
+        self.git("merge", "-q", "--no-ff", "feature", "-m", "Merge pull request #12")
+        return before, self.git("rev-parse", "HEAD")
+
+
+def _promote(clone: TeamClone, team: str, git_range: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GITHUB_"))}
+    return flowops(
+        "promote", "--git-range", git_range, "--repo", str(clone.path), "--tracking-uri", team, cwd=clone.path, env=env
+    )
+
+
+def _no_lineage(folder: Path) -> Path:
+    """The bundle as a PR stage at another commit writes it: the lineage is the import's to set."""
+    rewrite(folder, lambda r: r["tags"].pop("flowops.git_commit", None))
+    return folder
+
+
+def test_the_merged_code_ships_and_nothing_later_changes_what_a_merge_bound(trained, tmp_path, team):
+    """#29 from outside: a run trained at an intermediate commit (X changed the job's setup, Y reverted it)
+    is never shipped; the run imported at the final head is; a re-import, a hand-logged run and a
+    docs-only push afterwards move nothing."""
+    repo, bundle, _ = trained
+    clone = TeamClone(repo, tmp_path / "team-repo")
+    client = MlflowClient(team)
+
+    proc = import_(repo, _no_lineage(copy(bundle, tmp_path / "x")), team, head=clone.x, repo_path=clone.path)
+    assert proc.returncode == 0, proc.stderr
+    at_x = (tmp_path / "x" / "id").read_text().strip()
+    before, merge = clone.merge()
+    proc = _promote(clone, team, f"{before}..{merge}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().startswith(f"{EXPERIMENT}: no run qualifies: run {at_x[:8]}: imported at {clone.x[:12]}")
+    assert "first difference: .github/actions/setup-flowops/action.yml" in proc.stderr
+    assert "the merged code was never trained; to ship it, open a PR that touches this experiment file" in proc.stderr
+    assert client.search_model_versions("name = 'bundled-model'") == []
+
+    # the final head is imported (on GitHub: its training, or the label retrain): that run ships
+    proc = import_(repo, _no_lineage(copy(bundle, tmp_path / "y")), team, head=clone.y, repo_path=clone.path)
+    assert proc.returncode == 0, proc.stderr
+    at_y = (tmp_path / "y" / "id").read_text().strip()
+    proc = _promote(clone, team, f"{before}..{merge}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"chosen: the earliest import of the merged code (run bundle of PR #12 at {clone.y})" in proc.stdout
+    production = client.get_model_version_by_alias("bundled-model", "production")
+    assert production.run_id == at_y
+
+    # later: the same head imported again, and a run logged by hand with the same parameters and a
+    # model of its own; then a docs-only push. The old merge still binds the same run.
+    proc = import_(repo, _no_lineage(copy(bundle, tmp_path / "again")), team, head=clone.y, repo_path=clone.path)
+    assert proc.returncode == 0, proc.stderr
+    again = (tmp_path / "again" / "id").read_text().strip()
+    by_hand = _hand_logged_copy(client, client.get_run(at_y))
+    (clone.path / "NOTES.md").write_text("docs only\n")
+    docs = clone.commit("docs")
+    proc = _promote(clone, team, f"{merge}..{docs}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert client.get_model_version_by_alias("bundled-model", "production").version == production.version
+    assert {v.run_id for v in client.search_model_versions("name = 'bundled-model'")} == {at_y}
+    assert again != at_y and by_hand != at_y
+    proc = flowops("status", "--repo", str(clone.path), "--tracking-uri", team, cwd=clone.path)
+    assert proc.returncode == 0 and "drift" not in proc.stdout, proc.stdout + proc.stderr
+
+
+def _hand_logged_copy(client: MlflowClient, run) -> str:
+    """A run logged with the trainer's credential but not by the import: same parameters and claims,
+    a model of its own, better metrics, a later start."""
+    from mlflow.entities import LoggedModelOutput, Metric, Param
+
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("flowops.imported", "flowops.train_tree"))}
+    new = client.create_run(run.info.experiment_id, tags=tags, run_name=run.info.run_name)
+    run_id = new.info.run_id
+    client.log_batch(
+        run_id,
+        params=[Param(k, v) for k, v in run.data.params.items()],
+        metrics=[Metric(k, min(1.0, v + 0.5), 0, 0) for k, v in run.data.metrics.items()],
+    )
+    model = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _set_file(folder: Path, rel: str, content: bytes) -> None:
+    """Write a file into the bundle and list it in bundle.json, as a PR stage that means it would."""
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    (folder / rel).write_bytes(content)
+    entry = {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    rewrite(folder, lambda r: r["files"].update({rel: entry}))
+
+
+def _imported_model(client: MlflowClient, run_id: str, tmp_path: Path) -> Path:
+    import mlflow.artifacts
+
+    location = client.get_logged_model(logged_model(client, client.get_run(run_id))).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(tmp_path / "download")))
+
+
+def test_the_models_code_is_the_reviewed_code(trained, tmp_path, team):
+    """#29: a patched file under model/code/ (the code `models:/...` runs when loaded) is replaced by the
+    git blob of the approved commit; a compiled cache is dropped; the digest covers what was imported."""
+    from flowops.hashing import MODEL_DIGEST_TAG, model_digest
+
+    repo, bundle, _ = trained
+    folder = copy(bundle, tmp_path)
+    pyfunc = "model/code/flowops/pyfunc.py"
+    reviewed = (repo.path / "src" / "flowops" / "pyfunc.py").read_bytes()
+    assert (folder / pyfunc).read_bytes() == reviewed
+    _set_file(folder, pyfunc, reviewed + b"\nimport os; os.system('echo patched')\n")
+    _set_file(folder, "model/code/flowops/__pycache__/pyfunc.cpython-311.pyc", b"\x00unchecked-hash pyc")
+    proc = import_(repo, folder, team)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("imported run ")
+    assert lines[1].endswith(f"1 replaced by the reviewed blob (first: {pyfunc}), 1 compiled cache file(s) dropped"), (
+        lines
+    )
+    client = MlflowClient(team)
+    run_id = (tmp_path / "id").read_text().strip()
+    model = _imported_model(client, run_id, tmp_path)
+    assert (model / "code" / "flowops" / "pyfunc.py").read_bytes() == reviewed
+    assert not (model / "code" / "flowops" / "__pycache__").exists()
+    assert client.get_run(run_id).data.tags[MODEL_DIGEST_TAG] == model_digest(model)
+
+
+def test_a_model_code_file_the_commit_does_not_have_refuses_the_bundle(trained, tmp_path, team):
+    repo, bundle, _ = trained
+    folder = copy(bundle, tmp_path)
+    _set_file(folder, "model/code/flowops/sitecustomize.py", b"import os\n")
+    proc = import_(repo, folder, team)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"{folder}: model/code/flowops/sitecustomize.py: not a file of the training code at {repo.head_sha[:12]} "
+        "(src, MLproject, conda.yaml); a model's code must be the reviewed code"
+    )
+    experiment = MlflowClient(team).get_experiment_by_name("bundled")
+    assert experiment is None or MlflowClient(team).search_runs([experiment.experiment_id]) == []

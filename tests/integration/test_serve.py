@@ -8,14 +8,18 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import numpy as np
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from flowops.hashing import MODEL_DIGEST_TAG, model_digest
 
 from .conftest import BIN
 from .services import Service as _Service
@@ -40,13 +44,15 @@ def registry(tmp_path_factory, tiny_run):
     (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
     model_id = run.outputs.model_outputs[0].model_id
     client.create_registered_model(MODEL)
+    # the digest an import records and promote copies onto the version: serving checks it
+    digest = model_digest(Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp / "m"))))
     for _ in range(2):
         client.create_model_version(
             MODEL,
             f"models:/{model_id}",
             run_id=run.info.run_id,
             model_id=model_id,
-            tags={"flowops.git_commit": "c0ffee"},
+            tags={"flowops.git_commit": "c0ffee", MODEL_DIGEST_TAG: digest},
         )
     client.set_registered_model_alias(MODEL, "production", "1")
     yield uri, tmp
@@ -299,6 +305,39 @@ def test_hot_swap_under_load_fails_no_request_and_switches_once(registry):
     finally:
         svc.stop()
         MlflowClient(uri).set_registered_model_alias(MODEL, "production", "1")
+
+
+def test_a_model_whose_files_no_longer_match_its_digest_is_not_served(registry):
+    """#29: the version's recorded digest is not what the artifact store now holds (a file changed
+    after the import): the service never loads it and says why in /health."""
+    uri, _tmp = registry
+    client = MlflowClient(uri)
+    v1 = client.get_model_version(MODEL, "1")
+    v3 = client.create_model_version(
+        MODEL, v1.source, run_id=v1.run_id, model_id=v1.model_id, tags={MODEL_DIGEST_TAG: "0" * 64}
+    )
+    client.set_registered_model_alias(MODEL, "tampered", v3.version)
+    svc = Service(uri, alias="tampered")
+    try:
+        health: dict = {}
+        deadline = time.time() + 120
+        while time.time() < deadline and not health.get("registry_poll_error"):
+            assert svc.proc.poll() is None
+            time.sleep(0.3)
+            try:
+                health = requests.get(f"{svc.url}/health", timeout=5).json()
+            except requests.RequestException:
+                continue
+        assert health["status"] == "loading" and health.get("version") is None, health
+        assert health["registry_poll_error"].endswith(
+            f"models:/{MODEL}/{v3.version}: its files do not match the digest recorded when it was imported "
+            f"(000000000000, now {v1.tags[MODEL_DIGEST_TAG][:12]}); not serving it"
+        ), health
+        r = requests.post(f"{svc.url}/predict", data=image_bytes(32, 32), headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 503
+    finally:
+        svc.stop()
+        client.delete_registered_model_alias(MODEL, "tampered")
 
 
 def test_registry_unreachable_while_polling_keeps_the_model_serving(registry):

@@ -27,7 +27,11 @@ from .conftest import PINNED
 
 BIN = Path(sys.executable).parent
 VENV = BIN.parent
-POLICY = {"model_name": "act-model", "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}}}
+POLICY = {
+    "model_name": "act-model",
+    "ship_hand_logged_runs": False,  # as on a team's tracking server: only imported runs ship
+    "targets": {"production": {"thresholds": [{"metric": "val_iou", "min": 0.0}]}},
+}
 REMOTE = {
     "actions/checkout": "3d3c42e5aac5ba805825da76410c181273ba90b1",
     "actions/setup-python": "5fda3b95a4ea91299a34e894583c3862153e4b97",
@@ -192,7 +196,14 @@ def job_summary(stdout: str) -> str:
 
 
 def pr_payload(
-    base: str, head: str, number: int, fork: bool = False, labels=(), action: str = "opened", label: str | None = None
+    base: str,
+    head: str,
+    number: int,
+    fork: bool = False,
+    labels=(),
+    action: str = "opened",
+    label: str | None = None,
+    branch: str = "feature",
 ) -> dict:
     """A pull_request / pull_request_target payload as GitHub sends it (the `label` object on `labeled`)."""
     repo = {"full_name": "acme/flowops"}
@@ -205,7 +216,7 @@ def pr_payload(
             "base": {"sha": base, "ref": "main", "repo": repo},
             "head": {
                 "sha": head,
-                "ref": "feature",
+                "ref": branch,
                 "repo": {"full_name": "stranger/flowops" if fork else "acme/flowops"},
             },
             "labels": [{"name": n} for n in labels],
@@ -239,7 +250,11 @@ def test_same_repo_pr_trains_without_credentials_imports_reports_then_merge_prom
     repo, store, cache = setup
     text = experiment_text(synth_root, "act-tiny")
     base, head = repo.pr("feature", {"experiments/tiny.yaml": text})
-    proc = act(repo, "pull_request_target", pr_payload(base, head, 5), "train.yml", stand_in, store, cache)
+    # GitHub's workspace for pull_request_target is the base commit (act() checks it out): the report
+    # reads the new experiment from git at the approved head. A branch name is the PR's to choose.
+    hostile = "feature<!--hide-the-rest"
+    payload = pr_payload(base, head, 5, branch=hostile)
+    proc = act(repo, "pull_request_target", payload, "train.yml", stand_in, store, cache)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "train experiments/tiny.yaml" in out and "import and report experiments/tiny.yaml" in out
@@ -258,6 +273,9 @@ def test_same_repo_pr_trains_without_credentials_imports_reports_then_merge_prom
     assert "Merging this will move **`production`** from unset to the new version." in summary
     assert "No model holds any alias yet" in summary
     assert store.removeprefix("sqlite:///") not in summary  # no tracking address in what is published
+    assert hostile not in summary and "feature&lt;!--hide-the-rest" in summary  # the branch is text
+    assert f"computed by the PR's code at commit `{head[:12]}`" in summary  # the numbers are claims
+    assert "model code: " in out and "equal to git" in out  # the model's code was checked against git
 
     # the merge: a push to main
     repo.git("checkout", "-q", "main")
@@ -279,6 +297,20 @@ def test_same_repo_pr_trains_without_credentials_imports_reports_then_merge_prom
     assert [(a["alias"], a["from_version"], a["to_version"], a["commit"], a["pr"]) for a in audits] == [
         ("production", None, "1", after, "5")
     ]
+
+    # a second PR changes the experiment: its report runs with the base (the first merge) checked out,
+    # where the file says something else
+    changed = experiment_text(synth_root, "act-tiny", seed=11)
+    base2, head2 = repo.pr("change", {"experiments/tiny.yaml": changed})
+    proc = act(repo, "pull_request_target", pr_payload(base2, head2, 9), "train.yml", stand_in, store, cache)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    summary = job_summary(proc.stdout)
+    assert "<!-- flowops-report: experiments/tiny.yaml -->" in summary
+    assert "spec sha256 differs" not in out
+    assert "### What merging will do" in summary and "production" in summary
+    runs = {r.data.tags["flowops.git_commit"]: r for r in team_runs(store)}
+    assert set(runs) == {head, head2} and runs[head2].data.tags["flowops.pr_number"] == "9"
 
 
 def test_invalid_experiment_is_annotated_on_its_line(setup, synth_root, stand_in):

@@ -7,15 +7,17 @@ reason, so no half-imported run stays RUNNING or looks finished.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from flowops.bundle.check import Facts
 from flowops.bundle.form import FOLDERS, KEPT_MLFLOW_TAGS, Bundle, is_claim
 from flowops.cancel import Cancel
+from flowops.hashing import MODEL_DIGEST_TAG
+from flowops.registry.binding import IMPORTED_AT_TAG, IMPORTED_TAG
 from flowops.tracking import FAILURE_TAG
 
-IMPORTED_TAG = "flowops.imported"  # the import stage's own mark: "bundle of PR <n> at <sha>"
 BATCH = 500
 
 
@@ -27,11 +29,13 @@ def import_bundle(
     facts: Facts,
     cancel: Cancel | None = None,
     started: list[str] | None = None,
+    model_digest: str | None = None,
 ) -> str:
     """Create the run from `bundle` (already checked against `facts`); its id.
 
     `cancel` stops the import between steps (see `flowops.cancel`); the new run's id is appended
-    to `started` as soon as it exists, so whoever cancels can end it FAILED.
+    to `started` as soon as it exists, so whoever cancels can end it FAILED. `model_digest` is the
+    model folder's digest as imported (serving checks it).
     """
     cancel = cancel or Cancel()
     started = [] if started is None else started
@@ -43,6 +47,9 @@ def import_bundle(
     tags = {k: v for k, v in bundle.tags.items() if is_claim(k) or k in KEPT_MLFLOW_TAGS}
     tags.update(facts.tags())
     tags[IMPORTED_TAG] = f"run bundle of PR #{facts.pr_number} at {facts.head_sha}"
+    tags[IMPORTED_AT_TAG] = str(int(time.time() * 1000))  # this stage's clock: the order of imports
+    if model_digest:
+        tags[MODEL_DIGEST_TAG] = model_digest  # of the model's files after its code was made the git blobs
     with cancel.lock:
         cancel.check()
         run = client.create_run(experiment_id, start_time=bundle.start_time, tags=tags, run_name=bundle.run_name)

@@ -60,12 +60,18 @@ def import_command(
     from mlflow.tracking import MlflowClient
 
     from flowops.bundle.check import Limits, check_bundle, facts_from_git
+    from flowops.bundle.code import code_from_git
     from flowops.bundle.importer import end_failed, import_bundle
     from flowops.cancel import run_until_signalled
+    from flowops.gitops.project import code_paths_at
+    from flowops.hashing import model_digest
+    from flowops.markdown import log_line
     from flowops.tracking import use
 
     facts = facts_from_git(repo, head_sha, experiment_file, pr_number)
     checked = check_bundle(folder, facts, Limits(max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes))
+    code = code_from_git(folder, list(checked.files), repo, facts.head_sha, code_paths_at(facts.schema, repo, head_sha))
+    digest = model_digest(folder / "model") if (folder / "model").is_dir() else None
     uri = use(tracking_uri)
     client = MlflowClient(uri)
     started: list[str] = []
@@ -75,13 +81,14 @@ def import_command(
             end_failed(client, run_id, f"import of the run bundle cancelled by {signal.Signals(signum).name}")
 
     run_id = run_until_signalled(
-        lambda cancel: import_bundle(client, uri, folder, checked, facts, cancel, started), cleanup
+        lambda cancel: import_bundle(client, uri, folder, checked, facts, cancel, started, digest), cleanup
     )
     if run_id_file:
         run_id_file.write_text(run_id + "\n")
     click.echo(
         f"imported run {run_id} ({checked.status}) for {experiment_file} at {facts.head_sha[:12]}, PR #{pr_number}"
     )
+    click.echo(log_line(code.summary()))
 
 
 COMMANDS = [bundle]

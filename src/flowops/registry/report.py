@@ -79,6 +79,7 @@ def build(
     pairs = {a: (h.version, h.run) if h else None for a, h in holders.items()}
     data = comparison.build(client, run, pairs, policy, merged_tree)
     _write_json(out, data)
+    sections.append(_claims(run))
     sections.append(_metrics_table(data, holders, policy))
     sections.append(_per_class_table(data, holders, policy))
     production = holders.get("production") or next((h for h in holders.values() if h), None)
@@ -137,9 +138,24 @@ def _header(run, uri: str) -> str:
         f"| run | {md.text(run.info.run_id)} **{md.text(run.info.status)}**, started {start:%Y-%m-%d %H:%M} UTC "
         f"(the trainer's claim), {duration} |",
         f"| hardware | {md.text(tags.get('flowops.hardware', '?'))} (the trainer's claim) |",
-        f"| open | {md.text(report_link(uri, run))} |",
+        f"| open | {md.code(report_link(uri, run), in_table=True)} |",
     ]
     return "\n".join(lines)
+
+
+def _claims(run) -> str:
+    """Which numbers are the trainer's word: everything the candidate's run measured."""
+    tags = run.data.tags
+    commit = tags.get("flowops.git_commit", "?")[:12]
+    if tags.get("flowops.imported"):
+        who = f"the PR's code at commit {md.code(commit)}"
+    else:
+        who = f"a run logged outside the PR pipeline (it says commit {md.code(commit)})"
+    return (
+        f"_The numbers below were computed by {who}: the candidate's metrics and its scores of the alias "
+        "holders on its data are that code's claims, as good as the code reviewers read. The commit, the "
+        "code and the model's code are checked against git._"
+    )
 
 
 def _fmt(v: float | None) -> str:

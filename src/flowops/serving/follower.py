@@ -7,10 +7,12 @@ reference assignment: a request in flight finishes on the model it started with.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,9 +70,31 @@ class AliasFollower:
         return mv
 
     def load(self, mv) -> Loaded:
+        """Download version `mv`, check its files against the digest the import recorded, load it."""
+        import tempfile
+
+        import mlflow.artifacts
         import mlflow.pyfunc
 
-        model = mlflow.pyfunc.load_model(f"models:/{self.name}/{mv.version}")
+        from flowops.hashing import MODEL_DIGEST_TAG, model_digest
+
+        # kept while the model is served, as mlflow.pyfunc.load_model keeps its own download: the
+        # model's code/ folder is on sys.path
+        local = Path(tempfile.mkdtemp(prefix="flowops-serve-"))
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(f"models:/{self.name}/{mv.version}", dst_path=str(local)))
+            expected = mv.tags.get(MODEL_DIGEST_TAG)
+            if expected:
+                found = model_digest(folder)
+                if found != expected:
+                    raise FlowopsError(
+                        f"models:/{self.name}/{mv.version}: its files do not match the digest recorded when it was "
+                        f"imported ({expected[:12]}, now {found[:12]}); not serving it"
+                    )
+            model = mlflow.pyfunc.load_model(str(folder))
+        except BaseException:
+            shutil.rmtree(local, ignore_errors=True)
+            raise
         meta = image_meta(model)
         if meta is not None:  # warm up (graph tracing) before taking traffic
             model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
