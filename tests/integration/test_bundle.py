@@ -185,6 +185,10 @@ def _promoter_tag(folder: Path) -> None:
     rewrite(folder, lambda r: r["tags"].update({"flowops.applied_commit": "1" * 40}))
 
 
+def _workflow_command(folder: Path) -> None:  # #29: the refusal printed it as a line of its own
+    rewrite(folder, lambda r: r["tags"].update({"flowops.x\n::error title=CI::forged": "1"}))
+
+
 def _other_params(folder: Path) -> None:
     rewrite(folder, lambda r: r["params"].update({"epochs": "7"}))
 
@@ -220,6 +224,11 @@ HOSTILE = {
     ),
     "dirty": (_dirty, "tags.flowops.code_dirty: 'true' differs from 'false'", ()),
     "promoter-tag": (_promoter_tag, "tags.flowops.applied_commit: not a tag a training run writes", ()),
+    "workflow-command": (
+        _workflow_command,
+        "tags.flowops.x : :error title=CI: :forged: not a tag a training run writes",
+        (),
+    ),
     "other-params": (_other_params, "params: they make spec sha256", ()),
     "schema": (_bad_schema, "bundle.json: metrics.0.step: Input should be greater than or equal to 0", ()),
     "running": (_running, "bundle.json: status: Input should be 'FINISHED' or 'FAILED'", ()),

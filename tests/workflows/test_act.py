@@ -10,6 +10,7 @@ MLflow store, flowops, the training.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..conftest import sqlite_store
 from ..gitrepo import GitRepo
 from ..integration.conftest import tiny_spec
 from .conftest import PINNED
+from .test_trust import approval_comment, fake_gh
 
 BIN = Path(sys.executable).parent
 VENV = BIN.parent
@@ -147,6 +149,9 @@ def _act(
     repo: Repo, event: str, payload: dict, workflow: str, stand_in: dict[str, Path], store: str, cache: Path
 ) -> subprocess.CompletedProcess:
     (repo.path.parent / "event.json").write_text(json.dumps(payload))
+    comments = repo.path.parent / "comments.json"  # what GitHub's API has: see `github_comments`
+    if not comments.exists():
+        comments.write_text("[]")
     maps = [x for action, sha in REMOTE.items() for x in ("--local-repository", f"{action}@{sha}={stand_in[action]}")]
     artifacts = repo.path.parent / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -177,8 +182,17 @@ def _act(
         f"ACT_ARTIFACTS={artifacts}",
         "--env",
         f"ACT_REPO={repo.path}",
+        "--env",
+        f"GH_COMMENTS={comments}",
     ]
-    return subprocess.run(cmd, cwd=repo.path, capture_output=True, text=True, timeout=900)
+    # the GitHub CLI's stand-in answers the gate's read of the PR's comments
+    env = {**os.environ, "PATH": f"{fake_gh(repo.path.parent / 'fake-gh')}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, cwd=repo.path, capture_output=True, text=True, timeout=900, env=env)
+
+
+def github_comments(repo: Repo, comments: list[dict]) -> None:
+    """The PR's comments as the GitHub API would list them (the notify job's post is skipped under act)."""
+    (repo.path.parent / "comments.json").write_text(json.dumps(comments))
 
 
 def job_summary(stdout: str) -> str:
@@ -345,6 +359,8 @@ def test_fork_trains_only_the_commit_a_maintainer_approved(setup, synth_root, st
     assert f"A maintainer reviews commit `{head}`" in job_summary(proc.stdout)
     assert team_runs(store) == []
 
+    github_comments(repo, [approval_comment(head)])  # what the notify job posted on GitHub
+
     # a label other than safe-to-train approves nothing
     other = pr_payload(base, head, 7, fork=True, labels=["retrain"], action="labeled", label="retrain")
     proc = act(repo, "pull_request_target", other, "train.yml", stand_in, store, cache)
@@ -374,6 +390,16 @@ def test_fork_trains_only_the_commit_a_maintainer_approved(setup, synth_root, st
     assert "train experiments/" not in out
     assert "withdraw a fork's approval on a new push" in out  # the label comes off
     assert f"approve commit {pushed}" in out
+    assert len(team_runs(store)) == 2
+
+    # the maintainer read the comment naming the old head and labels again: the head moved, nothing trains
+    again = pr_payload(base, pushed, 7, fork=True, labels=["safe-to-train"], action="labeled", label="safe-to-train")
+    proc = act(repo, "pull_request_target", again, "train.yml", stand_in, store, cache)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "train experiments/" not in out
+    assert f"fork PR: the label approved {head}, the head is {pushed}: nothing trains; approve {pushed} again" in out
+    assert "ask a maintainer to approve" in out  # the waiting comment is updated to name the new head
     assert len(team_runs(store)) == 2
 
 

@@ -16,6 +16,7 @@ always runs the local copy of a workflow), so the workflow files are checked aga
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -194,26 +195,47 @@ def test_hosted_jobs_install_flowops_fresh_and_only_self_hosted_ones_use_a_prepa
                 assert venv == "${{ vars.FLOWOPS_VENV }}", f"{name}:{job_id}"
 
 
-def gate_decision(fork: bool, action: str, label: str) -> str:
-    """Run the gate step's own script, as the workflow has it, with the event's values."""
+FAKE_GH = """#!/bin/sh
+# stand-in for the GitHub CLI: `gh api .../comments` answers with the comments in $GH_COMMENTS
+case "$*" in *"/comments"*) cat "${GH_COMMENTS:-/dev/null}" ;; *) echo "fake gh: $*" >&2; exit 1 ;; esac
+"""
+
+
+def fake_gh(folder: Path) -> Path:
+    """A folder holding a stand-in `gh` (see FAKE_GH), for PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gh").write_text(FAKE_GH)
+    (folder / "gh").chmod(0o755)
+    return folder
+
+
+def approval_comment(sha: str, login: str = "github-actions[bot]") -> dict:
+    """The waiting comment the notify job posts (marker first, then the commit it names)."""
+    body = f"<!-- flowops-approval -->\n<!-- flowops-approval-sha: {sha} -->\n**flowops:** ..."
+    return {"user": {"login": login, "type": "Bot" if login.endswith("[bot]") else "User"}, "body": body}
+
+
+def gate_decision(fork: bool, action: str, label: str, comments: list[dict] | None = None) -> dict[str, str]:
+    """Run the gate step's own script, as the workflow has it, with the event's values and the PR's comments."""
     (decide,) = [s for s in load(TRAIN)["jobs"]["gate"]["steps"] if s.get("id") == "gate"]
-    handle, name = tempfile.mkstemp(prefix="gate-output-")  # one per call: the cases run in parallel
-    os.close(handle)
-    out = Path(name)
-    env = {
-        "PATH": os.environ["PATH"],
-        "ACTION": action,
-        "LABEL": label,
-        "FORK": "true" if fork else "false",
-        "HEAD": "a" * 40,
-        "GITHUB_OUTPUT": str(out),
-        "GITHUB_STEP_SUMMARY": os.devnull,
-    }
-    try:
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:  # one per call: the cases run in parallel
+        out = Path(tmp) / "output"
+        out.touch()
+        (Path(tmp) / "comments.json").write_text(json.dumps(comments if comments is not None else []))
+        env = {
+            "PATH": f"{fake_gh(Path(tmp) / 'bin')}{os.pathsep}{os.environ['PATH']}",
+            "ACTION": action,
+            "LABEL": label,
+            "FORK": "true" if fork else "false",
+            "HEAD": "a" * 40,
+            "PR": "7",
+            "REPO": "acme/flowops",
+            "GH_COMMENTS": str(Path(tmp) / "comments.json"),
+            "GITHUB_OUTPUT": str(out),
+            "GITHUB_STEP_SUMMARY": os.devnull,
+        }
         subprocess.run(["bash", "-e", "-c", decide["run"]], env=env, check=True, capture_output=True)
-        return dict(line.split("=", 1) for line in out.read_text().splitlines())["approved"]
-    finally:
-        out.unlink(missing_ok=True)
+        return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 
 @pytest.mark.parametrize("fork", [False, True], ids=["same-repo", "fork"])
@@ -224,4 +246,20 @@ def test_the_gate_approves_forks_only_by_the_label_event_itself(fork, action, la
         expected = action == "labeled" and label == "safe-to-train"
     else:
         expected = action in ("opened", "synchronize", "reopened") or (action == "labeled" and label == "retrain")
-    assert gate_decision(fork, action, label) == ("true" if expected else "false")
+    decided = gate_decision(fork, action, label, [approval_comment("a" * 40)])
+    assert decided["approved"] == ("true" if expected else "false")
+    assert decided["moved"] == "false" and decided["sha"] == "a" * 40
+
+
+@pytest.mark.parametrize(
+    ("comments", "why"),
+    [
+        ([approval_comment("b" * 40)], "the head moved after the comment named b..."),
+        ([], "no waiting comment names a commit"),
+        ([approval_comment("a" * 40, login="stranger")], "a comment by anyone but the bot names nothing"),
+        ([approval_comment("b" * 40), approval_comment("a" * 40)], "the bot's one comment is the first"),
+    ],
+)
+def test_a_forks_label_trains_only_the_commit_the_waiting_comment_named(comments, why):
+    decided = gate_decision(True, "labeled", "safe-to-train", comments)
+    assert (decided["approved"], decided["moved"]) == ("false", "true"), why
