@@ -99,7 +99,10 @@ def test_a_failed_registry_read_moves_nothing(served, tmp_path):
     assert audit() == records
 
 
-def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path):
+def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path, store):
+    """Beyond what the command costs anyway (starting, importing MLflow: measured in the same run on a
+    store that answers, so a loaded machine moves both), a dead server costs at most 15 s of waiting,
+    not MLflow's default of about four minutes."""
     port = free_port()  # a port nothing listens on (this worker's own: no other test will take it)
     repo = TeamRepo(tmp_path / "team", POLICY)
     merged = repo.merge("merge", {"a.yaml": spec("a")})
@@ -107,10 +110,11 @@ def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path):
     env = flowops_env(uri)  # flowops' own defaults, nothing overridden
     for args in (["promote", "--git-range", merged], ["status"], ["history"], ["report", "--run", "0" * 32],
                  ["rollback", "--alias", "production"]):  # fmt: skip
+        *_, baseline = flowops_at(repo, flowops_env(store), "history")
         code, out, err, elapsed = flowops_at(repo, env, *args)
         last = err.strip().splitlines()[-1]
         assert code == 1 and last.startswith(f"tracking server {uri} cannot be reached: "), f"{args[0]}: {out}{err}"
-        assert elapsed < 15, f"flowops {args[0]} took {elapsed:.1f} s"
+        assert elapsed - baseline < 15, f"flowops {args[0]} took {elapsed:.1f} s ({baseline:.1f} s answered)"
         assert len(retry_lines(err)) == 2, err  # it says that it retries, then gives up
 
 
