@@ -12,7 +12,7 @@ commit does not have refuses the bundle. Then the model's files get a digest
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from flowops.bundle.check import BundleRefused
@@ -26,11 +26,11 @@ class CodeCheck:
     """What became of the model's code: files equal to git, replaced by git, dropped caches."""
 
     same: int = 0
-    replaced: list[str] | None = None
-    dropped: list[str] | None = None
+    replaced: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        replaced, dropped = self.replaced or [], self.dropped or []
+        replaced, dropped = self.replaced, self.dropped
         text = f"model code: {self.same} file(s) equal to git"
         if replaced:
             text += f", {len(replaced)} replaced by the reviewed blob (first: {replaced[0]})"
@@ -42,12 +42,13 @@ class CodeCheck:
 def code_from_git(folder: Path, files: list[str], repo: Path, commit: str, code_paths: tuple[str, ...]) -> CodeCheck:
     """Make every file under `folder`/model/code/ the blob of the training code at `commit`."""
     blobs = _blobs(repo, commit, code_paths)
-    result = CodeCheck(replaced=[], dropped=[])
+    result = CodeCheck()
+    matched: dict[str, str] = {}  # bundle path -> git path
     for rel in sorted(f for f in files if f.startswith(CODE)):
         inner = PurePosixPath(rel[len(CODE) :])
         if "__pycache__" in inner.parts or inner.suffix in (".pyc", ".pyo"):
             (folder / rel).unlink()
-            result.dropped.append(rel)  # type: ignore[union-attr]
+            result.dropped.append(rel)
             _remove_empty(folder / rel, folder / CODE)
             continue
         match = next((c for c in _where(inner, code_paths) if c in blobs), None)
@@ -56,14 +57,19 @@ def code_from_git(folder: Path, files: list[str], repo: Path, commit: str, code_
                 f"{folder}: {rel}: not a file of the training code at {commit[:12]} "
                 f"({', '.join(code_paths)}); a model's code must be the reviewed code"
             )
-        if _blob_id(repo, folder / rel) == blobs[match]:
+        if "\n" in rel or "\r" in rel:  # git hash-object --stdin-paths reads one name a line
+            raise BundleRefused(f"{folder}: {rel!r}: a line break in a model code file's name")
+        matched[rel] = match
+    ids = _blob_ids(repo, [folder / rel for rel in matched])  # one git process for all the files
+    for (rel, match), blob_id in zip(matched.items(), ids, strict=True):
+        if blob_id == blobs[match]:
             result.same += 1
             continue
         content = subprocess.run(
             ["git", "cat-file", "blob", blobs[match]], cwd=repo, capture_output=True, check=True
         ).stdout
         (folder / rel).write_bytes(content)
-        result.replaced.append(rel)  # type: ignore[union-attr]
+        result.replaced.append(rel)
     return result
 
 
@@ -94,7 +100,17 @@ def _blobs(repo: Path, commit: str, code_paths: tuple[str, ...]) -> dict[str, st
     return blobs
 
 
-def _blob_id(repo: Path, path: Path) -> str:
-    return subprocess.run(
-        ["git", "hash-object", "--no-filters", str(path)], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
+def _blob_ids(repo: Path, paths: list[Path]) -> list[str]:
+    """git's blob id of each file, as `git hash-object` gives it (one process for all)."""
+    if not paths:
+        return []
+    listing = "".join(f"{path}\n" for path in paths)
+    out = subprocess.run(
+        ["git", "hash-object", "--no-filters", "--stdin-paths"],
+        cwd=repo,
+        input=listing,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
