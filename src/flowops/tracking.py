@@ -44,14 +44,17 @@ def use(explicit: str | None = None) -> str:
     return uri
 
 
-# flowops' own commands wait at most ~15 s for a tracking server that does not answer (MLflow's
-# defaults, 7 retries with backoff factor 2 and 120 s timeouts, make a dead server a 4-minute hang).
-# Each is only a default: the usual MLFLOW_HTTP_REQUEST_* variables override it.
+# flowops' own commands give up on a tracking server that is down (refuses or cannot be reached)
+# after ~2.4 s of waiting between tries, and on one that accepts but never answers after ~32 s
+# (MLflow's defaults, 7 retries with backoff factor 2 and 120 s timeouts, make either a 4-minute
+# hang). A try waits 10 s for an answer: a busy server (a shared CI runner, auth checks on every
+# request) answers a registry write in seconds, and a 3 s bound failed promotes that would have
+# succeeded. Each is only a default: the usual MLFLOW_HTTP_REQUEST_* variables override it.
 BOUNDED_HTTP = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",  # 3 tries in all
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits 0, then 2 s, between tries (MLflow reads an integer)
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",  # seconds per try: 3 x 3 s + 2.4 s of waiting < 15 s
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds a try waits for an answer
 }
 
 
