@@ -201,6 +201,50 @@ def _running(folder: Path) -> None:
     rewrite(folder, lambda r: r.update({"status": "RUNNING"}))
 
 
+def _forged_metric(folder: Path) -> None:  # #30: the number reviewers read is not what the images make
+    def change(record):
+        for metric in record["metrics"]:
+            if metric["key"] == "val_miou":
+                metric["value"] = 0.99
+
+    rewrite(folder, change)
+
+
+def _added(folder: Path, rel: str, data: bytes, metrics: list[dict]) -> None:
+    """`rel` added to the bundle and listed right, with `metrics` logged."""
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    (folder / rel).write_bytes(data)
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    rewrite(folder, lambda r: (r["files"].update({rel: entry}), r["metrics"].extend(metrics)))
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def _mse_logged_as_rmse(folder: Path) -> None:
+    """#30: squared errors declared as RMSE evidence, but the run logged their mean (the MSE) as rmse."""
+    data = _npz(ids=["a", "b", "c", "d"], rmse=[1.0, 4.0, 0.25, 0.0], **{"rmse.aggregate": "rmse"})
+    _added(folder, "artifacts/evaluation/per_example.npz", data, [{"key": "rmse", "value": 1.3125, "step": 0,
+                                                                  "timestamp": 1}])  # fmt: skip
+
+
+def _pickled_evidence(folder: Path) -> None:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array([object()], dtype=object))
+    _added(folder, "artifacts/evaluation/per_example.npz", buffer.getvalue(), [])
+
+
 HOSTILE = {
     "symlink": (_symlink, "artifacts/passwd: a symbolic link; a bundle holds plain files only", ()),
     "dotdot": (_dotdot, "files: 'artifacts/../../etc/cron.d/x': a path must stay under artifacts or model/", ()),
@@ -232,6 +276,22 @@ HOSTILE = {
     "other-params": (_other_params, "params: they make spec sha256", ()),
     "schema": (_bad_schema, "bundle.json: metrics.0.step: Input should be greater than or equal to 0", ()),
     "running": (_running, "bundle.json: status: Input should be 'FINISHED' or 'FAILED'", ()),
+    "forged-metric": (
+        _forged_metric,
+        "artifacts/evaluation/confusion.npz: val_miou: the matrices make 0.",  # the number follows
+        (),
+    ),
+    "mse-as-rmse": (
+        _mse_logged_as_rmse,
+        "artifacts/evaluation/per_example.npz: rmse: the evidence makes 1.14564 (rmse of 4 examples), "
+        "the run logged rmse 1.3125: the logged number must be its evidence's",
+        (),
+    ),
+    "pickled-evidence": (
+        _pickled_evidence,
+        "artifacts/evaluation/per_example.npz: not a numpy .npz of plain arrays (ValueError: Object arrays",
+        (),
+    ),
 }
 
 

@@ -234,7 +234,8 @@ def test_with_a_confidence_the_lower_bound_must_clear_the_margin():
     holder = {"production": Holder("3", {"val_iou": 0.5}, EVAL)}
 
     def judged(low, high):
-        c = Candidate("run x", {"val_iou": 0.56}, CODE, CODE, EVAL, {"3": Interval(0.06, low, high, 0.95, 2000, 40)})
+        given = {("3", "val_iou", 0.95): Interval(0.06, low, high, 0.95, 2000, 40, "val_iou")}
+        c = Candidate("run x", {"val_iou": 0.56}, CODE, CODE, EVAL, given)
         return decide(c, holder, _confident()).targets["production"].checks[-1]
 
     assert judged(0.02, 0.1).passed
@@ -245,7 +246,63 @@ def test_with_a_confidence_the_lower_bound_must_clear_the_margin():
         "not distinguishable from v3 (95% interval of the difference [-0.01, 0.12] contains 0)"
     )
     none = decide(cand(val_iou=0.9), holder, _confident()).targets["production"].checks[-1]
-    assert not none.passed and "no paired per-image evaluation" in none.detail
+    assert not none.passed and "no per-example evidence of val_iou from both models" in none.detail
+
+
+def _lossy(confidence=0.95):
+    return RegistryPolicy(
+        model_name="m",
+        primary_metric="val_loss",
+        targets={"production": Target(improve=Improvement(absolute=0.01, confidence=confidence))},
+    )
+
+
+def test_a_lower_is_better_primary_metric_promotes_the_better_and_keeps_out_the_worse():
+    """#30: the interval is of val_loss (candidate - holder; below 0 is better), so its upper bound
+    decides: a worse candidate's interval lies above 0 and is kept out, whatever val_miou says."""
+    from flowops.evaluation import Interval
+
+    holder = {"production": Holder("3", {"val_loss": 0.5}, EVAL)}
+
+    def judged(loss, low, high, metric="val_loss", level=0.95):
+        given = {("3", metric, level): Interval(loss - 0.5, low, high, level, 2000, 40, metric, "mean")}
+        c = Candidate("run x", {"val_loss": loss, "val_miou": 0.9}, CODE, CODE, EVAL, given)
+        return decide(c, holder, _lossy()).targets["production"].checks[-1]
+
+    better = judged(0.3, -0.3, -0.1)
+    assert better.passed and better.detail == (
+        "val_loss 0.3 vs 0.5 (v3): better by 0.2, 95% interval of the difference [-0.3, -0.1]; "
+        "needs its lower bound > 0.01"
+    )
+    worse = judged(2.0, 1.2, 1.8)
+    assert not worse.passed and "not better by -1.5" in worse.detail
+    assert not judged(0.3, -0.3, -0.005).passed  # better, but not surely by the margin
+    # An interval of another metric, or at another level, is never used for this rule.
+    for other in (judged(2.0, 0.1, 0.2, metric="val_miou"), judged(0.3, -0.3, -0.1, level=0.9)):
+        assert not other.passed and "no per-example evidence of val_loss" in other.detail
+
+
+def test_an_interval_of_another_metric_or_level_is_refused_by_name():
+    from flowops.evaluation import Interval
+
+    holder = {"production": Holder("3", {"val_loss": 0.5}, EVAL)}
+    wrong = Interval(0.1, 0.05, 0.2, 0.95, 2000, 40, "val_miou")
+    c = Candidate("run x", {"val_loss": 2.0}, CODE, CODE, EVAL, {("3", "val_loss", 0.95): wrong})
+    check = decide(c, holder, _lossy()).targets["production"].checks[-1]
+    assert not check.passed
+    assert check.detail.endswith("the interval at hand is of val_miou at 95%, the policy asks for val_loss at 95%")
+
+
+def test_a_category_absent_from_the_truth_is_not_measured_for_either_side():
+    """#30: the holder predicted 'bird' somewhere on data with no bird (IoU 0), the candidate never did
+    (no IoU at all): not a drop. A holder IoU above 0 means birds are in the truth: then missing fails."""
+    p = policy(production=Target(per_class=PerClass(tolerance=0.0)))
+    holder = {"production": Holder("1", {"val_iou.dog": 0.5, "val_iou.bird": 0.0}, EVAL)}
+    check = decide(cand(**{"val_iou.dog": 0.6}), holder, p).targets["production"].checks[-1]
+    assert check.passed and check.detail == "no category dropped (bird: not in the validation truth, not measured)"
+    present = {"production": Holder("1", {"val_iou.dog": 0.5, "val_iou.bird": 0.2}, EVAL)}
+    check = decide(cand(**{"val_iou.dog": 0.6}), present, p).targets["production"].checks[-1]
+    assert not check.passed and check.detail == "val_iou.bird is missing from the run"
 
 
 def test_per_class_drops_within_the_tolerance_are_named_with_their_size():

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
+from flowops.bundle.evidence import check_evidence
 from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import code_tree, git, git_show, train_tree
@@ -103,6 +104,9 @@ def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundl
         raise BundleRefused(f"{record_path}: not JSON ({exc})") from None
     _check_files(folder, bundle, found)
     _check_lineage(record_path, bundle, facts)
+    disagreement = check_evidence(folder, bundle)
+    if disagreement:
+        raise BundleRefused(disagreement)
     return bundle
 
 

@@ -40,9 +40,8 @@ def build(
     """The report's data. `holders`: alias -> (version, run) or None."""
     tags = run.data.tags
     cand = evidence.candidate("this run", run, merged_tree)
-    level = evidence.confidence_of(policy)
     held = {a: None if h is None else (evidence.holder(str(h[0]), h[1], run), h[1]) for a, h in holders.items()}
-    cand = evidence.with_intervals(client, cand, run, held, level, policy.primary_metric)
+    cand = evidence.with_intervals(client, cand, run, held, policy)  # each alias at its own level, as promote
     decision = decide(cand, {a: (h[0] if h else None) for a, h in held.items()}, policy)
     m = run.data.metrics
     names = compared(m, policy)
@@ -68,7 +67,7 @@ def build(
                 "scored_by_candidate": evidence.scored_alias(run, holder_run) is not None,
             }
             row["same_eval_set"] = same
-            interval = cand.intervals.get(holder.version)
+            interval = cand.interval(holder.version, policy.primary_metric, evidence.confidence_of(policy, alias))
             for name in names:
                 value, ref = _num(m.get(name)), _num(holder.metrics.get(name))
                 cell: dict[str, Any] = {

@@ -22,7 +22,14 @@ class Candidate:
     code_tree: str | None = None
     merged_code_tree: str | None = None  # the merged commit's, for require_same_code
     eval_set: str | None = None  # flowops.eval_set: numbers are compared only on the same evaluation data
-    intervals: dict[str, Interval] = field(default_factory=dict)  # holder version -> paired bootstrap
+    # (holder version, metric, confidence) -> the paired bootstrap interval of metric(self) - metric(holder)
+    intervals: dict[tuple[str, str, float], Interval] = field(default_factory=dict)
+
+    def interval(self, version: str, metric: str, confidence: float | None) -> Interval | None:
+        """The interval against holder `version` of `metric` at `confidence` (None: any level, to show)."""
+        if confidence is not None:
+            return self.intervals.get((version, metric, confidence))
+        return next((i for (v, m, _), i in sorted(self.intervals.items()) if v == version and m == metric), None)
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,9 @@ def _comparisons(target: Target, cand: Candidate, holder: Holder, policy: Regist
         if why:
             checks.append(Check("improvement", False, why))
         else:
+            level = target.improve.confidence
             checks.append(
-                _improvement(target, name, m[name], h[name], holder, cand.intervals.get(holder.version), policy)
+                _improvement(target, name, m[name], h[name], holder, cand.interval(holder.version, name, level), policy)
             )
     for r in target.max_regression:
         why = _unusable(r.metric, m, "the run") or _unusable(r.metric, h, f"v{holder.version}")
@@ -192,12 +200,19 @@ def _improvement(
             f", {interval.confidence:.0%} interval [{_fmt(interval.low)}, {_fmt(interval.high)}]" if interval else ""
         )
         return Check("improvement", ok, f"{head}: {verdict} by {_fmt(gain)}{shown}, needs {rule}")
-    if interval is None or not math.isfinite(interval.low) or abs(interval.confidence - confidence) > 1e-9:
+    if interval is not None and (interval.metric != name or abs(interval.confidence - confidence) > 1e-9):
+        return Check(  # an interval of another metric or level says nothing about this rule
+            "improvement",
+            False,
+            f"{head}: the interval at hand is of {interval.metric} at {interval.confidence:.0%}, the policy asks "
+            f"for {name} at {confidence:.0%}",
+        )
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return Check(
             "improvement",
             False,
-            f"{head}: no paired per-image evaluation of both models to give the {confidence:.0%} interval "
-            "the policy asks for",
+            f"{head}: no per-example evidence of {name} from both models on the same examples to give the "
+            f"{confidence:.0%} interval the policy asks for (evaluation/per_example.npz, docs/comparison.md)",
         )
     low = interval.low if policy.direction(name) == "max" else -interval.high
     span = f"{confidence:.0%} interval of the difference [{_fmt(interval.low)}, {_fmt(interval.high)}]"
@@ -209,24 +224,33 @@ def _improvement(
 
 
 def _per_class(tolerance: float, m: dict[str, float], h: dict[str, float], holder: Holder) -> Check:
-    """Every category's IoU may drop by at most `tolerance`; each drop is named with its size."""
-    unusable, too_much, within = [], [], []
+    """Every category's IoU may drop by at most `tolerance`; each drop is named with its size.
+
+    Both were evaluated on the same data (checked before). A category the candidate has no IoU for
+    is absent from both the truth and its predictions; the holder's IoU of it is then 0 (it
+    predicted the category somewhere): not measured on this data, for either side, never a drop.
+    A holder IoU above 0 means the truth has the category, and then the candidate's is missing."""
+    unusable, too_much, within, absent = [], [], [], []
     # Categories only: background IoU rewards predicting nothing, so it is not a guard.
     for name in sorted(k for k in h if k.startswith(PER_CLASS_PREFIX) and k != PER_CLASS_PREFIX + "background"):
-        why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
         category = name.removeprefix(PER_CLASS_PREFIX)
+        if name not in m and h[name] == 0:
+            absent.append(category)
+            continue
+        why = _unusable(name, m, "the run") or _unusable(name, h, f"v{holder.version}")
         if why:
             unusable.append(why)
         elif h[name] - m[name] > tolerance:
             too_much.append(f"{category} dropped {_fmt(h[name] - m[name])}")
         elif h[name] > m[name]:
             within.append(f"{category} dropped {_fmt(h[name] - m[name])}")
+    note = f" ({', '.join(absent)}: not in the validation truth, not measured)" if absent else ""
     if unusable or too_much:
         over = [f"over the {_fmt(tolerance)} tolerance: " + ", ".join(too_much)] if too_much else []
-        return Check("per-class IoU", False, "; ".join(unusable + over))
+        return Check("per-class IoU", False, "; ".join(unusable + over) + note)
     if within:
-        return Check("per-class IoU", True, ", ".join(within) + f": within the {_fmt(tolerance)} tolerance")
-    return Check("per-class IoU", True, "no category dropped")
+        return Check("per-class IoU", True, ", ".join(within) + f": within the {_fmt(tolerance)} tolerance" + note)
+    return Check("per-class IoU", True, "no category dropped" + note)
 
 
 def rank(candidates: list[Candidate], policy: RegistryPolicy) -> list[Candidate]:

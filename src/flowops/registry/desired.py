@@ -176,15 +176,9 @@ def decide_merge(
     target = policy.targets[alias]
     needs_interval = target.improve is not None and target.improve.confidence is not None
     if holder is not None and client is not None and needs_interval:
-        level = evidence.confidence_of(policy, alias)
         candidates = {
             i.path: evidence.with_intervals(
-                client,
-                candidates[i.path],
-                i.run,
-                {alias: _pair(held_by[i.path], holder.run)},
-                level,
-                policy.primary_metric,
+                client, candidates[i.path], i.run, {alias: _pair(held_by[i.path], holder.run)}, policy
             )
             for i in live
         }

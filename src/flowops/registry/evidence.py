@@ -3,10 +3,12 @@
 Two models' numbers are compared only when both were evaluated on the same data. The best
 evidence is the candidate run's own scoring of the holder on its validation images
 (`holder.<alias>.*`, flowops.training.holders); otherwise the holder's own run, when its
-`flowops.eval_set` tag equals the candidate's. The interval of the difference comes from the
-per-image confusion matrices (`evaluation/*.npz`), resampled together (flowops.evaluation); for
-any other project, from per-example values of the primary metric (`evaluation/per_example.npz`:
-`ids` and one array per metric whose mean the metric is), resampled in pairs.
+`flowops.eval_set` tag equals the candidate's. An interval is of one metric at one confidence:
+the policy's primary metric at the level the alias's target asks for. It comes from both models'
+per-example evidence of that metric (flowops.evaluation.Evidence): val_miou from the per-image
+confusion matrices (`evaluation/confusion.npz`), any metric from `evaluation/per_example.npz`,
+whose arrays say how the metric aggregates (mean, rmse, ratio, confusion); examples are resampled
+in pairs and each resample recomputes that aggregate.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flowops.evaluation import Interval, paired_bootstrap, paired_bootstrap_mean
+from flowops.evaluation import PRIMARY, Evidence, Interval, evidence_in, paired_bootstrap_of
 from flowops.registry.decide import Candidate, Holder
 
 EVAL_SET_TAG = "flowops.eval_set"
 CONFUSION = "evaluation/confusion.npz"
 PER_EXAMPLE = "evaluation/per_example.npz"
+SHOWN = 0.95  # the level of an interval shown where the policy asks for none
 SEED = 0  # the interval is a function of the two runs: the same every time it is computed
 
 
@@ -69,37 +72,42 @@ def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[s
     return None if data is None else (data["confusion"], [str(n) for n in data["file_names"]])
 
 
-def per_example(client: Any, run: Any, metric: str) -> tuple[Any, list[str]] | None:
-    """(per-example values of `metric`, example ids) the run stored; None when it stored none."""
+def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -> Evidence | None:
+    """The run's per-example evidence of `metric` (of the holder it scored as alias `scored`):
+    val_miou from per-image confusion matrices, any metric from `evaluation/per_example.npz`.
+    None when there is none or it is malformed (then no interval: fail closed)."""
     import numpy as np
 
-    data = _arrays(client, run, PER_EXAMPLE)
-    if data is None or metric not in data or "ids" not in data:
+    prefix = "evaluation/" if scored is None else f"evaluation/holder.{scored}."
+    if metric == PRIMARY:
+        found = confusion(client, run, CONFUSION if scored is None else f"evaluation/holder.{scored}.npz")
+        if found is not None:
+            return Evidence(metric, "confusion", np.asarray(found[0], dtype=np.int64), tuple(found[1]))
+    arrays = _arrays(client, run, prefix + "per_example.npz")
+    if arrays is None:
         return None
-    return np.asarray(data[metric], dtype=np.float64), [str(i) for i in data["ids"]]
+    try:
+        return evidence_in(arrays, prefix + "per_example.npz").get(metric)
+    except ValueError:
+        return None
 
 
-def interval(
-    client: Any, cand_run: Any, holder_run: Any, confidence: float, metric: str = "val_miou"
-) -> Interval | None:
-    """The paired interval of metric(candidate) - metric(holder): val_miou from per-image confusion
-    matrices, any other project's `metric` from per-example values; None unless both stored the same examples."""
+def interval(client: Any, cand_run: Any, holder_run: Any, confidence: float, metric: str) -> Interval | None:
+    """The paired interval of metric(candidate) - metric(holder) at `confidence`, from both models'
+    per-example evidence of that metric on the same examples; None unless both have it."""
     tags_c, tags_h = cand_run.data.tags, holder_run.data.tags
     alias = scored_alias(cand_run, holder_run)
-    if alias is not None:  # the holder's model scored on the candidate's own images
-        mine, theirs = confusion(client, cand_run), confusion(client, cand_run, f"evaluation/holder.{alias}.npz")
+    if alias is not None:  # the holder's model scored on the candidate's own examples
+        mine, theirs = evidence_of(client, cand_run, metric), evidence_of(client, cand_run, metric, alias)
     elif tags_c.get(EVAL_SET_TAG) is None or tags_c.get(EVAL_SET_TAG) != tags_h.get(EVAL_SET_TAG):
         return None
     else:
-        mine, theirs = confusion(client, cand_run), confusion(client, holder_run)
-    if mine is None and theirs is None and alias is None:  # not a segmentation run: per-example values
-        mine, theirs = per_example(client, cand_run, metric), per_example(client, holder_run, metric)
-        if mine is None or theirs is None or mine[1] != theirs[1] or mine[0].shape != theirs[0].shape:
-            return None
-        return paired_bootstrap_mean(mine[0], theirs[0], metric, confidence=confidence, seed=SEED)
-    if mine is None or theirs is None or mine[1] != theirs[1] or mine[0].shape != theirs[0].shape:
+        mine, theirs = evidence_of(client, cand_run, metric), evidence_of(client, holder_run, metric)
+    if mine is None or theirs is None or mine.ids != theirs.ids or mine.aggregate != theirs.aggregate:
         return None
-    return paired_bootstrap(mine[0], theirs[0], confidence=confidence, seed=SEED)
+    if mine.values.shape != theirs.values.shape:
+        return None
+    return paired_bootstrap_of(mine, theirs, confidence=confidence, seed=SEED)
 
 
 def with_intervals(
@@ -107,28 +115,27 @@ def with_intervals(
     cand: Candidate,
     cand_run: Any,
     holders: dict[str, tuple[Holder, Any] | None],
-    confidence: float,
-    metric: str = "val_miou",
+    policy: Any,
 ) -> Candidate:
-    """`cand` with the interval against each holder evaluated on the same data."""
+    """`cand` with, for each alias's holder evaluated on the same data, the interval of the policy's
+    primary metric at exactly the confidence that alias's target asks for (0.95 to show one)."""
     found = dict(cand.intervals)
-    for entry in holders.values():
-        if entry is None or entry[0].version in found:
+    metric = policy.primary_metric
+    for alias, entry in holders.items():
+        if entry is None:
             continue
         held, run = entry
-        if run.info.run_id == cand_run.info.run_id:
+        key = (held.version, metric, confidence_of(policy, alias))
+        if key in found or run.info.run_id == cand_run.info.run_id:
             continue
-        got = interval(client, cand_run, run, confidence, metric)
+        got = interval(client, cand_run, run, key[2], metric)
         if got is not None:
-            found[held.version] = got
+            found[key] = got
     return Candidate(cand.label, cand.metrics, cand.code_tree, cand.merged_code_tree, cand.eval_set, found)
 
 
-def confidence_of(policy: Any, alias: str | None = None) -> float:
-    """The confidence the policy asks for (of `alias`, or the highest of any target); 0.95 to show one."""
-    levels = [
-        t.improve.confidence
-        for a, t in policy.targets.items()
-        if t.improve and t.improve.confidence and (alias is None or a == alias)
-    ]
-    return max(levels) if levels else 0.95
+def confidence_of(policy: Any, alias: str) -> float:
+    """The confidence `alias`'s target asks for; 0.95 (to show one) when it asks for none."""
+    target = policy.targets.get(alias)
+    level = target.improve.confidence if target is not None and target.improve is not None else None
+    return level if level else SHOWN

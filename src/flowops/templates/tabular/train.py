@@ -6,9 +6,11 @@ started. Two things flowops reads besides metrics:
 
 - the tag `flowops.eval_set`: a hash of the validation rows. flowops compares two models only
   when they were evaluated on the same data, and the tag is how a run says which data that was;
-- `evaluation/per_example.npz`: each validation row's id and its value of each metric that is a
-  mean over rows (correct or not, its log loss), so flowops can give the interval of the
-  difference between two models on the same rows (and a policy can ask for `confidence:`);
+- `evaluation/per_example.npz`: each validation row's id and, for each metric, what the row
+  adds to it and how the rows make the metric (docs/comparison.md): accuracy and log loss are
+  means of per-row values, F1 is a ratio of per-row counts. flowops gives the interval of the
+  difference between two models on the same rows from it (a policy can ask for `confidence:`),
+  and refuses a run whose logged numbers are not what its rows make;
 - images under the artifact folder `report/`: shown in the PR comment (here a confusion matrix).
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 from mlflow.models import infer_signature
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, log_loss
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -50,21 +52,29 @@ def main() -> None:
         model.fit(x_train, y_train)
         proba = model.predict_proba(x_val)
         predicted = np.argmax(proba, axis=1)
+        truth = y_val.to_numpy()
+        row_loss = -np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0))
+        tp, fp, fn = ((predicted == p) & (truth == t) for p, t in ((1, 1), (1, 0), (0, 1)))
         mlflow.log_metrics(
             {
-                "val_accuracy": accuracy_score(y_val, predicted),
-                "val_f1": f1_score(y_val, predicted),
-                "val_log_loss": log_loss(y_val, proba),
+                "val_accuracy": accuracy_score(truth, predicted),
+                "val_f1": f1_score(truth, predicted),
+                "val_log_loss": float(row_loss.mean()),  # the mean of the rows' losses, as logged per row
             }
         )
         mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_val, predicted))
-        truth = y_val.to_numpy()
         log_per_example(
             x_val.index.to_numpy(),
-            val_accuracy=(predicted == truth).astype(float),
-            val_log_loss=-np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)),
+            val_accuracy=(predicted == truth).astype(float),  # a mean: 1 for a right row
+            val_log_loss=row_loss,
+            **ratio("val_f1", 2.0 * tp, 2.0 * tp + fp + fn),  # F1 = 2TP / (2TP + FP + FN), summed over rows
         )
         log_confusion_matrix(y_val, predicted)
+
+
+def ratio(metric: str, numerator, denominator) -> dict:
+    """The arrays of a metric that is sum(numerator) / sum(denominator) over the rows."""
+    return {f"{metric}.aggregate": "ratio", f"{metric}.numerator": numerator, f"{metric}.denominator": denominator}
 
 
 def log_per_example(ids, **values) -> None:
