@@ -232,6 +232,33 @@ def test_an_identical_model_is_not_distinguishable_and_a_confident_policy_keeps_
     assert f"- Merging this will move **`production`** from v{version} to the new version." in text
 
 
+def test_each_alias_is_previewed_at_its_own_confidence_as_promote_judges_it(tmp_path, store):
+    """#30: staging asks for 0.90 and production for 0.95. The report computed one interval at the
+    highest level for both, so staging's preview could never pass; now each alias gets its own."""
+    import yaml
+
+    improve = {"absolute": 0.0}
+    policy = {**POLICY, "targets": {"staging": {"improve": {**improve, "confidence": 0.90}},
+                                    "production": {"improve": {**improve, "confidence": 0.95}}}}  # fmt: skip
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    prod = logged_run("base", BASE, PARAMS, confusion=confusions(1, accuracy=0.6))
+    staged, produced = set_alias(prod, "staging"), set_alias(prod, "production")
+    cand = logged_run("cand", {**BASE, "val_miou": 0.45}, PARAMS, confusion=confusions(2, accuracy=0.9))
+    code, err, text = report(cand, tmp_path / "r", path)
+    assert (code, err) == (0, ""), err
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    cells = {alias: data["aliases"][alias]["metrics"]["val_miou"] for alias in ("staging", "production")}
+    assert (cells["staging"]["confidence"], cells["production"]["confidence"]) == (0.9, 0.95)
+    assert cells["production"]["ci_low"] < cells["staging"]["ci_low"] < cells["staging"]["ci_high"]
+    assert cells["staging"]["ci_high"] < cells["production"]["ci_high"]  # the wider level, the wider interval
+    for alias, version, level in (("staging", staged, "90%"), ("production", produced, "95%")):
+        checks = data["aliases"][alias]["decision"]["checks"]
+        assert [c["passed"] for c in checks] == [True], checks
+        assert f"{level} interval of the difference" in checks[0]["detail"]
+        assert f"- Merging this will move **`{alias}`** from v{version} to the new version." in text
+
+
 def test_production_on_other_images_is_left_out_of_the_grid(tmp_path, policy_file):
     set_alias(logged_run("base", BASE, PARAMS, files=("x.jpg", "y.jpg")), "production")
     cand = logged_run("cand", BASE, PARAMS)

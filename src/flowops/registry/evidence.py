@@ -94,16 +94,19 @@ def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -
 
 def interval(client: Any, cand_run: Any, holder_run: Any, confidence: float, metric: str) -> Interval | None:
     """The paired interval of metric(candidate) - metric(holder) at `confidence`, from both models'
-    per-example evidence of that metric on the same examples; None unless both have it."""
-    tags_c, tags_h = cand_run.data.tags, holder_run.data.tags
-    alias = scored_alias(cand_run, holder_run)
-    if alias is not None:  # the holder's model scored on the candidate's own examples
-        mine, theirs = evidence_of(client, cand_run, metric), evidence_of(client, cand_run, metric, alias)
-    elif tags_c.get(EVAL_SET_TAG) is None or tags_c.get(EVAL_SET_TAG) != tags_h.get(EVAL_SET_TAG):
+    per-example evidence of that metric on the same examples: the candidate's scoring of the holder
+    first, else the holder's own run when it was evaluated on the same data; None unless both have it."""
+    mine = evidence_of(client, cand_run, metric)
+    if mine is None:
         return None
-    else:
-        mine, theirs = evidence_of(client, cand_run, metric), evidence_of(client, holder_run, metric)
-    if mine is None or theirs is None or mine.ids != theirs.ids or mine.aggregate != theirs.aggregate:
+    alias = scored_alias(cand_run, holder_run)
+    theirs = evidence_of(client, cand_run, metric, alias) if alias is not None else None
+    same_data = cand_run.data.tags.get(EVAL_SET_TAG) is not None and cand_run.data.tags.get(
+        EVAL_SET_TAG
+    ) == holder_run.data.tags.get(EVAL_SET_TAG)
+    if theirs is None and same_data:  # (a holder scored for its masks has no per-image loss, say)
+        theirs = evidence_of(client, holder_run, metric)
+    if theirs is None or mine.ids != theirs.ids or mine.aggregate != theirs.aggregate:
         return None
     if mine.values.shape != theirs.values.shape:
         return None

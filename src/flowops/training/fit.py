@@ -140,17 +140,29 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     from flowops import evaluation, plots
     from flowops.pyfunc import predict_masks
     from flowops.training.holders import score_holders
-    from flowops.training.model import inference_function
+    from flowops.training.model import inference_function, per_image_loss
 
     n_classes = len(spec.class_names)
     forward = inference_function(model)  # the same forward pass the served model uses
-    predicted = np.concatenate(
-        [np.argmax(forward(val.images[i : i + 16]), -1) for i in range(0, len(val.images), 16)]
-    ).astype(np.uint8)
-    confusion = evaluation.confusion_per_image(np.asarray(val.masks), predicted, n_classes, val.file_names)
+    image_loss = per_image_loss(n_classes)
+    predicted, losses = [], []
+    for i in range(0, len(val.images), 16):
+        softmax = forward(val.images[i : i + 16])
+        predicted.append(np.argmax(softmax, -1).astype(np.uint8))
+        losses.append(image_loss(np.asarray(val.masks[i : i + 16]), softmax))
+    confusion = evaluation.confusion_per_image(
+        np.asarray(val.masks), np.concatenate(predicted), n_classes, val.file_names
+    )
     eval_set = evaluation.eval_set_id(val.content, spec.class_names, spec.image_size)
     mlflow.log_metrics(evaluation.split_metrics(confusion, spec.class_names))
+    # val_loss of the whole split, image by image: the same for any batch size, replica or worker
+    # count (Keras's per-epoch val_loss is over batches, and absent when a replica would get none);
+    # logged at the last epoch's step, after it, so it is the value the run shows.
+    per_image = np.concatenate(losses)
+    mlflow.log_metric("val_loss", float(per_image.mean()), step=spec.epochs)
     mlflow.set_tags({"flowops.eval_set": eval_set, "flowops.eval_images": str(len(confusion))})
+    np.savez_compressed(tmp / "per_example.npz", ids=np.array(val.file_names), val_loss=per_image)
+    mlflow.log_artifact(str(tmp / "per_example.npz"), "evaluation")
     np.savez_compressed(
         tmp / "confusion.npz",
         confusion=confusion,

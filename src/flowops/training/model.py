@@ -187,14 +187,41 @@ def training_model(
         trainer.seeds = tf.random.Generator.from_seed(seed)
         if jit_compile:  # XLA has no CropAndResize: compile the model's step, not the augmentation
             trainer.model_step = tf.function(trainer.model_step, jit_compile=True)  # type: ignore[method-assign]
-        # Dice handles the class imbalance (small objects), focal loss sharpens boundaries.
-        loss = ignoring(sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss(), "loss")
+        loss = segmentation_loss()
         metrics = [
             ignoring(sm.metrics.IOUScore(threshold=0.5), "iou"),
             ignoring(sm.metrics.FScore(threshold=0.5), "f1"),
         ]
         trainer.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return trainer
+
+
+def segmentation_loss():
+    """The training loss, labelled pixels only: Dice handles the class imbalance (small objects),
+    focal loss sharpens boundaries. (one-hot truth, softmax) -> a scalar over the batch."""
+    sm = _sm()
+    return ignoring(sm.losses.DiceLoss() + sm.losses.CategoricalFocalLoss(), "loss")
+
+
+def per_image_loss(n_classes: int):
+    """(uint8 masks (n, H, W), softmax (n, H, W, C)) -> each image's loss alone, float64 (n,):
+    `val_loss` is their mean, whatever the batch size, replicas or workers of the training."""
+    import numpy as np
+    import tensorflow as tf
+
+    loss = segmentation_loss()
+    one = tf.function(lambda t, p: loss(tf.one_hot(tf.cast(t, tf.int32), n_classes, dtype=tf.float32), p))
+
+    def losses(masks, softmax):
+        return np.array(
+            [
+                float(one(masks[i : i + 1], tf.convert_to_tensor(softmax[i : i + 1], tf.float32)))
+                for i in range(len(masks))
+            ],
+            dtype=np.float64,
+        )
+
+    return losses
 
 
 def _scope(strategy):
