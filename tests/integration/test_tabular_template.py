@@ -223,3 +223,62 @@ def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, s
     merged = schema.load(repo / "experiments" / "baseline.yaml")
     assert refusal(client, run, merged, run.data.tags["flowops.code_tree"], True, schema) is None
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/per_example.npz"}
+
+
+def test_a_holder_that_recorded_no_eval_set_is_scored_on_the_candidates_rows(tmp_path, store):
+    """#30: the first model a project promoted recorded no `flowops.eval_set` (its code forgot the tag).
+    It used to freeze production: every later candidate was "not comparable". With the project's
+    evaluate entry point, `flowops train --holders` scores the holder on the candidate's own rows,
+    the comparison and its interval come from those, and merging moves production."""
+    import json
+
+    repo = tmp_path / "tabular"
+    assert flowops("init", "--template", "tabular", str(repo)).returncode == 0
+    git = _Git(repo)
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "root")
+    baseline = repo / "experiments" / "baseline.yaml"
+    later = baseline.read_text()
+    baseline.unlink()
+    git.commit("the project and its first experiment")
+    trained = flowops("train", "experiments/strong-regularisation.yaml", cwd=repo)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(store)
+    first = trained.stdout.split()[1]
+    client.delete_tag(first, "flowops.eval_set")  # as if the project's code had not logged it
+    done = flowops("promote", "--git-range", "HEAD~1..HEAD", cwd=repo)
+    assert done.returncode == 0 and "production: moved unset -> v1" in done.stdout, done.stdout + done.stderr
+
+    def report(run_id: str, out: str) -> dict:
+        made = flowops("report", "--run", run_id, "--out", str(tmp_path / out), cwd=repo)
+        assert made.returncode == 0, made.stderr[-3000:]
+        return json.loads((tmp_path / out / "report.json").read_text())["aliases"]["production"]
+
+    baseline.write_text(later)
+    git.commit("the next experiment")
+    alone = flowops("train", "experiments/baseline.yaml", cwd=repo)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    frozen = report(alone.stdout.split()[1], "frozen")
+    assert [c["detail"] for c in frozen["decision"]["checks"] if not c["passed"]] == [
+        "not comparable: v1 records no evaluation set (flowops.eval_set)"
+    ]
+
+    holders = tmp_path / "holders"
+    exported = flowops("holders", "export", "--out", str(holders), cwd=repo)
+    assert exported.returncode == 0, exported.stderr
+    scored = flowops("train", "experiments/baseline.yaml", "--holders", str(holders), cwd=repo)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    run = client.get_run(scored.stdout.split()[1])
+    tags = run.data.tags
+    assert (tags["flowops.holder.production"], tags["flowops.holder.production.run_id"]) == ("scored", first)
+    # The holder's numbers on these rows are its own run's (same model, same rows).
+    assert run.data.metrics["holder.production.val_accuracy"] == pytest.approx(
+        client.get_run(first).data.metrics["val_accuracy"]
+    )
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert listed == {"evaluation/per_example.npz", "evaluation/holder.production.per_example.npz",
+                      "evaluation/holder.staging.per_example.npz"}  # fmt: skip
+    compared = report(run.info.run_id, "scored")
+    assert compared["holder"]["scored_by_candidate"] is True and compared["decision"]["promote"] is True, compared
+    cell = compared["metrics"]["val_accuracy"]
+    assert cell["examples"] == 143 and cell["ci_low"] < cell["delta"] < cell["ci_high"], cell

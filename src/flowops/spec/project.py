@@ -5,6 +5,7 @@
     entry_point: main          # the MLproject entry point `flowops train` runs
     code: [MLproject, python_env.yaml, train.py]   # what decides how a model is trained
     model: model               # the name the entry point logs its model under
+    evaluate: evaluate         # optional: the entry point that scores a holder on the same examples
 
 Without the file, a repository is the built-in segmentation project (`schema: segmentation`):
 experiments are the segmentation spec (flowops.spec.experiment), as before. Metric directions
@@ -46,6 +47,16 @@ class ProjectConfig(BaseModel):
         ),
     )
     model: str = Field("model", min_length=1, description="The name the entry point logs its model under.")
+    evaluate: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "An MLproject entry point that scores a model on the validation examples: parameters model_uri and "
+            "output (and any of the experiment's it declares); it writes the model's per-example evidence to "
+            "output (evaluation/per_example.npz's format). flowops train --holders runs it for each model holding "
+            "an alias, so the candidate and the holders are compared on the candidate's data."
+        ),
+    )
 
     @property
     def generic(self) -> bool:

@@ -120,6 +120,10 @@ def run_experiment(
             raise TrainingFailed(f"training {spec.name} failed (run {run_id}): {reason}", run_id) from None
         run_id = submitted.run_id
     try:
+        if config.generic and config.evaluate and backend == "local":  # the holders, on this run's examples
+            from flowops.training.scoring import score_holders
+
+            score_holders(client, project, config.evaluate, params, run_id)
         run = client.get_run(run_id)
         if run.info.status == "RUNNING":  # what synchronous mlflow.projects.run does on success
             client.set_terminated(run_id, "FINISHED")

@@ -40,36 +40,47 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=args.test_size, random_state=args.seed, stratify=y
-    )
+    x_train, x_val, y_train, y_val = split(args.test_size, args.seed)
     with mlflow.start_run():  # the run flowops (or mlflow run) created: MLFLOW_RUN_ID
         mlflow.log_params({"rows_train": len(x_train), "rows_val": len(x_val)})
         rows = x_val.to_csv(index=True).encode() + y_val.to_csv(index=True).encode()
         mlflow.set_tag("flowops.eval_set", hashlib.sha256(rows).hexdigest())
         model = make_pipeline(StandardScaler(), LogisticRegression(C=args.C, max_iter=args.max_iter))
         model.fit(x_train, y_train)
-        proba = model.predict_proba(x_val)
-        predicted = np.argmax(proba, axis=1)
+        predicted = model.predict(x_val)
         truth = y_val.to_numpy()
-        row_loss = -np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0))
-        tp, fp, fn = ((predicted == p) & (truth == t) for p, t in ((1, 1), (1, 0), (0, 1)))
+        arrays = per_example(model, x_val, y_val)
         mlflow.log_metrics(
             {
                 "val_accuracy": accuracy_score(truth, predicted),
                 "val_f1": f1_score(truth, predicted),
-                "val_log_loss": float(row_loss.mean()),  # the mean of the rows' losses, as logged per row
+                "val_log_loss": float(arrays["val_log_loss"].mean()),  # the mean of the rows' losses
             }
         )
         mlflow.sklearn.log_model(model, name="model", signature=infer_signature(x_val, predicted))
-        log_per_example(
-            x_val.index.to_numpy(),
-            val_accuracy=(predicted == truth).astype(float),  # a mean: 1 for a right row
-            val_log_loss=row_loss,
-            **ratio("val_f1", 2.0 * tp, 2.0 * tp + fp + fn),  # F1 = 2TP / (2TP + FP + FN), summed over rows
-        )
+        log_per_example(arrays)
         log_confusion_matrix(y_val, predicted)
+
+
+def split(test_size: float, seed: int):
+    """(x_train, x_val, y_train, y_val): the same rows for the same test_size and seed."""
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    return train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+
+
+def per_example(model, x_val, y_val) -> dict:
+    """What each validation row adds to each metric (evaluation/per_example.npz): evaluate.py
+    writes the same for a model holding an alias, so flowops compares both on these rows."""
+    proba = model.predict_proba(x_val)
+    predicted = np.argmax(proba, axis=1)
+    truth = y_val.to_numpy()
+    tp, fp, fn = ((predicted == p) & (truth == t) for p, t in ((1, 1), (1, 0), (0, 1)))
+    return {
+        "ids": x_val.index.to_numpy(),
+        "val_accuracy": (predicted == truth).astype(float),  # a mean: 1 for a right row
+        "val_log_loss": -np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)),
+        **ratio("val_f1", 2.0 * tp, 2.0 * tp + fp + fn),  # F1 = 2TP / (2TP + FP + FN), summed over rows
+    }
 
 
 def ratio(metric: str, numerator, denominator) -> dict:
@@ -77,10 +88,10 @@ def ratio(metric: str, numerator, denominator) -> dict:
     return {f"{metric}.aggregate": "ratio", f"{metric}.numerator": numerator, f"{metric}.denominator": denominator}
 
 
-def log_per_example(ids, **values) -> None:
+def log_per_example(arrays: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "per_example.npz"
-        np.savez(path, ids=ids, **values)
+        np.savez(path, **arrays)
         mlflow.log_artifact(str(path), artifact_path="evaluation")
 
 
