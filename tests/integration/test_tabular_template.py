@@ -260,7 +260,8 @@ def test_a_holder_that_recorded_no_eval_set_is_scored_on_the_candidates_rows(tmp
     assert alone.returncode == 0, alone.stderr[-3000:]
     frozen = report(alone.stdout.split()[1], "frozen")
     assert [c["detail"] for c in frozen["decision"]["checks"] if not c["passed"]] == [
-        "not comparable: v1 records no evaluation set (flowops.eval_set)"
+        "not comparable: v1 records no evaluation set (flowops.eval_set); score it on this run's data: "
+        "flowops train --holders (segmentation, or a project's evaluate entry point)"
     ]
 
     holders = tmp_path / "holders"

@@ -98,3 +98,27 @@ def test_the_templates_setup_action_installs_what_the_job_needs(tmp_path, extras
     subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, check=True)
     assert (tmp_path / "log").read_text().strip() == installed
     assert (tmp_path / "github_path").read_text() == f"{tmp_path / 'runner' / 'flowops-venv' / 'bin'}\n"
+
+
+def test_validate_warns_when_no_candidate_could_ever_be_compared(tmp_path):
+    """#30: a policy with `improve` in a project whose code never sets flowops.eval_set and that names
+    no evaluate entry point: the first model promoted would keep production for good. The tabular
+    template does both; without either, validate says so (and still passes)."""
+    import shutil
+
+    from flowops.spec.validate import comparison_warnings
+
+    repo = tmp_path / "tabular"
+    shutil.copytree(TEMPLATE_ROOT / "tabular", repo)
+    assert comparison_warnings(repo) == []
+    config = repo / "flowops.yaml"
+    config.write_text("\n".join(line for line in config.read_text().splitlines() if not line.startswith("evaluate:")))
+    assert comparison_warnings(repo) == []  # train.py still logs the tag
+    for name in ("train.py", "evaluate.py"):
+        (repo / name).write_text((repo / name).read_text().replace("flowops.eval_set", "my.eval_set"))
+    (warning,) = comparison_warnings(repo)
+    assert str(warning) == (
+        "registry_policy.yaml: targets.production compares with the holder, but the project's code never sets the "
+        "tag flowops.eval_set and flowops.yaml names no evaluate entry point: no candidate can be compared, so "
+        "the first model promoted keeps the alias; log the tag or add `evaluate:` (docs/own-project.md)"
+    )

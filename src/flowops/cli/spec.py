@@ -24,7 +24,7 @@ def validate(paths: tuple[Path, ...], annotations: bool) -> None:
     """Check experiment files (default: experiments/*.yaml and registry_policy.yaml)."""
     from flowops.errors import ProblemsError
     from flowops.spec.load import default_paths
-    from flowops.spec.validate import validate_paths
+    from flowops.spec.validate import comparison_warnings, validate_paths
 
     files = list(paths) or default_paths()
     if not files:
@@ -35,11 +35,13 @@ def validate(paths: tuple[Path, ...], annotations: bool) -> None:
             for problem in problems:
                 click.echo(annotation(problem))
         raise ProblemsError(problems)
+    for warning in comparison_warnings():
+        click.echo(annotation(warning, "warning") if annotations else f"warning: {warning}", err=not annotations)
     click.echo(f"ok: {len(files)} file(s) valid ({len(specs)} experiment(s))")
 
 
-def annotation(problem) -> str:
-    """`::error file=F,line=L,title=T::message` with GitHub's escaping of properties and message."""
+def annotation(problem, level: str = "error") -> str:
+    """`::error file=F,line=L,title=T::message` (or ::warning) with GitHub's escaping of properties and message."""
 
     def prop(text: str) -> str:
         return (
@@ -49,7 +51,7 @@ def annotation(problem) -> str:
     message = (f"{problem.where}: " if problem.where else "") + problem.message
     message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     line = f",line={problem.line}" if problem.line else ""
-    return f"::error file={prop(problem.path)}{line},title={prop('flowops validate')}::{message}"
+    return f"::{level} file={prop(problem.path)}{line},title={prop('flowops validate')}::{message}"
 
 
 @click.command()

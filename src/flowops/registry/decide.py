@@ -135,9 +135,15 @@ def _decide_target(
 def comparable(cand: Candidate, holder: Holder) -> str | None:
     """Why the two models' numbers cannot be compared (different or unknown evaluation data), or None."""
     if cand.eval_set is None:
-        return "not comparable: the run records no evaluation set (flowops.eval_set); retrain it"
+        return (
+            "not comparable: the run records no evaluation set (flowops.eval_set); its training code must set "
+            "the tag (docs/own-project.md)"
+        )
     if holder.eval_set is None:
-        return f"not comparable: v{holder.version} records no evaluation set (flowops.eval_set)"
+        return (
+            f"not comparable: v{holder.version} records no evaluation set (flowops.eval_set); score it on this "
+            "run's data: flowops train --holders (segmentation, or a project's evaluate entry point)"
+        )
     if cand.eval_set != holder.eval_set:
         return (
             f"not comparable: different evaluation data (eval set {cand.eval_set[:12]} vs "

@@ -94,3 +94,48 @@ def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any]
     if policy is not None and policy_path is not None and specs and not project.generic:
         problems.extend(_per_class_problems(policy_path, policy, specs))
     return specs, problems
+
+
+EVAL_SET_TAG = "flowops.eval_set"
+SKIPPED = {".git", ".venv", "venv", "node_modules", "experiments", "mlruns", ".flowops", "__pycache__"}
+
+
+def comparison_warnings(root: Path = Path(".")) -> list[Problem]:
+    """A policy that compares candidates with holders (improve, max_regression, per_class) in an
+    MLflow Project whose code never sets `flowops.eval_set` and that names no evaluate entry point:
+    no candidate could ever be compared, so the first model promoted would hold production for good."""
+    try:
+        project = schema_of(root).config
+        policy = load_policy(root / POLICY_FILE) if (root / POLICY_FILE).is_file() else None
+    except ProblemsError:
+        return []  # validate_paths reports these
+    if policy is None or not project.generic or project.evaluate:
+        return []
+    comparing = [a for a, t in policy.targets.items() if t.improve or t.max_regression or t.per_class]
+    if not comparing or _mentions(root, project.code or ["."], EVAL_SET_TAG):
+        return []
+    return [
+        Problem(
+            POLICY_FILE,
+            f"targets.{comparing[0]} compares with the holder, but the project's code never sets the tag "
+            f"{EVAL_SET_TAG} and flowops.yaml names no evaluate entry point: no candidate can be compared, "
+            "so the first model promoted keeps the alias; log the tag or add `evaluate:` (docs/own-project.md)",
+        )
+    ]
+
+
+def _mentions(root: Path, paths: list[str], text: str) -> bool:
+    """Whether any file under `paths` (below `root`) contains `text`."""
+    needle = text.encode()
+    for name in paths:
+        start = root / name
+        files = [start] if start.is_file() else start.rglob("*") if start.is_dir() else []
+        for path in files:
+            if SKIPPED.intersection(path.relative_to(root).parts) or not path.is_file():
+                continue
+            try:
+                if path.stat().st_size < 2 << 20 and needle in path.read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
