@@ -65,7 +65,11 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
 
         class LogEpoch(tf_keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+                # The last epoch's val_loss is the whole split's, image by image (evaluate_and_log):
+                # one value per epoch, and the run shows the one that does not depend on the batch.
+                last = epoch + 1 == spec.epochs
+                values = {k: float(v) for k, v in (logs or {}).items() if not (last and k == "val_loss")}
+                mlflow.log_metrics(values, step=epoch + 1)
 
         callbacks.append(LogEpoch())
     if workers == 1:  # Keras splits each global batch over the replicas
@@ -157,12 +161,10 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     mlflow.log_metrics(evaluation.split_metrics(confusion, spec.class_names))
     # val_loss of the whole split, image by image: the same for any batch size, replica or worker
     # count (Keras's per-epoch val_loss is over batches, and absent when a replica would get none);
-    # logged at the last epoch's step, after it, so it is the value the run shows.
+    # the last epoch's value (LogEpoch leaves that step to it), so it is the value the run shows.
     per_image = np.concatenate(losses)
     mlflow.log_metric("val_loss", float(per_image.mean()), step=spec.epochs)
     mlflow.set_tags({"flowops.eval_set": eval_set, "flowops.eval_images": str(len(confusion))})
-    np.savez_compressed(tmp / "per_example.npz", ids=np.array(val.file_names), val_loss=per_image)
-    mlflow.log_artifact(str(tmp / "per_example.npz"), "evaluation")
     np.savez_compressed(
         tmp / "confusion.npz",
         confusion=confusion,
@@ -171,6 +173,8 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
         eval_set=np.array(eval_set),
     )
     mlflow.log_artifact(str(tmp / "confusion.npz"), "evaluation")
+    np.savez_compressed(tmp / "per_example.npz", ids=np.array(val.file_names), val_loss=per_image)
+    mlflow.log_artifact(str(tmp / "per_example.npz"), "evaluation")
     score_holders(spec, val, eval_set, tmp)  # the models in service, on these same images
 
     plots.learning_curves({spec.name: history}, tmp / "learning_curves.png")
