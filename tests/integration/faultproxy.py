@@ -1,10 +1,11 @@
 """A small HTTP proxy in front of a real tracking server that fails chosen calls on purpose.
 
 Part of the test harness, not a mock: every request it does not fail is forwarded to the real
-`mlflow server` and its real answer returned. A fault is (path substring, kind): `500` answers
-HTTP 500, `403` answers PERMISSION_DENIED as MLflow's auth would, `hang` holds the request until
-the client gives up (at most `hang_s`) and never forwards it; `hang_write = n` hangs the n-th
-write (a process killed there has made exactly n - 1 writes).
+`mlflow server` and its real answer returned. A fault is (substring of "METHOD path", kind): `500`
+answers HTTP 500, `403` answers PERMISSION_DENIED as MLflow's auth would, `500-after` forwards the
+request (the server applies it) and then answers HTTP 500, as a timeout after a write does, `hang`
+holds the request until the client gives up (at most `hang_s`) and never forwards it;
+`hang_write = n` hangs the n-th write (a process killed there has made exactly n - 1 writes).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class FaultProxy:
     def __init__(self, target: str, hang_s: float = 30.0):
         parsed = urlparse(target)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.faults: dict[str, str] = {}  # path substring -> 500 | 403 | hang
+        self.faults: dict[str, str] = {}  # substring of "METHOD path" -> 500 | 403 | 500-after | hang
         self.hang_write: int | None = None  # hang the n-th write (POST, PATCH, DELETE), counting from 1
         self.writes = 0
         self.seen: list[tuple[str, str, str]] = []  # (method, path, what happened)
@@ -37,7 +38,8 @@ class FaultProxy:
 
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fault = next((kind for part, kind in proxy.faults.items() if part in self.path), None)
+                call = f"{self.command} {self.path}"
+                fault = next((kind for part, kind in proxy.faults.items() if part in call), None)
                 if self.command != "GET":
                     proxy.writes += 1
                     if proxy.writes == proxy.hang_write:
@@ -61,6 +63,15 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
+                if fault == "500-after":  # applied by the server; the client hears an error
+                    data = json.dumps({"error_code": "INTERNAL_ERROR", "message": "injected 500-after"}).encode()
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    conn.close()
+                    return
                 self.send_response(answer.status)
                 for key, value in answer.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):

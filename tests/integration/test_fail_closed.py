@@ -99,6 +99,27 @@ def test_a_failed_registry_read_moves_nothing(served, tmp_path):
     assert audit() == records
 
 
+def test_an_alias_move_the_server_applied_before_answering_an_error_is_recorded_done(served):
+    """#32.3: the server applies set_registered_model_alias and the client hears an error (a timeout
+    after the write, a proxy's 500). The alias moved: its audit record is settled done, not deleted
+    (which left a moved alias with no record), and the promote goes on."""
+    server, repo, second = served
+    before = audit()
+    with FaultProxy(server.uri) as proxy:
+        proxy.faults = {"POST /api/2.0/mlflow/registered-models/alias": "500-after"}
+        env = flowops_env(proxy.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+        code, out, err, _ = flowops_at(repo, env, "promote", "--git-range", second)
+        moves = [path for _, path, kind in proxy.seen if kind == "500-after"]
+    assert code == 0, out + err
+    assert len(moves) >= 2, proxy.seen  # staging's and production's moves each answered 500 (after applying)
+    assert str(holder("production").version) == "2" and str(holder("staging").version) == "2"
+    added = audit()[len(before) :]
+    assert sorted((r["alias"], r["to_version"], r["state"]) for r in added) == [
+        ("production", "2", "done"),
+        ("staging", "2", "done"),
+    ], added
+
+
 def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path, store):
     """Beyond what the command costs anyway (starting, importing MLflow: measured in the same run on a
     store that answers, so a loaded machine moves both), a dead server costs at most 15 s of waiting,

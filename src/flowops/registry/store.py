@@ -131,7 +131,9 @@ class Registry:
     def move(
         self, alias: str, version: str, record: AuditRecord, legacy_stages: bool, archive_previous: bool
     ) -> AuditRecord:
-        """Point `alias` at `version`, audit record first; the record is removed if the move fails."""
+        """Point `alias` at `version`, audit record first; when the move answers an error, the record is
+        settled by what the registry then says (done if the alias moved, removed if it did not, left
+        pending for the next command's repair if the registry cannot say)."""
         version = str(version)
         record.to_version = version
         record.from_version = None if record.from_version is None else str(record.from_version)
@@ -143,8 +145,10 @@ class Registry:
         try:
             self.client.set_registered_model_alias(self.name, alias, version)
         except Exception:
-            self.client.delete_registered_model_tag(self.name, record.key)
-            raise
+            # The server may have applied it before the error (a timeout after the write, a proxy's
+            # 5xx): the journal settles that, never a guess. Moved: go on as if it had answered.
+            if not self._settled_after_error(alias, version, record):
+                raise
         record.state = "done"
         self._write_record(record)
         if legacy_stages:
@@ -155,6 +159,21 @@ class Registry:
                 self.client.set_model_version_tag(self.name, record.from_version, "flowops.status", "archived")
         self.client.set_model_version_tag(self.name, version, "flowops.status", "live")
         return record
+
+    def _settled_after_error(self, alias: str, version: str, record: AuditRecord) -> bool:
+        """After a failed alias move: True when the alias did move; else the pending record is removed
+        (it did not move) or left for `repair` (the registry could not say), and False."""
+        try:
+            holder = self.holder(alias)
+        except Exception:
+            return False  # unknown: the pending record stays; the next command's repair settles it
+        if holder is not None and str(holder.version) == version:
+            return True
+        try:
+            self.client.delete_registered_model_tag(self.name, record.key)
+        except Exception:
+            pass  # it stays pending, and repair removes it: the alias is not at `version`
+        return False
 
     def _next_audit_key(self) -> str:
         """Audit keys sort in the order the moves were made (under the lock), whatever the clocks say."""
