@@ -394,3 +394,36 @@ def test_end_to_end_with_a_trained_model(tmp_path, store, synth_root):
     model = mlflow.pyfunc.load_model("models:/team-model@production")
     masks = model.predict(np.zeros((1, 40, 30, 3), dtype=np.uint8))
     assert masks.shape == (1, 40, 30) and masks.max() <= 3
+
+
+def test_a_fast_forward_of_two_commits_ships_the_last_state_and_exits_0(repo):
+    """#32.7: a PR edited its experiment in two commits and was merged by fast-forward (a rebase
+    merge does the same): both land on main's first-parent line. Only the head was trained; the first
+    state never reached the tip, so it is said, not an error. The last state untrained still is one."""
+
+    def write(name: str, spec_dict: dict) -> None:
+        (repo.path / "experiments").mkdir(exist_ok=True)
+        (repo.path / "experiments" / name).write_text(yaml.safe_dump(spec_dict, sort_keys=False))
+
+    before = repo.head
+    repo.git("checkout", "-q", "-b", "pr")
+    write("a.yaml", spec("a", epochs=5))
+    first = repo.commit("a: 5 epochs")
+    write("a.yaml", spec("a", epochs=10))
+    second = repo.commit("a: 10 epochs, after review")
+    run_id = fake_run(repo, spec("a", epochs=10), 0.5)  # CI trained the head
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "pr")
+    code, out, err = promote(repo, "--git-range", f"{before}..{repo.head}")
+    assert (code, err) == (0, ""), out + err
+    assert holder("production").run_id == run_id
+    assert (
+        f"experiments/a.yaml: its state at {first[:12]} (not trained) was changed again by {second[:12]} in this "
+        "push: it never reached main's tip and nothing ships it"
+    ) in out
+    # The last state of a push is never excused: an untrained tip still fails.
+    before = repo.head
+    write("a.yaml", spec("a", epochs=20))
+    repo.commit("a: 20 epochs, pushed straight to main")
+    code, out, err = promote(repo, "--git-range", f"{before}..{repo.head}")
+    assert code == 1 and "experiments/a.yaml: no FINISHED run with spec sha256" in err, out + err

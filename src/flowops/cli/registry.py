@@ -84,7 +84,7 @@ def promote(
             )
             _say(f"{item.path}: run {item.run.info.run_id} -> {version}")
             _say(f"    chosen: {item.message}")
-        elif item.status == "deleted":
+        elif item.status in ("deleted", "superseded"):
             _say(f"{item.path}: {item.message}")
     for alias, rows in outcome.decisions.items():
         for path, td in rows:

@@ -30,7 +30,7 @@ class Item:
     """One experiment file a merge adds, changes or deletes, and the run it ships."""
 
     path: str
-    status: str  # changed | deleted | not trained | invalid
+    status: str  # changed | deleted | not trained | invalid | superseded (a later commit of the push changed it)
     message: str = ""
     sha: str = ""
     run: Any = None  # the mlflow Run, for status 'changed'

@@ -72,6 +72,18 @@ def promote(
     desired = replay(client, repo, tip, policy, label)
     scope = _in_range(repo, before, tip, desired.steps)
     outcome.items = [i for step in scope for i in step.items]
+    # A rebase or fast-forward merge lands each of a PR's commits on main: a state of a file that a
+    # later commit of this push changes again never reached the tip, and nothing ships it either way.
+    last = {i.path: step.commit for step in scope for i in step.items}
+    for item in outcome.items:
+        if item.status in ("not trained", "invalid") and last[item.path] != item.commit:
+            item.status, item.message = (
+                "superseded",
+                (
+                    f"its state at {item.commit[:12]} ({item.status}) was changed again by {last[item.path][:12]} "
+                    "in this push: it never reached main's tip and nothing ships it"
+                ),
+            )
     outcome.errors = [f"{i.path}: {i.message}" for i in outcome.items if i.status in ("not trained", "invalid")]
     outcome.errors += [f"{step.commit[:12]}: {step.skipped}" for step in scope if step.skipped]
     for step in scope:
