@@ -347,3 +347,49 @@ def test_a_shallow_clone_is_refused(repo, tmp_path):
     result = CliRunner().invoke(cli, ["promote", "--repo", str(shallow), "--git-range", f"HEAD..{rng.split('..')[1]}"])
     assert result.exit_code == 1
     assert "a shallow clone; promote replays main's whole history (checkout with fetch-depth: 0)" in result.stderr
+
+
+def test_break_glass_right_after_a_revert_holds_the_alias_where_it_is(repo):
+    """#32.5: a `git revert` reconciled production back to v1; the on-call engineer then runs the
+    break-glass rollback to keep it there. It used to answer "v1 already holds it", exit 1, and
+    leave production unheld; now it holds v1 (recorded), and a later merge does not move it."""
+    runs = {name: fake_run(repo, spec(name), value) for name, value in (("a", 0.5), ("b", 0.9), ("c", 0.95))}
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    before = repo.head
+    repo.git("revert", "--no-edit", "-m", "1", "HEAD")
+    assert promote(repo, "--git-range", f"{before}..{repo.head}")[0] == 0
+    assert run_of("production") == runs["a"]
+    code, out, err = flowops_in(repo, "rollback", "--alias", "production", "--reason", "b misbehaves in prod")
+    assert (code, err) == (0, ""), out + err
+    assert out == (
+        "production: v1 already holds it; now held there (rollback: b misbehaves in prod): promote leaves it "
+        "until main agrees or flowops release\n"
+    )
+    assert audit("production")[-1]["kind"] == "rollback"
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"c.yaml": spec("c")}))
+    assert code == 0 and run_of("production") == runs["a"], out + err  # held
+    assert run_of("staging") == runs["c"]  # the hold is production's only
+    again = flowops_in(repo, "rollback", "--alias", "production")
+    assert again[0] == 1 and again[2] == "production: v1 already holds it (the holder before its last promote)\n"
+
+
+def test_a_hold_whose_rollback_never_moved_the_alias_is_released_by_the_next_command(repo):
+    """#32.5: a rollback writes its hold, then dies (or its move fails) before the alias moves: a hold
+    at v1 while production is at v2 made every promote skip production for good. The next command's
+    repair sees the hold does not describe the alias and releases it, saying so."""
+    import datetime
+
+    from flowops.registry.store import Registry
+
+    runs = {name: fake_run(repo, spec(name), value) for name, value in (("a", 0.5), ("b", 0.9), ("c", 0.95))}
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    Registry(MlflowClient(), "team-model").hold("production", "1", when, "a rollback that died")  # what it left
+    code, out, err = promote(repo, "--git-range", repo.merge("merge", {"c.yaml": spec("c")}))
+    assert (code, err) == (0, ""), out + err
+    assert (
+        "journal: production: held at v1 but at v2: the rollback that set the hold never moved it; hold released" in out
+    )
+    assert run_of("production") == runs["c"] and Registry(MlflowClient(), "team-model").holds() == {}

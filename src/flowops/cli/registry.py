@@ -177,6 +177,12 @@ def rollback(
 
     registry, policy = _registry(tracking_uri, policy_path)
     record = run_rollback(registry, policy, alias, to_version, reason)
+    if record.from_version == record.to_version:
+        click.echo(
+            f"{alias}: v{record.to_version} already holds it; now held there (rollback: {record.summary}): "
+            "promote leaves it until main agrees or flowops release"
+        )
+        return
     click.echo(f"{alias}: v{record.from_version} -> v{record.to_version} (rollback: {record.summary})")
 
 

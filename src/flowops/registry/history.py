@@ -105,8 +105,13 @@ def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | N
             to = forward[-1].from_version
         if registry.version(to) is None:
             raise FlowopsError(f"model {registry.name!r} has no version {to!r}")
-        if current is not None and str(current.version) == str(to):
+        if (
+            current is not None
+            and str(current.version) == str(to)
+            and registry.holds().get(alias, {}).get("version") == str(to)
+        ):
             raise FlowopsError(f"{alias}: v{to} already holds it (the holder before its last promote)")
+        # Not held there yet (a `git revert` reconciled it back, say): the break-glass holds it where it is.
         held = {v for r in trail for v in (r.from_version, r.to_version) if v}
         if str(to) not in held:
             listed = ", ".join(f"v{v}" for v in sorted(held, key=lambda v: (len(v), v))) or "none"
@@ -125,5 +130,14 @@ def rollback(registry: Registry, policy: RegistryPolicy, alias: str, to: str | N
             user=tracking_user(),
         )
         # Break-glass: the hold keeps reconciliation from moving it back until released or main agrees.
+        # Hold first, so no promote can move it back in between; a move that does not happen takes its
+        # hold away (here, or the next command's repair when this process dies in between).
         registry.hold(alias, str(to), record.time, reason or "rollback")
-        return registry.move(alias, to, record, policy.legacy_stages, policy.archive_previous)
+        try:
+            return registry.move(alias, to, record, policy.legacy_stages, policy.archive_previous)
+        except BaseException:
+            try:
+                registry.release_if_not_at(alias)
+            except Exception:
+                pass  # the registry does not answer: the next command's repair releases it
+            raise

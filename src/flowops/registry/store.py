@@ -201,7 +201,27 @@ class Registry:
                 settled.append(
                     f"{record.alias}: the move to v{record.to_version} never happened; its record is removed"
                 )
+        for alias in list(self.holds()):
+            released = self.release_if_not_at(alias)
+            if released:
+                settled.append(released)
         return settled
+
+    def release_if_not_at(self, alias: str) -> str | None:
+        """Release `alias`'s hold when the alias is not at the held version (the rollback that set it
+        never moved it: it failed, or its process died in between); one line saying so, or None."""
+        hold = self.holds().get(alias)
+        if hold is None:
+            return None
+        current = self.holder(alias)
+        have = None if current is None else str(current.version)
+        if have == hold.get("version"):
+            return None
+        self.release(alias)
+        return (
+            f"{alias}: held at v{hold.get('version')} but at {'v' + have if have else 'no version'}: the rollback "
+            "that set the hold never moved it; hold released"
+        )
 
     def holds(self) -> dict[str, dict[str, str]]:
         """alias -> the break-glass hold on it (version, time, user, reason)."""
