@@ -268,6 +268,33 @@ def test_production_on_other_images_is_left_out_of_the_grid(tmp_path, policy_fil
         assert im.size == (int(2.6 * 144 * 3), int(2.4 * 144 * 2))
 
 
+def _break_samples(run_id: str) -> None:
+    """The run's samples artifact can no longer be read (a folder where the file was): a failed read."""
+    from urllib.parse import urlparse
+
+    folder = Path(urlparse(MlflowClient().get_run(run_id).info.artifact_uri).path) / "samples" / "samples.npz"
+    folder.unlink()
+    (folder / "x").mkdir(parents=True)
+
+
+def test_samples_that_cannot_be_read_are_said_not_dropped(tmp_path, policy_file):
+    """#32.6: a failed samples download (a 401 or 5xx on a server) silently dropped the prediction grid."""
+    prod = logged_run("base", BASE, PARAMS)
+    set_alias(prod, "production")
+    cand = logged_run("cand", BASE, PARAMS)
+    _break_samples(prod)
+    code, err, text = report(cand, tmp_path / "r", policy_file)
+    assert (code, err) == (0, ""), err
+    assert f"Production's column is left out: samples/samples.npz of run {prod} could not be read (" in text
+    with Image.open(tmp_path / "r" / "predictions.png") as im:  # the candidate's grid is still drawn
+        assert im.size == (int(2.6 * 144 * 3), int(2.4 * 144 * 2))
+    _break_samples(cand)
+    code, err, text = report(cand, tmp_path / "r2", policy_file)
+    assert (code, err) == (0, ""), err
+    assert f"Not drawn: samples/samples.npz of run {cand} could not be read (" in text
+    assert not (tmp_path / "r2" / "predictions.png").exists()
+
+
 def test_first_model_ever(tmp_path, policy_file):
     cand = logged_run("first", {**BASE, "val_miou": 0.1}, PARAMS)
     code, _, text = report(cand, tmp_path / "r", policy_file)
