@@ -289,3 +289,37 @@ def test_a_killed_download_loses_only_the_files_in_flight(mirror, tmp_path):
     assert refetched and not (refetched & done)  # nothing the killed run had finished is fetched again
     expected = {f"{s}/{n}" for s in ("train2017", "val2017") for n in wanted(mirror.root, s)}
     assert set(json.loads((dest / "manifest.json").read_text())) == expected and not journal.exists()
+
+
+def test_an_image_changed_in_place_is_fetched_again(mirror, tmp_path):
+    """#32.13: zeroing 4 KB of a verified JPEG kept its size; the next run said "all present and verified"
+    and training used the corrupted pixels. Present now means the bytes the manifest recorded."""
+    dest = tmp_path / "coco"
+    assert coco(mirror, dest, "--splits", "val2017")[0] == 0
+    name = wanted(mirror.root, "val2017")[0]
+    image = dest / "val2017" / name
+    original = image.read_bytes()
+    image.write_bytes(
+        original[:100] + bytes(min(4096, len(original) - 200)) + original[100 + min(4096, len(original) - 200) :]
+    )
+    assert image.stat().st_size == len(original) and image.read_bytes() != original
+    mirror.requests.clear()
+    code, out, err = coco(mirror, dest, "--splits", "val2017")
+    assert code == 0, err
+    assert [p for p, _ in mirror.requests if p.startswith("val2017/")] == [f"val2017/{name}"]
+    assert out.startswith("downloaded 1 images") and image.read_bytes() == original
+
+
+def test_a_part_file_longer_than_the_image_is_fetched_again(mirror, tmp_path):
+    """#32.14: a .part longer than the file is answered 416 (`bytes */N`, N shorter): it was kept, and
+    trailing bytes after the JPEG's end passed the decode check. Now N is compared, and it starts over."""
+    dest = tmp_path / "coco"
+    name = wanted(mirror.root, "val2017")[0]
+    (dest / "val2017").mkdir(parents=True)
+    original = (mirror.root / "val2017" / name).read_bytes()
+    (dest / "val2017" / f"{name}.part").write_bytes(original + b"trailing junk")
+    code, _, err = coco(mirror, dest, "--splits", "val2017")
+    assert code == 0, err
+    asked = [r for p, r in mirror.requests if p == f"val2017/{name}"]
+    assert asked == [f"bytes={len(original) + 13}-", None]  # answered 416 */N, then the whole file
+    assert (dest / "val2017" / name).read_bytes() == original

@@ -4,7 +4,9 @@ A mirror has the COCO host's layout: URL/annotations/annotations_trainval2017.zi
 URL/train2017/<file_name>, URL/val2017/<file_name>. Every file is written to `<name>.part`
 and renamed only when complete and verified, so a partial file never looks complete; a
 `.part` left by an interrupted run is resumed with an HTTP Range request, and one that is
-already whole (the server answers 416) is verified and kept.
+already whole (the server answers 416 and its `Content-Range: bytes */N` is the .part's length)
+is verified and kept; a longer one starts over. A file counts as present only when its sha256
+is the one recorded when it was verified.
 
 Each verified file is recorded at once in `manifest.journal` (one JSON line, flushed to disk),
 folded into `manifest.json` when the run ends: a killed download loses only the files in flight.
@@ -66,8 +68,13 @@ def fetch(url: str, dest: Path, timeout: float = 30, on_bytes=lambda n: None) ->
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing after the bytes we have: the .part is whole; the caller verifies it
-            return 0
+        if exc.code == 416 and have:  # nothing after the bytes we have: whole, if it is the file's length
+            total = range_total(exc.headers.get("Content-Range"))
+            if total == have:
+                return 0  # the caller verifies it
+            part.unlink(missing_ok=True)  # longer than the file (or a length not said): start over
+            size = "of unknown length" if total is None else f"{total} bytes"
+            raise OSError(f"{part.name}: {have} bytes, but the file is {size}; fetching it again") from None
         raise
     with response:
         if have and response.status != 206:  # the server ignored Range: start over
@@ -83,6 +90,14 @@ def fetch(url: str, dest: Path, timeout: float = 30, on_bytes=lambda n: None) ->
     if total is not None and part.stat().st_size != total:
         raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
     return transferred
+
+
+def range_total(header: str | None) -> int | None:
+    """N of a 416's `Content-Range: bytes */N` (the file's length), or None when not said."""
+    if not header or not header.startswith("bytes */"):
+        return None
+    total = header.removeprefix("bytes */").strip()
+    return int(total) if total.isdigit() else None
 
 
 def with_retries(action, attempts: int = RETRIES, backoff: float = 0.5):
@@ -189,9 +204,13 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
         for name in names:
             key = f"{split}/{name}"
             path = dest / key
-            if path.exists() and manifest.get(key, {}).get("size") == path.stat().st_size:
+            entry = manifest.get(key, {})
+            # Present: the bytes the manifest recorded when they were verified (a same-size change is not).
+            if path.exists() and entry.get("size") == path.stat().st_size and entry.get("sha256") == sha256(path):
                 outcome.present.append(key)
             else:
+                if path.exists():  # changed since it was verified: fetched again from the start
+                    path.unlink()
                 todo.append(key)
 
     def one(key: str) -> tuple[str, str | None, int]:
