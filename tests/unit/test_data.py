@@ -117,6 +117,19 @@ def test_an_annotation_of_a_missing_image_is_skipped_and_counted(tmp_path):
     assert len(built.file_names) == len(split.images) > 0
 
 
+def test_an_annotation_of_an_unlisted_category_is_skipped_and_counted(tmp_path):
+    """#32.15: annotations whose category_id the file does not list were dropped without a word."""
+    root = tmp_path / "d"
+    generate(root, images=20, width=64, height=64, seed=4)
+    path = root / "annotations" / "instances_train.json"
+    doc = json.loads(path.read_text())
+    doc["annotations"].append({**doc["annotations"][0], "id": 999_002, "category_id": 4242})
+    path.write_text(json.dumps(doc))
+    split = open_split(spec_for(root, ["person", "car"]), "train")
+    assert split.orphans == ["train: annotation 999002: category_id 4242 is not a category of instances_train.json"]
+    assert split.notes[0] == "train: 1 annotations name a category the file does not list: skipped"
+
+
 def test_image_size_disagreeing_with_annotations_is_skipped_with_the_reason(tmp_path):
     root = tmp_path / "d"
     generate(root, images=30, width=64, height=64, seed=3)

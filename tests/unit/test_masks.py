@@ -134,14 +134,18 @@ def test_degenerate_annotations_are_skipped_and_named():
             {"category_id": 1, "segmentation": [[1, 1, 5, 5]]},  # two points
             {"category_id": 1, "segmentation": [[1, 1, 5, 5, 9]]},  # an odd count
             {"category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]},  # a real square
+            {"category_id": 1, "segmentation": [[1, 1, 5, 5, 9, 9]]},  # #32.15: three points on one line
+            {"category_id": 1, "segmentation": [], "bbox": []},  # no box either
         ]
     )
     skipped: list[str] = []
     mask = class_mask(coco, coco.imgs[1], {1: 1}, None, skipped)
     assert mask[5, 5] == 1 and mask.sum() > 0
     assert skipped == [
-        "annotation 1 of a.jpg: empty segmentation",
+        "annotation 1 of a.jpg: a box only, no segmentation",  # #32.15: it was "empty segmentation"
         "annotation 2 of a.jpg: polygon with 4 numbers (needs 3 points or more)",
         "annotation 3 of a.jpg: polygon with 5 numbers (needs 3 points or more)",
+        "annotation 5 of a.jpg: polygon of zero area (its points are on one line)",
+        "annotation 6 of a.jpg: empty segmentation",
     ]
     assert class_mask(coco, coco.imgs[1], {1: 1}, 20).shape == (20, 20)  # the cache's path skips them too

@@ -78,7 +78,14 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
         for a in doc["annotations"]
         if not (isinstance(a, dict) and a.get("image_id") in known)
     ]
-    doc["annotations"] = kept
+    # Likewise an annotation of a category the file does not list: left out and counted, not silently.
+    listed = {c.get("id") for c in doc["categories"] if isinstance(c, dict)}
+    unlisted = [
+        f"{split}: annotation {a.get('id')}: category_id {a.get('category_id')!r} is not a category of {ann_file.name}"
+        for a in kept
+        if a.get("category_id") not in listed
+    ]
+    doc["annotations"] = [a for a in kept if a.get("category_id") in listed]
 
     from pycocotools.coco import COCO
 
@@ -99,6 +106,8 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
     if not image_ids:
         raise FlowopsError(f"{ann_file}: no image contains any of {', '.join(spec.categories)}")
     chosen, notes = select_images(spec, coco, image_ids, images_dir, split)
+    if unlisted:
+        notes.insert(0, f"{split}: {len(unlisted)} annotations name a category the file does not list: skipped")
     if orphans:
         notes.insert(0, f"{split}: {len(orphans)} annotations name an image the file does not have: skipped")
     if not chosen:
@@ -114,7 +123,7 @@ def open_split(spec: ExperimentSpec, split: str) -> Split:
         coco.loadImgs(chosen),
         hashlib.sha256(raw).hexdigest(),
         notes,
-        orphans,
+        orphans + unlisted,
     )
 
 

@@ -28,11 +28,23 @@ def degenerate(ann: dict) -> str | None:
     if isinstance(seg, dict):
         return None if seg.get("counts") is not None and seg.get("size") else "RLE without counts or size"
     if not isinstance(seg, list) or not seg:
-        return "empty segmentation"
+        return "a box only, no segmentation" if ann.get("bbox") else "empty segmentation"
     for part in seg:
         if not isinstance(part, list) or len(part) < 6 or len(part) % 2:
             return f"polygon with {len(part) if isinstance(part, list) else 0} numbers (needs 3 points or more)"
+    try:
+        if all(_area(part) <= 1e-9 for part in seg):
+            return "polygon of zero area (its points are on one line)"
+    except (TypeError, ValueError):
+        return "polygon with coordinates that are not numbers"
     return None
+
+
+def _area(part: list) -> float:
+    """The shoelace area of one polygon (x0, y0, x1, y1, ...)."""
+    xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+    x, y = xy[:, 0], xy[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
 def class_mask(

@@ -237,6 +237,11 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     )
     if dropped:
         mlflow.log_text("\n".join(dropped) + "\n", "data/skipped_annotations.txt")
+        print(
+            f"flowops.train: skipped {len(dropped)} annotation(s) that cannot be drawn; see "
+            "data/skipped_annotations.txt",
+            file=sys.stderr,
+        )
     if skipped:
         mlflow.log_text("\n".join(skipped) + "\n", "data/skipped_images.txt")
         print(
