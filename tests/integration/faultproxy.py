@@ -3,7 +3,8 @@
 Part of the test harness, not a mock: every request it does not fail is forwarded to the real
 `mlflow server` and its real answer returned. A fault is (substring of "METHOD path", kind): `500`
 answers HTTP 500, `403` answers PERMISSION_DENIED as MLflow's auth would, `500-after` forwards the
-request (the server applies it) and then answers HTTP 500, as a timeout after a write does, `hang`
+request (the server applies it) and then answers HTTP 500, as a timeout after a write does, `slow`
+forwards it after `slow_s` seconds (a live server under load), `hang`
 holds the request until the client gives up (at most `hang_s`) and never forwards it;
 `hang_write = n` hangs the n-th write (a process killed there has made exactly n - 1 writes).
 """
@@ -22,7 +23,8 @@ class FaultProxy:
     def __init__(self, target: str, hang_s: float = 30.0):
         parsed = urlparse(target)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.faults: dict[str, str] = {}  # substring of "METHOD path" -> 500 | 403 | 500-after | hang
+        self.faults: dict[str, str] = {}  # substring of "METHOD path" -> 500 | 403 | 500-after | slow | hang
+        self.slow_s = 4.0
         self.hang_write: int | None = None  # hang the n-th write (POST, PATCH, DELETE), counting from 1
         self.writes = 0
         self.seen: list[tuple[str, str, str]] = []  # (method, path, what happened)
@@ -58,6 +60,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                if fault == "slow":
+                    proxy._stop.wait(proxy.slow_s)
                 conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request(self.command, self.path, body=body or None, headers=headers)

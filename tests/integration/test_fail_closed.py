@@ -120,6 +120,20 @@ def test_an_alias_move_the_server_applied_before_answering_an_error_is_recorded_
     ], added
 
 
+def test_a_slow_but_live_server_is_waited_for(served):
+    """#32.23: each try waited 3 s for an answer, so a live server answering in 3-4 s under load (a
+    loaded CI runner, auth on every request) failed promotes with "cannot be reached"; one CI run
+    of this suite failed exactly so. With flowops' own defaults, a 4 s answer is waited for."""
+    server, repo, second = served
+    with FaultProxy(server.uri) as proxy:
+        proxy.faults = {"runs/search": "slow", "registered-models/alias": "slow"}
+        code, out, err, _ = flowops_at(repo, flowops_env(proxy.uri), "promote", "--git-range", second)
+        slowed = sum(kind == "slow" for _, _, kind in proxy.seen)
+    assert code == 0 and "retrying" not in err, out + err
+    assert slowed >= 3, slowed  # the searches and the alias reads and moves each took 4 s
+    assert str(holder("production").version) == "2"
+
+
 def test_a_dead_server_fails_each_command_within_15_seconds(tmp_path, store):
     """Beyond what the command costs anyway (starting, importing MLflow: measured in the same run on a
     store that answers, so a loaded machine moves both), a dead server costs at most 15 s of waiting,
