@@ -14,6 +14,13 @@ from flowops.cli import bundle, data, init, registry, serve, server, spec, train
 from flowops.cli.base import FlowopsGroup
 from flowops.tfenv import VERBOSE_ENV
 
+# No network at run time but the tracking server and configured mirrors: MLflow's usage telemetry
+# (on by default outside CI) would post to MLflow's servers from every flowops process and every
+# training it starts, and its thread removes _MLFLOW_TELEMETRY_SESSION_ID while a request reads it
+# (a KeyError that surfaced as "tracking server refused: INTERNAL_ERROR"). Set before MLflow is
+# imported; a user who wants it sets MLFLOW_DISABLE_TELEMETRY=false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 @click.group(cls=FlowopsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowops", message="flowops %(version)s")
