@@ -185,7 +185,12 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
     @app.get("/health")
     async def health():  # on the event loop: it never waits behind a prediction
         loaded = follower.current
-        body = {"model": follower.name, "alias": follower.alias, "registry_poll_error": follower.poll_error}
+        body = {
+            "model": follower.name,
+            "alias": follower.alias,
+            "registry_poll_error": follower.poll_error,
+            "loading_version": follower.loading,  # a swap under way: the new version is being loaded
+        }
         if loaded is None:
             requests_total.labels("health", "503").inc()
             return JSONResponse({**body, "status": "loading"}, status_code=503)

@@ -47,14 +47,28 @@ def image_meta(model: Any) -> dict | None:
     return meta if isinstance(meta, dict) and "class_names" in meta else None
 
 
+def public_error(exc: Exception, line: str) -> str:
+    """What /health, which answers anyone, may say of a failed poll or load: never the tracking
+    server's address or a library's message (the service's log has those)."""
+    from flowops.registry.access import UNREACHABLE
+
+    if any(marker in line for marker in UNREACHABLE) or "Connection" in line:
+        return "the tracking server cannot be reached (the service's log has the details)"
+    if isinstance(exc, FlowopsError) and "://" not in line and "host=" not in line:
+        return line  # flowops' own sentence, about the model (a digest that does not match, say)
+    return f"the registry read or the model load failed ({type(exc).__name__}; the service's log has the details)"
+
+
 class AliasFollower:
     """Holds the model behind NAME@ALIAS and keeps it current."""
 
     def __init__(self, client, name: str, alias: str, poll_s: float):
         self.client, self.name, self.alias, self.poll_s = client, name, alias, poll_s
         self.current: Loaded | None = None
-        self.poll_error: str | None = None
+        self.poll_error: str | None = None  # for /health, which anyone may read: no address, no detail
+        self.loading: str | None = None  # the version being loaded (a swap under way), for /health
         self.swaps = 0
+        self._logged: str | None = None
         self._stop = threading.Event()
 
     def check_alias(self) -> Any:
@@ -118,7 +132,11 @@ class AliasFollower:
                 if target is None:
                     target = self.client.get_model_version_by_alias(self.name, self.alias)
                 if self.current is None or str(target.version) != self.current.version:
-                    loaded = self.load(target)  # fully loaded before anyone sees it
+                    self.loading = str(target.version)
+                    try:
+                        loaded = self.load(target)  # fully loaded before anyone sees it
+                    finally:
+                        self.loading = None
                     previous = self.current
                     self.swaps += previous is not None
                     self.current = loaded
@@ -135,8 +153,12 @@ class AliasFollower:
                 self.poll_error = None
             except Exception as exc:
                 text = (getattr(exc, "message", None) or str(exc)).strip()
+                line = text.splitlines()[0][:300] if text else type(exc).__name__
                 when = datetime.now(UTC).isoformat(timespec="seconds")
-                self.poll_error = f"{when}: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+                if line != self._logged:  # the whole of it in the service's log, once per change
+                    print(f"flowops serve: models:/{self.name}@{self.alias}: {line}", file=sys.stderr, flush=True)
+                    self._logged = line
+                self.poll_error = f"{when}: {public_error(exc, line)}"
             target = None
             if self._stop.wait(self.poll_s):
                 return
