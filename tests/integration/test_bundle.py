@@ -235,6 +235,27 @@ def _mse_logged_as_rmse(folder: Path) -> None:
                                                                   "timestamp": 1}])  # fmt: skip
 
 
+def _unknown_param(folder: Path) -> None:  # #32.18: it was logged
+    rewrite(folder, lambda r: r["params"].update({"backdoor": "1"}))
+
+
+def _long_tag(folder: Path) -> None:  # #32.18: on PostgreSQL it failed mid-import
+    rewrite(folder, lambda r: r["tags"].update({"flowops.versions": "x" * 9000}))
+
+
+def _long_param_key(folder: Path) -> None:  # #32.18: it left a FAILED run behind
+    rewrite(folder, lambda r: r["params"].update({"k" * 300: "1"}))
+
+
+def _bidi_name(folder: Path) -> None:  # #32.18: U+202E shows "model.txt" for a name ending in "txt.ledom"
+    _added(folder, "artifacts/report/\u202etxt.exe", b"x", [])
+
+
+def _nfd_twin(folder: Path) -> None:  # #32.18: two spellings of one name, two files
+    _added(folder, "artifacts/caf\u00e9.txt", b"one", [])
+    _added(folder, "artifacts/cafe\u0301.txt", b"two", [])
+
+
 def _pickled_evidence(folder: Path) -> None:
     import io
 
@@ -287,6 +308,11 @@ HOSTILE = {
         "the run logged rmse 1.3125: the logged number must be its evidence's",
         (),
     ),
+    "unknown-param": (_unknown_param, "bundle.json: params.backdoor: not a parameter the segmentation trainer", ()),
+    "long-tag": (_long_tag, "bundle.json: tags.flowops.versions: String should have at most 8000 characters", ()),
+    "long-param-key": (_long_param_key, "String should have at most 250 characters", ()),
+    "bidi-name": (_bidi_name, "a control or formatting character (U+202E) in a file name", ()),
+    "nfd-twin": (_nfd_twin, "are the same name in Unicode (NFC)", ()),
     "pickled-evidence": (
         _pickled_evidence,
         "artifacts/evaluation/per_example.npz: not a numpy .npz of plain arrays (ValueError: Object arrays",

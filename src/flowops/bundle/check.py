@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -148,10 +149,20 @@ def _walk(folder: Path, limits: Limits) -> dict[str, int]:
 
 def _check_files(folder: Path, bundle: Bundle, found: dict[str, int]) -> None:
     record = folder / RECORD
+    seen: dict[str, str] = {}
     for rel in bundle.files:
         parts = PurePosixPath(rel).parts
         if not parts or rel.startswith("/") or "\\" in rel or ".." in parts or "." in parts or parts[0] not in FOLDERS:
             raise BundleRefused(f"{record}: files: {rel!r}: a path must stay under {' or '.join(FOLDERS)}/")
+        odd = next((c for c in rel if unicodedata.category(c) in ("Cc", "Cf")), None)
+        if odd is not None:  # a line break forges log lines; U+202E and kin show another name than the file's
+            raise BundleRefused(
+                f"{record}: files: {rel!r}: a control or formatting character (U+{ord(odd):04X}) in a file name"
+            )
+        same = unicodedata.normalize("NFC", rel)
+        if same in seen:  # two spellings of one name: which file a reader gets depends on the file system
+            raise BundleRefused(f"{record}: files: {rel!r} and {seen[same]!r} are the same name in Unicode (NFC)")
+        seen[same] = rel
     missing = sorted(set(bundle.files) - set(found))
     extra = sorted(set(found) - set(bundle.files))
     if missing:
@@ -175,6 +186,12 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
             )
         if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key):
             raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
+    if facts.schema.point is None:  # the segmentation trainer logs exactly its parameters
+        from flowops.spec.params import EXTRA_PARAMETERS, PARAMETERS
+
+        unknown = sorted(set(bundle.params) - set(PARAMETERS) - set(EXTRA_PARAMETERS))
+        if unknown:
+            raise BundleRefused(f"{record}: params.{unknown[0]}: not a parameter the segmentation trainer logs")
     try:
         spec = facts.schema.from_params(bundle.params, bundle.run_name, facts.experiment_name)
     except FlowopsError as exc:

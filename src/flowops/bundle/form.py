@@ -6,9 +6,9 @@ The PR stage writes one with `flowops bundle export`; the trusted stage reads it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 FORMAT = 1
 RECORD = "bundle.json"
@@ -46,6 +46,13 @@ CLAIMS = (
 )
 CLAIM_PREFIXES = ("flowops.holder.",)  # the trainer's scoring of the alias holders on its data
 KEPT_MLFLOW_TAGS = ("mlflow.runName", "mlflow.note.content")
+
+
+# MLflow's own limits (mlflow.utils.validation), checked before anything is written: a value over
+# them failed mid-import on PostgreSQL and left a FAILED run behind.
+Key = Annotated[str, StringConstraints(min_length=1, max_length=250)]
+ParamValue = Annotated[str, StringConstraints(max_length=6000)]
+TagValue = Annotated[str, StringConstraints(max_length=8000)]
 
 
 def is_claim(key: str) -> bool:
@@ -86,8 +93,8 @@ class Bundle(BaseModel):
     status: Literal["FINISHED", "FAILED"]
     start_time: int = Field(ge=0)
     end_time: int | None = Field(default=None, ge=0)
-    params: dict[str, str] = Field(max_length=1000)
-    tags: dict[str, str] = Field(max_length=1000)
+    params: dict[Key, ParamValue] = Field(max_length=1000)
+    tags: dict[Key, TagValue] = Field(max_length=1000)
     metrics: list[Metric] = Field(max_length=1_000_000)
     model: LoggedModelRecord | None = None
     files: dict[str, FileEntry] = Field(max_length=10_000)
