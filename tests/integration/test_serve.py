@@ -111,6 +111,18 @@ def test_multipart_upload(service):
     assert r.status_code == 200 and (r.json()["width"], r.json()["height"]) == (40, 30)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is width x height (8-bit grey) and holds no pixels: what a bomb looks like to a reader."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 @pytest.mark.parametrize(
     "body, content_type, query, status, message",
     [
@@ -128,6 +140,9 @@ def test_multipart_upload(service):
         (os.urandom(600_000), "image/jpeg", "", 413, "over the limit of 524288"),
         (image_bytes(20, 20, "GIF"), "image/png", "", 400, "unsupported image format GIF: send a JPEG or PNG"),
         (image_bytes(20, 20), "image/jpeg", "?format=bmp", 400, "format must be json or png (got 'bmp')"),
+        # #32.20: a 1 x N strip within the pixel limit, and a bomb PIL itself refuses (it got 400)
+        (png_header(1, 100_000), "image/png", "", 413, "image is 1x100000: a side over 65535 pixels"),
+        (png_header(100_000, 100_000), "image/png", "", 413, "image is too large: Image size (10000000000 pixels)"),
     ],
     ids=[
         "not-an-image",
@@ -138,6 +153,8 @@ def test_multipart_upload(service):
         "body-too-large",
         "gif",
         "bad-format",
+        "long-strip",
+        "bomb",
     ],
 )
 def test_bad_requests_get_4xx_and_the_service_keeps_serving(service, body, content_type, query, status, message):

@@ -30,7 +30,7 @@ from flowops.errors import FlowopsError
     type=click.IntRange(1),
     default=25_000_000,
     show_default=True,
-    help="Largest image (width x height); larger gets 413.",
+    help="Largest image (width x height; a side of more than 65535 pixels is refused too); larger gets 413.",
 )
 @click.option(
     "--max-concurrent",

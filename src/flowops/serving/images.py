@@ -10,6 +10,7 @@ import numpy as np
 from flowops.serving.follower import Loaded
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+MAX_SIDE = 65_535  # JPEG's own limit; a PNG of 1 x 25,000,000 pixels took 7 s and 1.8 GB to shrink
 
 
 class BadImage(Exception):
@@ -39,10 +40,14 @@ def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") 
                     413,
                     f"image is {im.width}x{im.height} = {im.width * im.height} pixels, over the limit of {max_pixels}",
                 )
+            if max(im.width, im.height) > MAX_SIDE:
+                raise BadImage(413, f"image is {im.width}x{im.height}: a side over {MAX_SIDE} pixels")
         full, rgb = decode_for(body, size or 1, method)  # EXIF orientation applied, as in training
         return np.asarray(rgb), full
     except BadImage:
         raise
+    except Image.DecompressionBombError as exc:  # PIL refuses it at open, before our own bound: too large
+        raise BadImage(413, f"image is too large: {exc}".split(" could be decompression bomb")[0]) from None
     except Exception as exc:  # PIL names its internal buffer object (<_io.BytesIO object at 0x...>): not ours to show
         text = re.sub(r"\s*<[^<>]* object at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
         raise BadImage(400, f"not a readable image: {text}") from None
