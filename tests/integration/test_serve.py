@@ -178,6 +178,51 @@ def test_metrics_in_prometheus_format(service):
     assert "flowops_predict_seconds_bucket" in text and "flowops_model_version 1.0" in text
 
 
+def test_slow_uploads_hold_no_prediction_slot(registry):
+    """#32.19: four sockets sending 2 of 1,000,000 bytes made every other /predict answer 503 for 17 s
+    (a request counted as in flight before its body was read, read with no time limit), and each
+    disconnect logged an ASGI traceback. Bodies now arrive outside the prediction slots, within
+    --body-timeout (else 408), and a client that goes away is answered quietly."""
+    import socket
+
+    uri, _ = registry
+    svc = Service(uri, "--max-concurrent", "2", "--body-timeout", "4")
+    slow = []
+    try:
+        svc.wait_ready()
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n"
+        for _ in range(4):
+            slow.append(socket.create_connection(("127.0.0.1", svc.port)))
+            slow[-1].sendall(head + b"ab")
+        deadline, health = time.monotonic() + 30, {}
+        while health.get("uploads_arriving") != 4 and time.monotonic() < deadline:
+            health = requests.get(f"{svc.url}/health", timeout=10).json()
+        assert (health.get("uploads_arriving"), health.get("predictions_in_flight")) == (4, 0), health
+        ok = requests.post(
+            f"{svc.url}/predict", data=image_bytes(30, 30), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
+        assert ok.status_code == 200, ok.text  # no slot is held by an upload still arriving
+        for sock in slow:
+            sock.settimeout(60)
+            status = sock.recv(4096).split(b"\r\n", 1)[0]
+            assert status == b"HTTP/1.1 408 Request Timeout", status
+        gone = socket.create_connection(("127.0.0.1", svc.port))
+        gone.sendall(head + b"ab")
+        deadline = time.monotonic() + 30
+        while requests.get(f"{svc.url}/health", timeout=10).json()["uploads_arriving"] != 1:
+            assert time.monotonic() < deadline
+        gone.close()  # mid-upload
+        deadline = time.monotonic() + 30
+        while requests.get(f"{svc.url}/health", timeout=10).json()["uploads_arriving"] != 0:
+            assert time.monotonic() < deadline
+    finally:
+        for sock in slow:
+            sock.close()
+        svc.stop()
+    err = svc.proc.stderr.read()
+    assert "Traceback" not in err and "Exception in ASGI application" not in err, err[-3000:]
+
+
 def test_health_answers_while_predictions_run_and_the_limit_answers_503(registry):
     """With one prediction slot taken by a 25-megapixel upload, /health still answers at once
     (it used to wait behind the event loop's inference), and a second /predict is told to retry."""

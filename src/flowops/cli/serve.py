@@ -43,13 +43,31 @@ from flowops.errors import FlowopsError
     "--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Threads that decode and predict."
 )
 @click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may take to arrive whole; slower gets 408 (a slow upload holds no prediction slot).",
+)
+@click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="A file holding the bearer token /predict and /metrics require (or $FLOWOPS_SERVE_TOKEN); /health stays open.",
 )
 @click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db).")
-def serve(
-    model, alias, host, port, poll, max_body_mb, max_pixels, max_concurrent, workers, token_file, tracking_uri
+def serve(  # one parameter per option
+    model,
+    alias,
+    host,
+    port,
+    poll,
+    max_body_mb,
+    max_pixels,
+    max_concurrent,
+    workers,
+    body_timeout,
+    token_file,
+    tracking_uri,
 ) -> None:
     """Serve models:/MODEL@ALIAS over HTTP and follow the alias: new versions are swapped in live."""
     import threading
@@ -75,7 +93,7 @@ def serve(
     follower = AliasFollower(MlflowClient(tracking.use(tracking_uri)), model, alias, poll)
     first = follower.check_alias()  # a missing alias is a clear error before anything listens
     threading.Thread(target=follower.run, args=(first,), name="alias-follower", daemon=True).start()
-    limits = Limits(int(max_body_mb * 2**20), max_pixels, max_concurrent, workers, token)
+    limits = Limits(int(max_body_mb * 2**20), max_pixels, max_concurrent, workers, token, body_timeout)
     click.echo(
         f"serving models:/{model}@{alias} (v{first.version} loading) on http://{host}:{port}; polling every {poll:g} s"
         + ("; /predict and /metrics need the bearer token" if token else "")

@@ -30,9 +30,15 @@ class Limits:
 
     max_body_bytes: int
     max_pixels: int
-    max_concurrent: int = 4  # predictions in flight (reading, decoding, predicting); beyond: 503
+    max_concurrent: int = 4  # predictions in flight (decoding, predicting); beyond: 503
     workers: int = 2  # threads that decode and predict, off the event loop
     token: str | None = None  # bearer token for /predict and /metrics; /health stays open (probes)
+    body_timeout_s: float = 30.0  # a body must arrive whole within this; else 408 (a slow upload holds nothing)
+
+    @property
+    def max_reading(self) -> int:
+        """Bodies being received at once; beyond: 503. Reading holds memory, not a prediction slot."""
+        return 4 * self.max_concurrent
 
 
 def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
@@ -51,13 +57,12 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         registry=registry,
         buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
     )
-    in_flight_gauge = Gauge(
-        "flowops_predictions_in_flight", "Predictions being read, decoded or run", registry=registry
-    )
+    in_flight_gauge = Gauge("flowops_predictions_in_flight", "Predictions being decoded or run", registry=registry)
     version_gauge = Gauge("flowops_model_version", "Version being served", registry=registry)
     swaps = Gauge("flowops_model_swaps", "Hot swaps since start", registry=registry)
     poll_failing = Gauge("flowops_registry_poll_failing", "1 while the last registry poll failed", registry=registry)
     in_flight = 0  # only the event loop reads and writes it
+    reading = 0  # bodies being received (event loop only)
 
     def error(status: int, message: str, endpoint: str = "predict", headers: dict | None = None) -> JSONResponse:
         requests_total.labels(endpoint, str(status)).inc()
@@ -104,7 +109,7 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
 
     async def guarded(request: Request, endpoint: str, work, *args) -> Response:
         """Token, a loaded model, the concurrency limit, the body within its limit; then `work` in the pool."""
-        nonlocal in_flight
+        nonlocal in_flight, reading
         start = time.perf_counter()
         denied = refused(request, endpoint)
         if denied is not None:
@@ -116,6 +121,21 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
             return error(
                 415, f"v{loaded.version} is not an image model: POST its input as JSON to /invocations", endpoint
             )
+        # The body first, outside the prediction slots: a slow upload never holds one (#32.19).
+        if reading >= limits.max_reading:
+            return error(
+                503,
+                f"busy: {reading} uploads arriving, the limit is {limits.max_reading}; retry shortly",
+                endpoint,
+                headers={"Retry-After": "1"},
+            )
+        reading += 1
+        try:
+            body_or_error = await (read_image_body(request) if endpoint == "predict" else read_body(request, endpoint))
+        finally:
+            reading -= 1
+        if isinstance(body_or_error, JSONResponse):
+            return body_or_error
         if in_flight >= limits.max_concurrent:
             return error(
                 503,
@@ -126,9 +146,6 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         in_flight += 1
         in_flight_gauge.set(in_flight)
         try:
-            body_or_error = await (read_image_body(request) if endpoint == "predict" else read_body(request, endpoint))
-            if isinstance(body_or_error, JSONResponse):
-                return body_or_error
             try:
                 response = await asyncio.get_running_loop().run_in_executor(pool, work, loaded, body_or_error, *args)
             except BadImage as exc:
@@ -155,12 +172,23 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limits.max_body_bytes:
             return error(413, f"body is {length} bytes, over the limit of {limits.max_body_bytes}", endpoint)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                return error(413, f"body is over the limit of {limits.max_body_bytes} bytes", endpoint)
-        return body
+        from starlette.requests import ClientDisconnect
+
+        parts, size = [], 0
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:
+                        return error(413, f"body is over the limit of {limits.max_body_bytes} bytes", endpoint)
+                    parts.append(chunk)
+        except TimeoutError:
+            return error(
+                408, f"the body did not arrive within {limits.body_timeout_s:g} s ({size} bytes came)", endpoint
+            )
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
+            return error(400, "the client disconnected before the body arrived", endpoint)
+        return b"".join(parts)
 
     async def read_image_body(request: Request) -> bytes | JSONResponse:
         """The uploaded image's bytes (raw body or the form's file part), within the size limit."""
@@ -204,6 +232,7 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
             "loaded_at": loaded.loaded_at,
             "swaps": follower.swaps,
             "predictions_in_flight": in_flight,
+            "uploads_arriving": reading,
         }
 
     @app.get("/metrics")
