@@ -43,14 +43,29 @@ def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_s
     assert empty.stderr.startswith("model 'team-model' is not registered on "), empty.stderr
     assert admin_client.search_registered_models() == []
 
+    # #32.2: nor when told to create it: whoever creates a model owns it (and could move production).
+    created = run("promote", "--git-range", merged, "--create-model", env=as_user(server.uri, tmp_path, "trainer"),
+                  cwd=repo.path)  # fmt: skip
+    assert created.returncode == 1 and created.stderr.startswith("--create-model: on a tracking server with users")
+    assert admin_client.search_registered_models() == []
+
     # The admin sets the registry up once; then the trainer still cannot move anything.
     init = run("server-init", "--model", "team-model", "--promoter", "promoter", "--trainer", "trainer",
                env=as_user(server.uri, tmp_path, "admin"))  # fmt: skip
     assert init.returncode == 0, init.stderr
     assert init.stdout.splitlines() == [
         "created registered model 'team-model'",
-        "granted 'promoter' MANAGE on 'team-model'",
-        "granted 'trainer' READ on 'team-model'",
+        "granted 'promoter' MANAGE on 'team-model' (it had READ)",  # the server's default
+        "'trainer' has READ on 'team-model'",
+    ]
+    # #32.2: set-up is rerunnable and ends in exactly the documented permissions.
+    again = run("server-init", "--model", "team-model", "--promoter", "promoter", "--trainer", "trainer",
+                env=as_user(server.uri, tmp_path, "admin"))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "registered model 'team-model' exists",
+        "'promoter' has MANAGE on 'team-model'",
+        "'trainer' has READ on 'team-model'",
     ]
     denied = run("promote", "--git-range", merged, env=as_user(server.uri, tmp_path, "trainer"), cwd=repo.path)
     assert denied.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,14 @@ def promote(
     from flowops import tracking
     from flowops.registry.promote import promote as run_promote
 
+    embedded = tracking.is_embedded(tracking.resolve_uri(tracking_uri))
+    if create_model and not embedded and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        raise FlowopsError(
+            "--create-model: on a tracking server with users the admin creates the model (flowops server-init): "
+            "whoever creates a registered model owns it and could move its aliases"
+        )
     client = _client(tracking_uri)
-    create = create_model or tracking.is_embedded(tracking.resolve_uri(tracking_uri))
+    create = create_model or embedded
     outcome = run_promote(client, repo, git_range, dry_run, create)
     for item in outcome.items:
         if item.status == "changed":
