@@ -293,9 +293,8 @@ def test_kubernetes_options_reach_mlflow(store, synth_root, tmp_path):
     assert run.info.status == "FAILED"
 
 
-def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
-    """SIGTERM (a cancelled CI job) during training: the run ends FAILED, not RUNNING."""
-    import signal
+def _training_under_way(store, synth_root, tmp_path):
+    """(process, its stderr log, the RUNNING run) of a long training that has logged a loss."""
     import sys
     import time
 
@@ -323,12 +322,35 @@ def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
     assert run is not None and run.info.status == "RUNNING", (
         f"training never started: {log.read_text()[-3000:] if proc.poll() is not None else 'still no metric'}"
     )
+    return proc, log, run
+
+
+def test_interrupted_training_ends_failed(store, synth_root, tmp_path):
+    """SIGTERM (a cancelled CI job) during training: the run ends FAILED, not RUNNING."""
+    import signal
+
+    proc, log, run = _training_under_way(store, synth_root, tmp_path)
+    client = MlflowClient(store)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
     assert log.read_text().splitlines()[-1] == "flowops.train: interrupted (signal 15)"
     final = client.get_run(run.info.run_id)
     assert final.info.status == "FAILED"
     assert final.data.tags["flowops.failure"] == "interrupted (signal 15)"
+
+
+def test_sigint_then_sigterm_still_ends_the_run_failed(store, synth_root, tmp_path):
+    """#32.9: what a cancelled GitHub job sends, SIGINT then SIGTERM: the second signal landed in the
+    cleanup the first started, and the run could stay RUNNING. Only the first signal interrupts."""
+    import signal
+
+    proc, log, run = _training_under_way(store, synth_root, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    assert log.read_text().splitlines()[-1] == "flowops.train: interrupted (signal 2)"
+    final = MlflowClient(store).get_run(run.info.run_id)
+    assert (final.info.status, final.data.tags["flowops.failure"]) == ("FAILED", "interrupted (signal 2)")
 
 
 def test_the_model_learns(store, tmp_path):

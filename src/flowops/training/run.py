@@ -45,12 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     from flowops import tracking
 
     uri = tracking.use()
+    # Before the run exists, so no signal finds a run without its handler (a cancelled job ends
+    # FAILED, not RUNNING); SIGINT and SIGTERM alike, and only the first one interrupts.
+    interrupt = _Interrupt()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     try:
         run = mlflow.active_run() or _start(mlflow, spec, uri)
-    except Exception as exc:  # the tracking server does not answer: nothing could be recorded
+    except BaseException as exc:  # the tracking server does not answer, or a signal came first
+        started = mlflow.active_run()
+        if started is not None:  # the run exists already: it ends FAILED like any other
+            _end_failed(mlflow, started.info.run_id, describe(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"flowops.train: {describe(exc)}", file=sys.stderr)
+            return 130
         print(f"flowops.train: could not start the run on the tracking server: {describe(exc)}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled job ends FAILED, not RUNNING
     try:
         train(spec, experiment_file, run)
     except BaseException as exc:
@@ -172,8 +182,18 @@ def _fail_before_start(reason: str) -> int:
     return 1
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+class _Interrupt:
+    """SIGINT or SIGTERM: the first raises KeyboardInterrupt wherever the main thread is; later ones
+    are only recorded, so the cleanup that ends the run FAILED is not itself interrupted (a cancelled
+    GitHub job sends SIGINT, then SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum, frame) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            raise KeyboardInterrupt(f"signal {signum}")
 
 
 def describe(exc: BaseException) -> str:
