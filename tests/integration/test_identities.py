@@ -46,7 +46,10 @@ def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_s
     # #32.2: nor when told to create it: whoever creates a model owns it (and could move production).
     created = run("promote", "--git-range", merged, "--create-model", env=as_user(server.uri, tmp_path, "trainer"),
                   cwd=repo.path)  # fmt: skip
-    assert created.returncode == 1 and created.stderr.startswith("--create-model: on a tracking server with users")
+    assert created.returncode == 1 and created.stderr.startswith(
+        "--create-model: on a tracking server with users only the admin creates the model (flowops server-init), "
+        "not 'trainer'"
+    ), created.stderr
     assert admin_client.search_registered_models() == []
 
     # The admin sets the registry up once; then the trainer still cannot move anything.

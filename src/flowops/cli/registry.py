@@ -75,11 +75,13 @@ def promote(
     from flowops import tracking
     from flowops.registry.promote import promote as run_promote
 
-    embedded = tracking.is_embedded(tracking.resolve_uri(tracking_uri))
-    if create_model and not embedded and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+    uri = tracking.resolve_uri(tracking_uri)
+    embedded = tracking.is_embedded(uri)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if create_model and not embedded and user and not _is_admin(uri, user):
         raise FlowopsError(
-            "--create-model: on a tracking server with users the admin creates the model (flowops server-init): "
-            "whoever creates a registered model owns it and could move its aliases"
+            f"--create-model: on a tracking server with users only the admin creates the model (flowops "
+            f"server-init), not {user!r}: whoever creates a registered model owns it and could move its aliases"
         )
     client = _client(tracking_uri)
     create = create_model or embedded
@@ -102,6 +104,21 @@ def promote(
         _say(line)
     if outcome.errors:
         raise FlowopsError("\n".join(outcome.errors))
+
+
+def _is_admin(uri: str, user: str) -> bool:
+    """Whether the server's auth says `user` is an admin; False when it cannot say (fail closed)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # mlflow.server's imports warn about starlette: not ours to print
+            warnings.simplefilter("ignore")
+            from mlflow.server import get_app_client
+
+            auth = get_app_client("basic-auth", tracking_uri=uri)
+        return bool(auth.get_user(user).is_admin)
+    except Exception:
+        return False
 
 
 @click.command()

@@ -149,9 +149,13 @@ def server_init(model: str, promoter: str | None, trainer: str | None, tracking_
     uri = tracking.use(tracking_uri)
     auth = None
     if promoter or trainer:
-        from mlflow.server import get_app_client
+        import warnings
 
-        auth = get_app_client("basic-auth", tracking_uri=uri)
+        with warnings.catch_warnings():  # mlflow.server's imports warn about starlette: not ours to print
+            warnings.simplefilter("ignore")
+            from mlflow.server import get_app_client
+
+            auth = get_app_client("basic-auth", tracking_uri=uri)
     for line in init_registry(MlflowClient(uri), auth, model, promoter, trainer):
         click.echo(line)
 
