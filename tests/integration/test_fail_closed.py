@@ -25,14 +25,12 @@ MODEL_READ = "/registered-models/get"  # GET: get_registered_model
 
 
 def flowops_env(uri: str, **extra: str) -> dict:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}", **extra}
-    for key in (
-        "MLFLOW_EXPERIMENT_ID",
-        "MLFLOW_EXPERIMENT_NAME",
-        *[k for k in os.environ if k.startswith("MLFLOW_HTTP")],
-    ):
+    """This process's environment for a flowops command: flowops' own HTTP bounds (an in-process
+    command may have set MLFLOW_HTTP_* here), then `extra` (it used to be dropped with them)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for key in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", *[k for k in env if k.startswith("MLFLOW_HTTP")]):
         env.pop(key, None)
-    return env
+    return {**env, **extra}
 
 
 def flowops_at(repo: TeamRepo, env: dict, *args: str) -> tuple[int, str, str, float]:
