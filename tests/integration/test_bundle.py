@@ -235,6 +235,17 @@ def _mse_logged_as_rmse(folder: Path) -> None:
                                                                   "timestamp": 1}])  # fmt: skip
 
 
+def _forged_classes(folder: Path) -> None:  # review of #30: the matrices' class list is a claim too
+    import numpy as np
+
+    rel = "artifacts/evaluation/confusion.npz"
+    with np.load(folder / rel, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["class_names"] = arrays["class_names"][::-1]  # the metrics' names now say other classes
+    (folder / rel).unlink()
+    _added(folder, rel, _npz(**arrays), [])
+
+
 def _unknown_param(folder: Path) -> None:  # #32.18: it was logged
     rewrite(folder, lambda r: r["params"].update({"backdoor": "1"}))
 
@@ -308,6 +319,7 @@ HOSTILE = {
         "the run logged rmse 1.3125: the logged number must be its evidence's",
         (),
     ),
+    "forged-classes": (_forged_classes, "artifacts/evaluation/confusion.npz: class_names: [", ()),
     "unknown-param": (_unknown_param, "bundle.json: params.backdoor: not a parameter the segmentation trainer", ()),
     "long-tag": (_long_tag, "bundle.json: tags.flowops.versions: String should have at most 8000 characters", ()),
     "long-param-key": (_long_param_key, "String should have at most 250 characters", ()),

@@ -16,6 +16,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -104,8 +105,8 @@ def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundl
             raise BundleRefused(f"{record_path}: {where}: {error['msg']}") from None
         raise BundleRefused(f"{record_path}: not JSON ({exc})") from None
     _check_files(folder, bundle, found)
-    _check_lineage(record_path, bundle, facts)
-    disagreement = check_evidence(folder, bundle)
+    spec = _check_lineage(record_path, bundle, facts)
+    disagreement = check_evidence(folder, bundle, getattr(spec, "class_names", None))
     if disagreement:
         raise BundleRefused(disagreement)
     return bundle
@@ -176,7 +177,8 @@ def _check_files(folder: Path, bundle: Bundle, found: dict[str, int]) -> None:
         raise BundleRefused(f"{record}: model: a FINISHED run must carry its model (model/MLmodel)")
 
 
-def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
+def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> Any:
+    """The experiment the bundle's parameters make, once they make exactly the approved file."""
     truth = facts.tags()
     for key, value in bundle.tags.items():
         if key in LINEAGE and value != truth[key]:
@@ -206,3 +208,4 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> None:
             f"{record}: experiment_name: {bundle.experiment_name!r}, but {facts.experiment_file} says "
             f"{facts.experiment_name!r}"
         )
+    return spec

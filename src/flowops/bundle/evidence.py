@@ -29,8 +29,9 @@ def logged(bundle: Bundle) -> dict[str, float]:
     return {k: v[2] for k, v in latest.items()}
 
 
-def check_evidence(folder: Path, bundle: Bundle) -> str | None:
-    """Why the bundle's metrics disagree with its evidence (one line), or None when they agree."""
+def check_evidence(folder: Path, bundle: Bundle, expected_classes: list[str] | None = None) -> str | None:
+    """Why the bundle's metrics disagree with its evidence (one line), or None when they agree.
+    `expected_classes`: the experiment's (from git), which the matrices' own list must be."""
     from flowops.evaluation import agrees, evidence_in
 
     values = logged(bundle)
@@ -42,7 +43,10 @@ def check_evidence(folder: Path, bundle: Bundle) -> str | None:
             return arrays
         if "confusion" not in arrays or "class_names" not in arrays:
             return f"{folder / confusion}: expected the arrays confusion and class_names"
-        class_names = [str(c) for c in arrays["class_names"]]
+        claimed = [str(c) for c in arrays["class_names"]]
+        if expected_classes is not None and claimed != expected_classes:
+            return f"{folder / confusion}: class_names: {claimed}, but the experiment trains {expected_classes}"
+        class_names = claimed
         why = _agree_confusion(folder / confusion, arrays["confusion"], class_names, "", values)
         if why:
             return why

@@ -201,16 +201,17 @@ class Registry:
                 settled.append(
                     f"{record.alias}: the move to v{record.to_version} never happened; its record is removed"
                 )
-        for alias in list(self.holds()):
-            released = self.release_if_not_at(alias)
+        for alias, hold in self.holds().items():
+            released = self.release_if_not_at(alias, hold)
             if released:
                 settled.append(released)
         return settled
 
-    def release_if_not_at(self, alias: str) -> str | None:
-        """Release `alias`'s hold when the alias is not at the held version (the rollback that set it
-        never moved it: it failed, or its process died in between); one line saying so, or None."""
-        hold = self.holds().get(alias)
+    def release_if_not_at(self, alias: str, hold: dict[str, str] | None = None) -> str | None:
+        """Release `alias`'s hold (read here unless given) when the alias is not at the held version
+        (the rollback that set it never moved it: it failed, or its process died in between); one
+        line saying so, or None."""
+        hold = self.holds().get(alias) if hold is None else hold
         if hold is None:
             return None
         current = self.holder(alias)

@@ -68,6 +68,9 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         requests_total.labels(endpoint, str(status)).inc()
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    def busy(what: str, limit: int, endpoint: str) -> JSONResponse:
+        return error(503, f"busy: {what}, the limit is {limit}; retry shortly", endpoint, {"Retry-After": "1"})
+
     def refused(request: Request, endpoint: str) -> JSONResponse | None:
         """401 unless the request carries the bearer token (when one is set)."""
         if limits.token is None:
@@ -123,12 +126,7 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
             )
         # The body first, outside the prediction slots: a slow upload never holds one (#32.19).
         if reading >= limits.max_reading:
-            return error(
-                503,
-                f"busy: {reading} uploads arriving, the limit is {limits.max_reading}; retry shortly",
-                endpoint,
-                headers={"Retry-After": "1"},
-            )
+            return busy(f"{reading} uploads arriving", limits.max_reading, endpoint)
         reading += 1
         try:
             body_or_error = await (read_image_body(request) if endpoint == "predict" else read_body(request, endpoint))
@@ -137,12 +135,7 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         if isinstance(body_or_error, JSONResponse):
             return body_or_error
         if in_flight >= limits.max_concurrent:
-            return error(
-                503,
-                f"busy: {in_flight} predictions in flight, the limit is {limits.max_concurrent}; retry shortly",
-                endpoint,
-                headers={"Retry-After": "1"},
-            )
+            return busy(f"{in_flight} predictions in flight", limits.max_concurrent, endpoint)
         in_flight += 1
         in_flight_gauge.set(in_flight)
         try:

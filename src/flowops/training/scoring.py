@@ -82,8 +82,11 @@ def _own_evidence(client: Any, run_id: str) -> tuple[str, ...] | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "evaluation/per_example.npz", tmp)
-        with np.load(path, allow_pickle=False) as data:
-            found = evidence_in({k: data[k] for k in data.files}, "evaluation/per_example.npz")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                found = evidence_in({k: data[k] for k in data.files}, "evaluation/per_example.npz")
+        except (OSError, ValueError):  # malformed: nothing to pair the holders with (the import says why)
+            return None
     return next(iter(found.values())).ids if found else None
 
 
