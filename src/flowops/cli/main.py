@@ -10,6 +10,7 @@ import os
 
 import click
 
+from flowops import DISTRIBUTION
 from flowops.cli import bundle, data, init, registry, serve, server, spec, train
 from flowops.cli.base import FlowopsGroup
 from flowops.tfenv import VERBOSE_ENV
@@ -23,7 +24,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @click.group(cls=FlowopsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="flowops", message="flowops %(version)s")
+@click.version_option(package_name=DISTRIBUTION, message="flowops %(version)s")
 @click.option("--traceback", is_flag=True, help="Show the full stack trace of an error.")
 @click.option("--verbose", is_flag=True, help=f"Show TensorFlow's and MLflow's own log lines (also {VERBOSE_ENV}=1).")
 @click.pass_context

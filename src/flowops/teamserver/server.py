@@ -59,7 +59,7 @@ class ServerSettings:
             import importlib.util
 
             if importlib.util.find_spec("flask_wtf") is None:
-                raise FlowopsError("--auth needs MLflow's auth app: pip install 'flowops[server]'")
+                raise FlowopsError("--auth needs MLflow's auth app: pip install 'flowops-gitops[server]'")
         scheme = urlparse(self.backend_store_uri).scheme
         if scheme.split("+")[0] not in ("postgresql", "sqlite", "mysql"):
             raise FlowopsError(
