@@ -86,6 +86,51 @@ def test_git_revert_is_a_rollback(repo):
     assert "production <- experiments/b.yaml" not in out  # not decided against itself
 
 
+def test_reverting_an_edit_to_a_state_main_had_is_a_rollback_that_succeeds(repo):
+    """#31: a PR edited b.yaml (its earlier state was never trained), the edit shipped; reverting the
+    edit moves production back and exits 0: the file is back at a state main had, which asks for no
+    new model. It says what changed (main still has b.yaml, not the holder's state of it)."""
+    runs = {"a": fake_run(repo, spec("a"), 0.5), "b1": fake_run(repo, spec("b", epochs=3), 0.9)}
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b")}))
+    assert code == 1 and "no FINISHED run with spec sha256" in err  # b's first state: never trained
+    code, _, err = promote(repo, "--git-range", repo.merge("merge", {"b.yaml": spec("b", epochs=3)}))
+    assert (code, err) == (0, "") and run_of("production") == runs["b1"]
+    before = repo.head
+    repo.git("revert", "--no-edit", "-m", "1", "HEAD")
+    code, out, err = promote(repo, "--git-range", f"{before}..{repo.head}")
+    assert (code, err) == (0, "")
+    assert run_of("production") == runs["a"] and run_of("staging") == runs["a"]
+    assert "experiments/b.yaml: back to a state main had before, with no run to ship (no FINISHED run" in out
+    assert (
+        f"production: moved v2 -> v1 (experiments/a.yaml) (revert at {repo.head[:12]}: main's experiments/b.yaml "
+        "is no longer the holder's (changed))" in out
+    )
+    assert audit("production")[-1]["kind"] == "revert"
+
+
+@pytest.mark.parametrize("before", ["HEAD~1", "HEAD^", "0" * 40])
+def test_the_experiments_of_a_repositorys_first_commit_promote(repo, before):
+    """#31: the root commit has no parent: `HEAD~1` (what a first manual promote types) and GitHub's
+    before of a new branch's first push (000...0) both mean "from the start"."""
+    import yaml
+
+    (repo.path / "experiments").mkdir()
+    (repo.path / "experiments" / "a.yaml").write_text(yaml.safe_dump(spec("a"), sort_keys=False))
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "--amend", "-m", "first commit: code, policy and an experiment")
+    assert repo.git("rev-list", "--count", "HEAD").strip() == "1"
+    run = fake_run(repo, spec("a"), 0.5)
+    code, out, err = promote(repo, "--git-range", f"{before}..HEAD")
+    assert (code, err) == (0, "")
+    assert run_of("production") == run and "production: moved unset -> v1 (experiments/a.yaml)" in out
+
+
+def test_a_range_from_a_name_that_is_no_commit_is_still_refused(repo):
+    code, _, err = promote(repo, "--git-range", "nosuch~1..HEAD")
+    assert code == 1 and err.strip() == f"--git-range nosuch~1..HEAD: 'nosuch~1' is not a commit in {repo.path}"
+
+
 def test_a_rollback_holds_until_released_and_status_shows_the_drift(repo):
     runs = {name: fake_run(repo, spec(name), value) for name, value in (("a", 0.5), ("b", 0.7), ("c", 0.9))}
     promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
@@ -393,3 +438,87 @@ def test_a_hold_whose_rollback_never_moved_the_alias_is_released_by_the_next_com
         "journal: production: held at v1 but at v2: the rollback that set the hold never moved it; hold released" in out
     )
     assert run_of("production") == runs["c"] and Registry(MlflowClient(), "team-model").holds() == {}
+
+
+def _code_merge(repo: TeamRepo, line: str, retrained: dict[str, float]) -> tuple[str, dict[str, str]]:
+    """A PR that changes only training code (src/), with the given experiments retrained on it, merged."""
+    before = repo.head
+    repo.git("checkout", "-q", "-b", "code")
+    init = repo.path / "src" / "flowops" / "__init__.py"
+    init.write_text(init.read_text() + f"# {line}\n")
+    repo.commit(f"code: {line}")
+    runs = {name: fake_run(repo, spec(name), value) for name, value in retrained.items()}  # on the PR's code
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "code", "-m", "Merge pull request #2")
+    repo.git("branch", "-q", "-D", "code")
+    return f"{before}..{repo.head}", runs
+
+
+def test_a_merge_that_changes_only_code_ships_the_holders_rebuilt_on_it(repo):
+    """#31: a code-only PR retrains the holders' experiments; after its merge the aliases hold the models
+    built from the merged code (without having to beat their own older build), and a later code change
+    that nobody retrained leaves them where they are, said by promote and status as built from older code."""
+    old = fake_run(repo, spec("a"), 0.5)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    assert run_of("production") == old
+    pushed, runs = _code_merge(repo, "faster data loading", {"a": 0.5})
+    code, out, err = promote(repo, "--git-range", pushed)
+    assert (code, err) == (0, "")
+    assert run_of("production") == runs["a"] and run_of("staging") == runs["a"]
+    assert f"experiments/a.yaml: run {runs['a']} -> v2 (new)" in out
+    assert "    chosen: rebuilt on the merged code: " in out
+    assert "production: moved v1 -> v2 (experiments/a.yaml)" in out
+    assert "built from older code" not in out
+    code, out, _ = flowops_in(repo, "status", "--repo", str(repo.path), "--json")
+    assert [row["drift"] for row in json.loads(out)] == ["", ""]
+
+    pushed, _ = _code_merge(repo, "a refactor nobody retrained", {})
+    code, out, err = promote(repo, "--git-range", pushed)
+    assert (code, err) == (0, "") and run_of("production") == runs["a"]
+    said = (
+        f"built from older code: experiments/a.yaml was trained for {holder('production').tags['flowops.merge_commit'][:12]}; "
+        "main's code has changed since (src/flowops/__init__.py) and no run of it on that code was merged"
+    )
+    assert f"production: {said}" in out and f"staging: {said}" in out
+    code, out, _ = flowops_in(repo, "status", "--repo", str(repo.path))
+    assert f"    drift: {said}" in out
+
+
+def test_a_rebuild_on_new_code_still_passes_the_thresholds_or_is_kept_out(repo):
+    old = fake_run(repo, spec("a"), 0.5)
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a")}))
+    pushed, runs = _code_merge(repo, "a bug", {"a": 0.12})  # above staging's 0.1, below production's 0.2
+    code, out, err = promote(repo, "--git-range", pushed)
+    assert (code, err) == (0, "")
+    assert run_of("staging") == runs["a"] and run_of("production") == old
+    assert "production <- experiments/a.yaml: fails" in out and "staging <- experiments/a.yaml: passes" in out
+    assert "production: built from older code" in out and "staging: built from older code" not in out
+
+
+def test_a_pr_that_changes_the_code_plans_the_holders_experiments_too(repo, tmp_path):
+    """#31: the holders job's plan: the gate's experiments, plus the stale ones whose models hold an
+    alias (from the versions' flowops.spec_path, which promote wrote), within the cap."""
+    fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("b"), 0.05)  # merged, kept out by every alias: holds nothing
+    promote(repo, "--git-range", repo.merge("merge", {"a.yaml": spec("a"), "b.yaml": spec("b")}))
+    output = tmp_path / "github_output"
+    args = ["holders", "plan", "--experiments", '["experiments/c.yaml"]', "--github-output", str(output)]
+    stale = '["experiments/a.yaml", "experiments/b.yaml"]'
+    code, out, err = flowops_in(repo, *args, "--stale", stale)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "experiments/a.yaml: holds an alias and the PR changes the code: retrained on it",
+        '{"experiments": ["experiments/a.yaml", "experiments/c.yaml"], "holders_retrained": ["experiments/a.yaml"]}',
+    ]
+    lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert json.loads(lines["experiments"]) == ["experiments/a.yaml", "experiments/c.yaml"]
+    assert [row["experiment"] for row in json.loads(lines["matrix"])["include"]] == json.loads(lines["experiments"])
+    assert json.loads(lines["stale"]) == ["experiments/b.yaml"]
+    code, out, _ = flowops_in(repo, *args, "--stale", "[]")  # the code did not change: the gate's plan
+    assert code == 0 and out.splitlines()[-1] == '{"experiments": ["experiments/c.yaml"], "holders_retrained": []}'
+    code, _, err = flowops_in(repo, *args, "--stale", stale, "--max-experiments", "1")
+    assert code == 1 and "this PR would train 2 experiments, over the limit of 1" in err
+    code, _, err = flowops_in(repo, *args, "--stale", "experiments/a.yaml")
+    assert code == 1 and err.strip() == (
+        "--stale 'experiments/a.yaml': expected a JSON list of experiment files (flowops changed)"
+    )

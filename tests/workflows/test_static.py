@@ -30,7 +30,7 @@ TEMPLATE_SETUP = REPO / "src" / "flowops" / "templates" / "github" / "actions" /
 
 
 def test_the_workflows_exist():
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "experiment.yml", "promote.yml", "train.yml"]
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "experiment.yml", "promote.yml", "release.yml", "train.yml"]
 
 
 def test_zizmor_finds_nothing_of_medium_severity_or_higher():
@@ -159,7 +159,9 @@ def test_no_expressions_inside_run_scripts():
 
 def test_network_steps_are_skipped_under_act():
     """act runs offline: setup-python and every call of GitHub's API (gh, the sticky comment) are skipped."""
-    for path in WORKFLOWS[1:]:  # ci.yml never runs under act
+    for path in WORKFLOWS:
+        if path.name in ("ci.yml", "release.yml"):  # never run under act
+            continue
         for _, step in steps(load(path)):
             needs_network = any(a in step.get("uses", "") for a in ("setup-python", "sticky-comment")) or re.search(
                 r"(^|\s)gh ", step.get("run", "")
@@ -173,3 +175,48 @@ def test_promote_checks_out_the_whole_history():
     steps_ = [step for _, step in steps(load(REPO / ".github" / "workflows" / "promote.yml"))]
     checkout = next(step for step in steps_ if step.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0
+
+
+def test_a_release_publishes_the_checked_files_with_trusted_publishing_only():
+    """#31: tags v* build the sdist and wheel once, `twine check` them, check the tag is the version and that
+    the wheel installs a working `flowops`, then publish those files with OIDC (no stored token)."""
+    release = load(REPO / ".github" / "workflows" / "release.yml")
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+    build, publish = release["jobs"]["build"], release["jobs"]["publish"]
+    assert build["permissions"] == {"contents": "read"}
+    script = next(s["run"] for s in build["steps"] if "run" in s)
+    for needed in ("python -m build", "twine check --strict dist/*", '"$TAG" != "v$version"', "flowops --version"):
+        assert needed in script, needed
+    assert publish["needs"] == "build" and publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    assert publish["environment"]["url"] == "https://pypi.org/project/flowops-gitops/"
+    assert [s["uses"].partition("@")[0] for s in publish["steps"]] == [
+        "actions/download-artifact",
+        "pypa/gh-action-pypi-publish",
+    ]
+    text = (REPO / ".github" / "workflows" / "release.yml").read_text()
+    assert "secrets." not in text and "password" not in text
+
+
+def test_a_pr_that_changes_the_code_trains_the_holders_experiments_by_the_holders_jobs_plan():
+    """#31: the gate (no credential) knows what the PR changes; the holders job (the trainer's read of
+    the registry) adds the holders' experiments when the code changed; train and import take its plan,
+    or the gate's when it failed, so a registry outage still trains what the PR touched."""
+    jobs = load(REPO / ".github" / "workflows" / "train.yml")["jobs"]
+    gate, holders = jobs["gate"], jobs["holders"]
+    assert gate["outputs"]["stale"] == "${{ steps.changed.outputs.stale }}"
+    assert gate["outputs"]["code_changed"] == "${{ steps.changed.outputs.code_changed }}"
+    assert "needs.gate.outputs.code_changed == 'true'" in holders["if"]
+    assert holders["outputs"] == {
+        "experiments": "${{ steps.plan.outputs.experiments }}",
+        "matrix": "${{ steps.plan.outputs.matrix }}",
+    }
+    names = [s.get("id") or s.get("name") or s.get("uses") for s in holders["steps"]]
+    assert names.index("plan") < names.index("export the holders' models")
+    (plan,) = [s for s in holders["steps"] if s.get("id") == "plan"]
+    assert plan["run"].startswith("flowops holders plan ") and plan["env"]["STALE"] == "${{ needs.gate.outputs.stale }}"
+    for name in ("train", "import"):
+        job = jobs[name]
+        assert "holders" in job["needs"]
+        assert job["strategy"]["matrix"] == "${{ fromJSON(needs.holders.outputs.matrix || needs.gate.outputs.matrix) }}"
+        assert "(needs.holders.outputs.experiments || needs.gate.outputs.experiments) != '[]'" in job["if"]

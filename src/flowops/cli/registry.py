@@ -93,7 +93,7 @@ def promote(
             )
             _say(f"{item.path}: run {item.run.info.run_id} -> {version}")
             _say(f"    chosen: {item.message}")
-        elif item.status in ("deleted", "superseded"):
+        elif item.status in ("deleted", "superseded", "restored"):
             _say(f"{item.path}: {item.message}")
     for alias, rows in outcome.decisions.items():
         for path, td in rows:
@@ -283,11 +283,72 @@ def holders() -> None:
 def holders_export(out: Path, fork: bool, tracking_uri: str | None, policy_path: Path) -> None:
     """Download each alias's model into OUT/<alias>/ with OUT/holders.json (trusted stage)."""
     from flowops.registry.holders import export
+    from flowops.spec.schema import schema_or_error
 
+    schema = schema_or_error(Path("."))
+    if schema.generic and not schema.config.evaluate:  # nothing would score them on the candidate's data
+        out.mkdir(parents=True, exist_ok=True)
+        if any(out.iterdir()):
+            raise FlowopsError(f"{out}: not empty; holders are exported to a new folder")
+        (out / "holders.json").write_text("{}\n")
+        click.echo(f"wrote {out}: none (flowops.yaml names no evaluate entry point to score holders with)")
+        return
     registry, policy = _registry(tracking_uri, policy_path)
     index = export(registry, policy, out, fork)
     shown = ", ".join(f"{a} v{e['version']}" for a, e in index.items()) or "none"
     click.echo(f"wrote {out}: {shown}")
+
+
+@holders.command("plan")
+@click.option("--experiments", "touched", required=True, help="JSON list: the experiments the PR changes.")
+@click.option("--stale", required=True, help="JSON list: the experiments its code change makes stale.")
+@click.option("--github-output", type=click.Path(path_type=Path, dir_okay=False), help="Append the plan here.")
+@click.option(
+    "--max-experiments",
+    type=int,
+    envvar="FLOWOPS_MAX_EXPERIMENTS",
+    default=20,
+    show_default=True,
+    help="Train nothing when the plan has more (one GPU job each); FLOWOPS_MAX_EXPERIMENTS.",
+)
+@tracking_option
+@policy_option
+def holders_plan(
+    touched: str,
+    stale: str,
+    github_output: Path | None,
+    max_experiments: int,
+    tracking_uri: str | None,
+    policy_path: Path,
+) -> None:
+    """What a PR trains: its experiments, and when its code changed, the aliases' holders' too (trusted stage)."""
+    import json
+
+    from flowops.gitops.changes import Changes, over_cap, with_holders
+    from flowops.gitops.changes import github_output as output_lines
+    from flowops.registry.holders import holder_paths
+
+    lists = []
+    for option, text in (("--experiments", touched), ("--stale", stale)):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FlowopsError(f"{option} {text[:80]!r}: expected a JSON list of experiment files (flowops changed)")
+        lists.append(value)
+    changes = Changes(lists[0], lists[1], bool(lists[1]))  # stale is non-empty only when the code changed
+    registry, policy = _registry(tracking_uri, policy_path)
+    planned, added = with_holders(changes, holder_paths(registry, policy))
+    too_many = over_cap(planned, max_experiments)
+    if too_many:
+        raise FlowopsError(too_many)
+    for path in added:
+        click.echo(f"{path}: holds an alias and the PR changes the code: retrained on it")
+    click.echo(json.dumps({"experiments": planned.experiments, "holders_retrained": added}))
+    if github_output:
+        with github_output.open("a") as fh:
+            fh.write(output_lines(planned))
 
 
 COMMANDS = [promote, status, history, rollback, release, report, holders]

@@ -49,6 +49,16 @@ def pr_changes(repo: Path, base: str, head: str, retrain: bool = False) -> Chang
     return Changes(sorted(touched), stale, code_changed)
 
 
+def with_holders(changes: Changes, holder_paths: dict[str, str]) -> tuple[Changes, list[str]]:
+    """A PR that changes the code also retrains the experiments holding aliases (they are stale: after
+    the merge they would be models of older code); (the plan, the holders' files it added)."""
+    if not changes.code_changed:
+        return changes, []
+    added = sorted({p for p in holder_paths.values() if p in changes.stale})
+    planned = Changes(sorted({*changes.experiments, *added}), [p for p in changes.stale if p not in added], True)
+    return planned, added
+
+
 def over_cap(changes: Changes, cap: int) -> str | None:
     """Why a PR trains nothing when it asks for more than `cap` trainings (one GPU job each), or None."""
     if len(changes.experiments) <= cap:

@@ -7,6 +7,7 @@ that the code that trained a run is the code that was merged ("reviewed = shippe
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -116,15 +117,27 @@ def resolve_range(repo: Path, git_range: str) -> tuple[str, str]:
     if not sep or not before or not after or after.startswith("."):
         raise FlowopsError(f"--git-range {git_range!r}: expected BEFORE..AFTER (two commits)")
     resolved = []
-    for ref in (before, after):
+    for index, ref in enumerate((before, after)):
         if set(ref) == {"0"}:  # GitHub's "before" of a branch's first push
             resolved.append(EMPTY_TREE)
             continue
         sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo)
+        if not sha and index == 0 and _before_the_root(repo, ref):  # HEAD~1 of a first commit
+            resolved.append(EMPTY_TREE)
+            continue
         if not sha:
             raise FlowopsError(f"--git-range {git_range}: {ref!r} is not a commit in {repo}")
         resolved.append(sha)
     return resolved[0], resolved[1]
+
+
+def _before_the_root(repo: Path, ref: str) -> bool:
+    """Whether `ref` is a commit's ancestor beyond its root (X~N, X^): the start of history."""
+    found = re.fullmatch(r"(.+?)(?:~\d*|\^+)+", ref)
+    return (
+        found is not None
+        and git("rev-parse", "--verify", "--quiet", f"{found.group(1)}^{{commit}}", cwd=repo) is not None
+    )
 
 
 def changed_experiments(repo: Path, before: str, after: str) -> list[tuple[str, str]]:

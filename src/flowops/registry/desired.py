@@ -20,7 +20,7 @@ from flowops.gitops.project import code_paths_at, schema_at
 from flowops.registry import evidence
 from flowops.registry.binding import Merged, NotBound, bind
 from flowops.registry.decide import Holder, TargetDecision, decide, rank
-from flowops.spec.load import POLICY_FILE, load_policy
+from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE, load_policy
 from flowops.spec.policy import RegistryPolicy
 from flowops.spec.schema import Schema
 
@@ -30,7 +30,9 @@ class Item:
     """One experiment file a merge adds, changes or deletes, and the run it ships."""
 
     path: str
-    status: str  # changed | deleted | not trained | invalid | superseded (a later commit of the push changed it)
+    # changed | deleted | not trained | invalid | superseded (a later commit of the push changed it) |
+    # restored (back to a state main had, with no run to ship: nothing new)
+    status: str
     message: str = ""
     sha: str = ""
     run: Any = None  # the mlflow Run, for status 'changed'
@@ -39,6 +41,7 @@ class Item:
     version: str | None = None
     created: bool = False
     spec: Any = None  # the ExperimentSpec, for status 'changed'
+    rebuilt: bool = False  # the holder's own file, unchanged, bound to a run trained on this merge's code
 
 
 @dataclass
@@ -59,8 +62,9 @@ class Desired:
     tip: str
     policy: RegistryPolicy
     holders: dict[str, Item | None]
-    reasons: dict[str, tuple[str, str]]  # alias -> (promote | revert, the commit that made it so)
+    reasons: dict[str, tuple[str, str, str]]  # alias -> (promote | revert | restore, the commit, what changed)
     steps: list[Step]
+    older_code: dict[str, str] = field(default_factory=dict)  # alias -> why its holder is built from older code
 
 
 def first_parent_commits(repo: Path, tip: str) -> list[str]:
@@ -99,14 +103,16 @@ def replay(
 
         embedded = is_embedded(mlflow.get_tracking_uri())
     present: dict[str, str] = {}  # experiment file -> spec sha256, as main has it now
+    seen: dict[str, set[str]] = {}  # experiment file -> every spec sha256 main had for it before
     history: dict[str, list[Item]] = {alias: [] for alias in policy.targets}
-    reasons: dict[str, tuple[str, str]] = {}
+    reasons: dict[str, tuple[str, str, str]] = {}
     steps = []
     commits = first_parent_commits(repo, tip)
     for index, commit in enumerate(commits):
         parent = commits[index - 1] if index else EMPTY_TREE
         changes = changed_experiments(repo, parent, commit)
-        if not changes:
+        holding = any(_current(entries, present) is not None for entries in history.values())
+        if not changes and not (holding and index and _touches_more_than_experiments(repo, parent, commit)):
             continue
         before = {alias: _current(entries, present) for alias, entries in history.items()}
         step = Step(commit)
@@ -115,12 +121,14 @@ def replay(
         except (ProblemsError, FlowopsError) as exc:
             problems = getattr(exc, "problems", None)
             schema = str(problems[0]) if problems else str(exc)
+        earlier = {path: set(shas) for path, shas in seen.items()}
         for status, path in changes:
             item = _item(status, path, repo, commit, schema)
             step.items.append(item)
             present.pop(path, None)
             if item.sha:
                 present[path] = item.sha
+                seen.setdefault(path, set()).add(item.sha)
         # a holder whose file is gone (deleted, reverted, changed) gives way to an earlier one still present;
         # a file that comes back (a revert of the revert) gives its entry back
         for alias, entries in history.items():
@@ -128,9 +136,19 @@ def replay(
             if now is not before[alias]:
                 old = before[alias]
                 back = old is not None and (now is None or _index(entries, now) < _index(entries, old))
-                reasons[alias] = ("revert" if back else "restore", commit)
+                if back and old is not None:
+                    gone = (
+                        f"main's {old.path} is no longer the holder's (changed)"
+                        if old.path in present
+                        else "main no longer has the holder's experiment file"
+                    )
+                    reasons[alias] = ("revert", commit, gone)
+                elif now is not None:
+                    reasons[alias] = ("restore", commit, f"main has {now.path} again")
         rules = policy_at(repo, commit)
         if isinstance(rules, str):
+            if not changes:
+                continue  # a code-only merge under an unreadable policy decides nothing, as before
             step.skipped = rules
             steps.append(step)
             continue
@@ -142,7 +160,12 @@ def replay(
             hand_logged = embedded if rules.ship_hand_logged_runs is None else rules.ship_hand_logged_runs
             for item in step.items:
                 if item.status == "changed":
-                    _bind(client, repo, item, merged, rules, hand_logged, schema)
+                    _bind(client, repo, item, merged, rules, hand_logged, schema, earlier.get(item.path, set()))
+            if index and code_changed(repo, parent, commit, paths):
+                current = [_current(entries, present) for entries in history.values()]
+                step.items += _rebuilt(client, repo, current, step.items, merged, rules, hand_logged, schema)
+        if not step.items:
+            continue  # code changed, nothing held an alias that a run of the merged code could rebuild
         live = [i for i in step.items if i.status == "changed"]
         for alias in (a for a in rules.targets if a in history):
             winner, rows, note = decide_merge(
@@ -151,11 +174,82 @@ def replay(
             step.decisions[alias] = rows
             if winner is not None:
                 history[alias].append(winner)
-                reasons[alias] = ("promote", commit)
+                reasons[alias] = ("promote", commit, "")
                 step.notes[alias] = note
         steps.append(step)
     holders = {alias: _current(entries, present) for alias, entries in history.items()}
-    return Desired(tip, policy, holders, reasons, steps)
+    older = {alias: why for alias, item in holders.items() if item and (why := older_code(repo, item, tip))}
+    return Desired(tip, policy, holders, reasons, steps, older)
+
+
+def _touches_more_than_experiments(repo: Path, parent: str, commit: str) -> bool:
+    """Whether the merge changes any file outside experiments/ (only then can its code identity change)."""
+    names = git("diff", "--name-only", parent, commit, "--", ".", f":(exclude){EXPERIMENTS_DIR}/", cwd=repo)
+    if names is None:
+        raise FlowopsError(f"{repo}: git diff {parent[:12]}..{commit[:12]} failed: which code changed is unknown")
+    return bool(names.strip())
+
+
+def code_changed(repo: Path, parent: str, commit: str, paths: tuple[str, ...]) -> list[str]:
+    """The training code files `commit` changes against `parent` (git's word), [] when none."""
+    if not paths:
+        return []
+    names = git("diff", "--name-only", parent, commit, "--", *paths, cwd=repo)
+    if names is None:
+        raise FlowopsError(f"{repo}: git diff {parent[:12]}..{commit[:12]} failed: which code changed is unknown")
+    return names.split()
+
+
+def older_code(repo: Path, holder: Item, tip: str) -> str:
+    """Why `holder` is built from older code than main's at `tip` (the first code file that differs), or ""."""
+    try:
+        paths = code_paths_at(schema_at(repo, tip), repo, tip)
+    except (ProblemsError, FlowopsError):
+        return ""  # main's schema is unreadable at the tip: promote says so; nothing to compare with
+    differ = code_changed(repo, holder.commit, tip, paths)
+    if not differ:
+        return ""
+    return (
+        f"built from older code: {holder.path} was trained for {holder.commit[:12]}; main's code has changed since "
+        f"({differ[0]}{f' and {len(differ) - 1} more' if len(differ) > 1 else ''}) and no run of it on that code "
+        "was merged (a PR that changes the code retrains the holders' experiments)"
+    )
+
+
+def _rebuilt(
+    client: Any,
+    repo: Path,
+    holders: list[Item | None],
+    merged_items: list[Item],
+    merged: Merged,
+    policy: RegistryPolicy,
+    hand_logged: bool,
+    schema: Schema,
+) -> list[Item]:
+    """The holders' experiment files, unchanged by this merge of new code, bound to runs of that code."""
+    rebuilt: dict[str, Item] = {}
+    touched = {i.path for i in merged_items}
+    for holder in holders:
+        if holder is None or holder.path in touched or holder.path in rebuilt:
+            continue
+        try:
+            bound = bind(client, holder.spec, merged, policy.require_same_code, hand_logged, repo, schema)
+        except NotBound:
+            continue  # not retrained on this code: the holder stays, `status` shows it built from older code
+        if bound.run.info.run_id == holder.run.info.run_id:
+            continue
+        rebuilt[holder.path] = Item(
+            holder.path,
+            "changed",
+            f"rebuilt on the merged code: {bound.why}",
+            sha=holder.sha,
+            run=bound.run,
+            model_id=bound.model_id,
+            commit=merged.commit,
+            spec=holder.spec,
+            rebuilt=True,
+        )
+    return list(rebuilt.values())
 
 
 def decide_merge(
@@ -182,7 +276,12 @@ def decide_merge(
             )
             for i in live
         }
-    decisions = {i.path: decide(candidates[i.path], {alias: held_by[i.path]}, policy).targets[alias] for i in live}
+    decisions = {
+        i.path: decide(candidates[i.path], {alias: held_by[i.path]}, _rules_for(i, holder, alias, policy)).targets[
+            alias
+        ]
+        for i in live
+    }
     rows = [(i.path, decisions[i.path]) for i in live]
     if holder is not None and any(i.run.info.run_id == holder.run.info.run_id for i in live):
         # the holder's own run merged again (a file restored): nothing to decide against itself
@@ -202,6 +301,15 @@ def decide_merge(
     best = by_candidate[id(rank([candidates[i.path] for i in passing], policy)[0])]
     others = [i.path for i in passing if i is not best]
     return best, rows, f" (also qualified, ranked lower: {', '.join(others)})" if others else ""
+
+
+def _rules_for(item: Item, holder: Item | None, alias: str, policy: RegistryPolicy) -> RegistryPolicy:
+    """The policy `item` is decided by: a rebuild of the holder's own experiment on new code must pass
+    every check but `improve` (it replaces its own older build; it need not beat it)."""
+    if not (item.rebuilt and holder is not None and holder.path == item.path and policy.targets[alias].improve):
+        return policy
+    target = policy.targets[alias].model_copy(update={"improve": None})
+    return policy.model_copy(update={"targets": {**policy.targets, alias: target}})
 
 
 def _pair(held: Holder | None, run: Any) -> tuple[Holder, Any] | None:
@@ -230,11 +338,22 @@ def _item(status: str, path: str, repo: Path, commit: str, schema: Schema | str)
 
 
 def _bind(
-    client: Any, repo: Path, item: Item, merged: Merged, policy: RegistryPolicy, hand_logged: bool, schema: Schema
+    client: Any,
+    repo: Path,
+    item: Item,
+    merged: Merged,
+    policy: RegistryPolicy,
+    hand_logged: bool,
+    schema: Schema,
+    earlier: set[str],
 ) -> None:
     try:
         bound = bind(client, item.spec, merged, policy.require_same_code, hand_logged, repo, schema)
     except NotBound as exc:
-        item.status, item.message = "not trained", str(exc)
+        if item.sha in earlier:  # a revert to a state main had: it asks for no new model, the holders follow main
+            item.status = "restored"
+            item.message = f"back to a state main had before, with no run to ship ({exc}): nothing new to promote"
+        else:
+            item.status, item.message = "not trained", str(exc)
         return
     item.run, item.model_id, item.message = bound.run, bound.model_id, bound.why

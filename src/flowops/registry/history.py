@@ -77,7 +77,7 @@ def _drift(registry: Registry, alias: str, have: str | None, desired: Any, hold:
     if hold is not None and hold.get("version") != wants:
         return wants, f"{describe_hold(alias, hold)}; main wants {_label(wants)}"
     if wants is None or wants == have:
-        return wants, ""
+        return wants, desired.older_code.get(alias, "") if wants is not None else ""
     return wants, f"main at {desired.tip[:12]} wants {_label(wants)}: run flowops promote to reconcile"
 
 

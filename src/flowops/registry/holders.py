@@ -39,3 +39,16 @@ def export(registry: Any, policy: RegistryPolicy, out: Path, fork: bool) -> dict
             index[alias] = {"version": str(mv.version), "run_id": str(mv.run_id)}
     (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return index
+
+
+def holder_paths(registry: Any, policy: RegistryPolicy) -> dict[str, str]:
+    """alias -> the experiment file its holder was merged from (the version's flowops.spec_path tag, which
+    promote writes: a record of the trusted stage, not the run's word)."""
+    if not registry.model_exists():
+        return {}
+    paths = {}
+    for alias in policy.targets:
+        mv = registry.holder(alias)
+        if mv is not None and mv.tags.get("flowops.spec_path"):
+            paths[alias] = mv.tags["flowops.spec_path"]
+    return paths

@@ -148,7 +148,7 @@ def _apply(registry: Registry, desired: Desired, scope: list[Step], outcome: Out
                 else f"{alias}: stays at v{want.version}"
             )
             continue
-        kind, commit = desired.reasons.get(alias, ("promote", desired.tip))
+        kind, commit, change = desired.reasons.get(alias, ("promote", desired.tip, ""))
         note = next((s.notes.get(alias, "") for s in scope if s.commit == want.commit), "")
         record = AuditRecord(
             alias,
@@ -160,15 +160,16 @@ def _apply(registry: Registry, desired: Desired, scope: list[Step], outcome: Out
             want.run.data.tags.get("flowops.pr_number"),
             commit,
             desired.policy.sha256(),
-            _summary(alias, want, desired, kind, commit),
+            _summary(alias, want, desired, kind, commit, change),
             user=tracking_user(),
         )
         registry.move(alias, want.version, record, desired.policy.legacy_stages, desired.policy.archive_previous)
         why = {
-            "revert": f" (revert at {commit[:12]}: main no longer has the holder's experiment file)",
-            "restore": f" (restored at {commit[:12]}: main has {want.path} again)",
+            "revert": f" (revert at {commit[:12]}: {change})",
+            "restore": f" (restored at {commit[:12]}: {change})",
         }.get(kind, note)
         outcome.moves.append(f"{alias}: moved {_v(have_v)} -> v{want.version} ({want.path}){why}")
+    outcome.moves += [f"{alias}: {why}" for alias, why in desired.older_code.items()]
 
 
 def _plan(registry: Registry | None, desired: Desired, scope: list[Step], outcome: Outcome, label: Any) -> None:
@@ -190,6 +191,7 @@ def _plan(registry: Registry | None, desired: Desired, scope: list[Step], outcom
         else:
             note = next((s.notes.get(alias, "") for s in scope if s.commit == want.commit), "")
             outcome.moves.append(f"{alias}: would move {_v(have_v)} -> v{target} ({want.path}){note}")
+    outcome.moves += [f"{alias}: {why}" for alias, why in desired.older_code.items()]
 
 
 def _behind(registry: Registry, repo: Path, tip: str, outcome: Outcome) -> bool:
@@ -229,14 +231,11 @@ def _mark_rejected(registry: Registry, live: list[Item], outcome: Outcome) -> No
         outcome.moves.append(f"{item.path}: v{item.version} kept out by the policy (tagged rejected): {reasons}")
 
 
-def _summary(alias: str, want: Item, desired: Desired, kind: str, commit: str) -> str:
+def _summary(alias: str, want: Item, desired: Desired, kind: str, commit: str, change: str) -> str:
     if kind == "revert":
-        return (
-            f"revert: main no longer has the holder's experiment file at {commit[:12]}; "
-            f"{want.path} is the holder before it"
-        )
+        return f"revert: {change} at {commit[:12]}; {want.path} is the holder before it"
     if kind == "restore":
-        return f"restored: main has {want.path} again at {commit[:12]} (a revert was reverted)"
+        return f"restored: {change} at {commit[:12]} (a revert was reverted)"
     step = next((s for s in desired.steps if s.commit == want.commit), None)
     rows = step.decisions.get(alias, []) if step else []
     decision = next((td for path, td in rows if path == want.path), None)
