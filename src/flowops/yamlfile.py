@@ -54,6 +54,8 @@ class Document:
     path: str
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)  # with keep_going: values read as None
+    unreadable: set[Loc] = field(default_factory=set)  # where those values are
 
     def line_of(self, loc: Loc) -> int:
         """Line of `loc`, or of its nearest ancestor that exists in the file."""
@@ -96,8 +98,12 @@ def _link_outside(p: Path, root: Path | None = None) -> str | None:
     return None if resolved.is_relative_to(root) else str(resolved)
 
 
-def load(path: str | Path, text: str | None = None) -> Document:
-    """Parse one YAML document strictly. Raises FlowopsError / ProblemsError."""
+def load(path: str | Path, text: str | None = None, keep_going: bool = False) -> Document:
+    """Parse one YAML document strictly. Raises FlowopsError / ProblemsError.
+
+    `keep_going`: a value the file's YAML makes ambiguous or forbidden (a leading zero, a tag) does
+    not stop the reading; it is None in `data`, its problem in `problems` and its place in
+    `unreadable`, so a loader reports it with every other problem of the file."""
     path = str(path)
     if text is None:
         text = read_text(path)
@@ -117,8 +123,9 @@ def load(path: str | Path, text: str | None = None) -> Document:
         return doc
     builder = _Builder(doc)
     doc.data = builder.build(node, (), 0)
-    if builder.problems:
+    if builder.problems and not keep_going:
         raise ProblemsError(builder.problems)
+    doc.problems = builder.problems
     return doc
 
 
@@ -129,8 +136,10 @@ class _Builder:
         self.problems: list[Problem] = []
         self.scalars = yaml.constructor.SafeConstructor()
 
-    def fail(self, node: yaml.Node, message: str) -> None:
+    def fail(self, node: yaml.Node, message: str, loc: Loc | None = None) -> None:
         self.problems.append(Problem(self.doc.path, message, node.start_mark.line + 1))
+        if loc is not None:
+            self.doc.unreadable.add(loc)
 
     def bad_tag(self, node: yaml.Node) -> None:
         tag = node.tag.replace(_CORE, "!!")
@@ -161,13 +170,13 @@ class _Builder:
             self.bad_tag(node)
             return None
         if isinstance(node, yaml.ScalarNode) and not node.style:  # plain (None from PyYAML, "" from LibYAML): YAML 1.2
-            return self.core(node)
+            return self.core(node, loc)
         value = self.scalars.construct_object(node)
         if isinstance(value, datetime.date):  # dates are text to us, as written
             return node.value
         return value
 
-    def core(self, node: yaml.ScalarNode) -> Any:
+    def core(self, node: yaml.ScalarNode, loc: Loc = ()) -> Any:
         text = node.value
         if node.tag != _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)):  # an explicit tag: as written
             value = self.scalars.construct_object(node)
@@ -179,7 +188,7 @@ class _Builder:
         if _INT.fullmatch(text):
             digits = text.lstrip("+-")
             if len(digits) > 1 and digits.startswith("0"):
-                self.fail(node, f"{text}: {LEADING_ZERO}")
+                self.fail(node, f"{text}: {LEADING_ZERO}", loc)
                 return None
             return int(text)
         if _OCT.fullmatch(text):

@@ -138,3 +138,36 @@ def test_a_merge_reads_the_schema_its_commit_had(repo):
     git("add", "-A")
     git("commit", "-qm", "two")
     assert not schema_at(repo, git("rev-parse", "HEAD").strip()).generic  # no flowops.yaml: segmentation
+
+
+def test_every_problem_of_a_file_is_reported_a_leading_zero_too_in_line_order(repo):
+    """#31: `alpha: yes` went unreported when another line had `010` (the YAML reader stopped there)."""
+    path = write(repo, "a.yaml", "name: a\nalpha: yes\nhorizon: 010\nregion: north\n")
+    with pytest.raises(ProblemsError) as failed:
+        load_generic(path, entry_point(repo))
+    assert [str(p) for p in failed.value.problems] == [
+        "experiments/a.yaml:2: alpha: must be a number (got 'yes')",
+        "experiments/a.yaml:3: 010: an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); "
+        "write it without the zero",
+    ]
+
+
+def test_flowops_yaml_constrains_parameters_and_validate_checks_them(repo):
+    """#31: `l1_ratio: 2` validated and then failed in the trainer; a range or a list of choices in
+    flowops.yaml makes it a validation error, on its line."""
+    (repo / "flowops.yaml").write_text(
+        "schema: mlproject\nparameters:\n  alpha: {min: 0, max: 1}\n  region: {choices: [north, south]}\n"
+    )
+    path = write(repo, "bad.yaml", "name: bad\nalpha: 2\nregion: west\n")
+    _, problems = validate_paths([write(repo, "ok.yaml", "name: ok\nalpha: 1\nregion: south\n"), path])
+    assert [str(p) for p in problems] == [
+        "experiments/bad.yaml:2: alpha: must be at most 1 (flowops.yaml parameters.alpha; got 2)",
+        "experiments/bad.yaml:3: region: must be one of north, south (flowops.yaml parameters.region; got 'west')",
+    ]
+    (repo / "flowops.yaml").write_text("schema: mlproject\nparameters:\n  alpah: {min: 0}\n")
+    from flowops.spec.schema import schema_of
+
+    with pytest.raises(
+        ProblemsError, match=r"a rule for 'alpah', which is not a parameter of entry point 'main'.*alpha"
+    ):
+        schema_of(repo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowops.gitops.git import git, git_names, git_show
-from flowops.spec.generic import entry_point
+from flowops.spec.generic import entry_point, with_rules
 from flowops.spec.project import PROJECT_FILE, ProjectConfig, load_project
 from flowops.spec.schema import Schema
 
@@ -17,7 +17,8 @@ def schema_at(repo: Path, commit: str) -> Schema:
     config = load_project(repo, git_show(repo, commit, PROJECT_FILE))
     if not config.generic:
         return Schema(config)
-    return Schema(config, entry_point(repo, config.entry_point, git_show(repo, commit, "MLproject")))
+    point = entry_point(repo, config.entry_point, git_show(repo, commit, "MLproject"))
+    return Schema(config, with_rules(point, config.parameters))
 
 
 def code_paths_at(schema: Schema, repo: str | Path, commit: str = "HEAD") -> tuple[str, ...]:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Parameter:
     name: str
     type: str
     default: Any = None  # None: required
+    rule: Any = None  # flowops.yaml's ParameterRule (min, max, choices), checked by validate
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,37 @@ def entry_point(root: str | Path = ".", name: str = "main", text: str | None = N
     return EntryPoint(str(data.get("name") or "default"), name, parameters)
 
 
+def with_rules(point: EntryPoint, rules: dict[str, Any] | None, where: str = "flowops.yaml") -> EntryPoint:
+    """`point` with flowops.yaml's `parameters:` rules attached; ProblemsError for a rule of no parameter."""
+    if not rules:
+        return point
+    problems = [
+        Problem(
+            where,
+            f"a rule for {name!r}, which is not a parameter of entry point {point.name!r}"
+            f"{did_you_mean(name, list(point.parameters))}",
+            None,
+            f"parameters.{name}",
+        )
+        for name in rules
+        if name not in point.parameters
+    ]
+    if problems:
+        raise ProblemsError(problems)
+    parameters = {
+        key: replace(parameter, rule=rules.get(key)) if key in rules else parameter
+        for key, parameter in point.parameters.items()
+    }
+    return EntryPoint(point.project, point.name, parameters)
+
+
 def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -> GenericExperiment:
     """Read one experiment file against the entry point's parameters; every problem, located."""
-    doc = yamlfile.load(path, text)
+    doc = yamlfile.load(path, text, keep_going=True)
     if not isinstance(doc.data, dict):
-        raise ProblemsError([Problem(str(path), "top level must be a mapping of the experiment's parameters", 1)])
+        raise ProblemsError(
+            doc.problems or [Problem(str(path), "top level must be a mapping of the experiment's parameters", 1)]
+        )
     data, problems = doc.data, []
 
     def problem(key: str, message: str) -> None:
@@ -112,7 +139,7 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
     for key in ("description", "experiment_name"):
         if key in data and not isinstance(data[key], str):
             problem(key, f"must be text (got {show(data[key])})")
-    params = {}
+    params: dict[str, Any] = {}
     for key, value in data.items():
         if key in RESERVED:
             continue
@@ -124,7 +151,10 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
                 f"known: {', '.join(known) or 'none'}",
             )
             continue
-        why = _type_problem(point.parameters[key], value)
+        if (key,) in doc.unreadable:  # said already (a leading zero): no second problem for its None
+            params[key] = None
+            continue
+        why = _type_problem(point.parameters[key], value) or _constraint_problem(point.parameters[key], value)
         if why:
             problem(key, why)
         params[key] = _typed(point.parameters[key], value)  # `C: 1` and `C: 1.0` are one experiment
@@ -135,6 +165,9 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
             else:
                 params[key] = _typed(parameter, parameter.default)
     if problems:
+        for found in doc.problems:  # the reader's, each before the first later-line problem
+            at = next((i for i, p in enumerate(problems) if (p.line or 0) > (found.line or 0)), len(problems))
+            problems.insert(at, found)
         raise ProblemsError(problems)
     return GenericExperiment(
         name=str(name),
@@ -169,6 +202,22 @@ def _type_problem(parameter: Parameter, value: Any) -> str | None:
             return f"must be a whole number (got {show(value)})"
     elif not isinstance(value, str):
         return f"must be text (got {show(value)}); quote it if you mean the text"
+    return None
+
+
+def _constraint_problem(parameter: Parameter, value: Any) -> str | None:
+    """Why `value` breaks flowops.yaml's rule for the parameter, or None."""
+    rule = parameter.rule
+    if rule is None:
+        return None
+    said = f"(flowops.yaml parameters.{parameter.name}; got {show(value)})"
+    if rule.choices is not None and value not in rule.choices:
+        return f"must be one of {', '.join(map(str, rule.choices))} {said}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and rule.min is not None and value < rule.min:
+        return f"must be at least {rule.min:g} {said}"
+    if number and rule.max is not None and value > rule.max:
+        return f"must be at most {rule.max:g} {said}"
     return None
 
 

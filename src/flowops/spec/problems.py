@@ -5,6 +5,7 @@ Shared by the experiment files and the registry policy; light (no TensorFlow, no
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -96,6 +97,11 @@ def _message(err: Any, loc: tuple, model: type[BaseModel]) -> str:
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         return f"must be {_BOUNDS[kind]} {bound} (got {show(value)})"
+    if kind == "literal_error" and str(field) not in _CHOICES:  # a dict's value (metrics: {rmse: ...})
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        means = {"lower": "min", "higher": "max", "minimize": "min", "maximize": "max"}.get(str(value).lower())
+        said = f"; {means!r} means {value} is better" if means in allowed else ""
+        return f"must be {' or '.join(allowed) or 'one of the listed values'} (got {show(value)}){said}"
     if kind == "literal_error":
         choices = _CHOICES.get(str(field), ())
         listed = (

@@ -6,6 +6,9 @@
     code: [MLproject, python_env.yaml, train.py]   # what decides how a model is trained
     model: model               # the name the entry point logs its model under
     evaluate: evaluate         # optional: the entry point that scores a holder on the same examples
+    parameters:                # optional: what `validate` checks beyond the MLproject's types
+      l1_ratio: {min: 0, max: 1}
+      solver: {choices: [lbfgs, saga]}
 
 Without the file, a repository is the built-in segmentation project (`schema: segmentation`):
 experiments are the segmentation spec (flowops.spec.experiment), as before. Metric directions
@@ -25,6 +28,16 @@ from flowops.spec.problems import problems_from
 
 PROJECT_FILE = "flowops.yaml"
 CODE_PATHS = ("src", "MLproject", "conda.yaml")  # the segmentation project's training code
+
+
+class ParameterRule(BaseModel):
+    """A constraint `flowops validate` checks on an entry point's parameter (bounds inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", title="parameter rule")
+
+    min: float | None = Field(None, description="The smallest value allowed (numbers).")
+    max: float | None = Field(None, description="The largest value allowed (numbers).")
+    choices: list[str | int | float] | None = Field(None, min_length=1, description="The only values allowed.")
 
 
 class ProjectConfig(BaseModel):
@@ -55,6 +68,14 @@ class ProjectConfig(BaseModel):
             "output (and any of the experiment's it declares); it writes the model's per-example evidence to "
             "output (evaluation/per_example.npz's format). flowops train --holders runs it for each model holding "
             "an alias, so the candidate and the holders are compared on the candidate's data."
+        ),
+    )
+
+    parameters: dict[str, ParameterRule] | None = Field(
+        None,
+        description=(
+            "Constraints on the entry point's parameters, checked by flowops validate before anything trains: "
+            "{name: {min, max, choices}}."
         ),
     )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
-from flowops.spec.generic import EntryPoint, entry_point, from_params, load_generic
+from flowops.spec.generic import EntryPoint, entry_point, from_params, load_generic, with_rules
 from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE, load_experiment
 from flowops.spec.project import CODE_PATHS, ProjectConfig, load_project
 
@@ -74,7 +74,7 @@ def schema_of(root: str | Path = ".") -> Schema:
     config = load_project(root)
     if not config.generic:
         return Schema(config)
-    return Schema(config, entry_point(root, config.entry_point))
+    return Schema(config, with_rules(entry_point(root, config.entry_point), config.parameters))
 
 
 def schema_or_error(root: str | Path = ".") -> Schema:
