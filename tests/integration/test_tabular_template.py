@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flowops.spec.generic import entry_point, load_generic
 
-from ..conftest import sqlite_store
+from ..conftest import REPO, sqlite_store
 from .conftest import flowops
 
 
@@ -27,11 +27,12 @@ def test_init_validate_train(tmp_path, store):
         "promote.yml",
         "train.yml",
     ]
-    from importlib.metadata import version
-
-    assert (repo / ".github" / "flowops-requirement.txt").read_text().splitlines()[
-        -1
-    ] == f"flowops=={version('flowops')}"
+    # #31: never a bare name from the default index (PyPI's `flowops` is an unrelated package): this
+    # project's distribution, pinned to the commit of the checkout the suite runs
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    pin = (repo / ".github" / "flowops-requirement.txt").read_text().splitlines()[-1]
+    assert pin.startswith("flowops-gitops @ git+") and pin.endswith(f"@{head}"), pin
+    assert not pin.startswith("flowops==") and not pin.startswith("flowops ")
     for args in (
         ["init", "-q"],
         ["add", "-A"],

@@ -56,9 +56,30 @@ def hardware() -> str:
     return desc + (f"; GPU: {', '.join(gpus)}" if gpus else "; no GPU")
 
 
-def versions() -> str:
+SEGMENTATION_PACKAGES = ("tensorflow", "tf-keras", "segmentation-models", "mlflow", "numpy")
+
+
+def project_packages(repo: str | Path = ".") -> tuple[str, ...]:
+    """The packages a project's environment names (requirements.txt, python_env.yaml, conda.yaml's pip
+    list), for `flowops.versions`: its own libraries, not flowops' TensorFlow."""
+    import re
+
+    from flowops.spec.environment import requirements
+
+    names = []
+    for line in requirements(Path(repo)).lines:
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if found and found.group(1).lower() not in ("python", "pip"):
+            names.append(found.group(1))
+    return tuple(dict.fromkeys(["mlflow", *names]))
+
+
+def versions(packages: tuple[str, ...] = SEGMENTATION_PACKAGES) -> str:
+    """The versions of flowops and `packages` installed here (the ones that are)."""
+    from flowops import DISTRIBUTION
+
     found = []
-    for dist in ("flowops", "tensorflow", "tf-keras", "segmentation-models", "mlflow", "numpy"):
+    for dist in dict.fromkeys((DISTRIBUTION, *packages)):
         try:
             found.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -72,8 +93,10 @@ def run_tags(
     dataset_fingerprint: str | None,
     repo: str | Path = ".",
     paths: tuple[str, ...] = CODE_PATHS,
+    packages: tuple[str, ...] = SEGMENTATION_PACKAGES,
 ) -> dict[str, str]:
-    """Every lineage tag of a training run (keys under `flowops.`); `paths` are the training code."""
+    """Every lineage tag of a training run (keys under `flowops.`); `paths` are the training code,
+    `packages` the libraries whose versions it records."""
     env = os.environ
     commit = git("rev-parse", "HEAD", cwd=repo)
     dirty = git("status", "--porcelain", "--", *paths, cwd=repo)
@@ -88,7 +111,7 @@ def run_tags(
         "code_dirty": "false" if dirty == "" else "true",  # git status failed (None): not known clean
         "git_branch": branch or "unknown",
         "hardware": hardware(),
-        "versions": versions(),
+        "versions": versions(packages),
     }
     if dataset_fingerprint is not None:  # a project of its own reads its data itself
         tags["dataset_fingerprint"] = dataset_fingerprint

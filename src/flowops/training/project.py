@@ -7,6 +7,7 @@ MLflow's Kubernetes backend (a Job on a GPU cluster) unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -17,12 +18,14 @@ from typing import Any
 from flowops import tracking
 from flowops.errors import FlowopsError
 from flowops.gitops.git import git
-from flowops.gitops.lineage import run_tags
+from flowops.gitops.lineage import project_packages, run_tags
 from flowops.gitops.project import code_paths_at
 from flowops.spec.load import load_experiment
 from flowops.spec.params import spec_to_params
 from flowops.spec.schema import schema_or_error
+from flowops.tfenv import verbose
 from flowops.tracking import FAILURE_TAG
+from flowops.training.tail import Tail, stderr_tail
 
 PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
 
@@ -63,16 +66,27 @@ def run_experiment(
     if schema.generic:  # any MLflow Project: the experiment names its entry point's parameters
         spec: Any = schema.load(path)
         params = spec.mlflow_params()
-        lineage = run_tags(spec.sha256(), str(path), None, project, code_paths_at(schema, project))
+        lineage = run_tags(
+            spec.sha256(), str(path), None, project, code_paths_at(schema, project), project_packages(project)
+        )
     else:
         spec = load_experiment(path)
         params = spec_to_params(spec) | {"experiment_file": str(path)}
         lineage = {}  # the segmentation trainer records its own, richer lineage
+    said = unshippable(project, code_paths_at(schema, project))
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     uri = tracking.use(tracking_uri)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(spec.experiment_name, uri)
     if env_manager == "local":  # the MLproject runs this interpreter, activated or not
         os.environ[PYTHON_ENV] = sys.executable
+        # `python train.py` in a project's MLproject means this interpreter too (not whatever is first
+        # on PATH, or nothing when flowops is called by its full path)
+        here = os.path.dirname(sys.executable)
+        if os.environ.get("PATH", "").split(os.pathsep)[0] != here:
+            os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", "")]).rstrip(os.pathsep)
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as staging:
         run_id = None
         if backend == "kubernetes":
@@ -83,19 +97,21 @@ def run_experiment(
                 from mlflow.entities import Param
 
                 client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        tail = stderr_tail() if backend == "local" else contextlib.nullcontext(Tail())
         try:
-            submitted = mlflow.projects.run(
-                str(project),
-                entry_point=config.entry_point,
-                parameters=params,
-                experiment_id=experiment_id,
-                run_name=spec.name,
-                env_manager=env_manager,
-                backend=backend,
-                backend_config=backend_config,
-                run_id=run_id,
-                synchronous=True,
-            )
+            with tail as stderr_end:
+                submitted = mlflow.projects.run(
+                    str(project),
+                    entry_point=config.entry_point,
+                    parameters=params,
+                    experiment_id=experiment_id,
+                    run_name=spec.name,
+                    env_manager=env_manager,
+                    backend=backend,
+                    backend_config=backend_config,
+                    run_id=run_id,
+                    synchronous=True,
+                )
         except KeyboardInterrupt:
             note = ""
             if run_id is None:
@@ -107,7 +123,7 @@ def run_experiment(
             raise
         except (ExecutionException, MlflowException, ImportError) as exc:
             if isinstance(exc, ImportError):  # a backend's client library is missing
-                message = f"--backend {backend} needs {exc.name!r}: pip install 'flowops[k8s]'"
+                message = f"--backend {backend} needs {exc.name!r}: pip install 'flowops-gitops[k8s]'"
             else:
                 message = _line(exc)
             ran = re.search(r"Run \(ID '([0-9a-f]+)'\) failed", message)  # the entry point failed: it says why
@@ -116,7 +132,9 @@ def run_experiment(
                 run_id, note = _created_here(client, experiment_id, str(project))
             if run_id is None:
                 raise TrainingFailed(f"training {spec.name} failed: {message}{'; ' + note if note else ''}") from None
-            reason = settle(client, run_id, None if ran else message)
+            # the entry point failed: the last line it wrote says why (a traceback's exception), unless
+            # the project tagged a reason itself (settle keeps that one)
+            reason = settle(client, run_id, (stderr_end.last_line() or None) if ran else message)
             raise TrainingFailed(f"training {spec.name} failed (run {run_id}): {reason}", run_id) from None
         run_id = submitted.run_id
     try:
@@ -135,6 +153,31 @@ def run_experiment(
     return run
 
 
+def unshippable(project: Path, paths: tuple[str, ...]) -> str:
+    """Why a run trained from this tree could never ship (one line), or "": promote binds a merge only
+    to runs of its committed code."""
+    if git("rev-parse", "--verify", "--quiet", "HEAD", cwd=project) is None:
+        return "no commit yet: this run can never ship (commit first, then train)"
+    changed = (git("status", "--porcelain", "--", *paths, cwd=project) or "").splitlines()
+    if changed:
+        first = changed[0].split(maxsplit=1)[-1]  # "XY path" (git() strips the first line's lead)
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"uncommitted changes to the training code ({first}{more}): this run can never ship"
+    return ""
+
+
+def quiet_libraries() -> None:
+    """MLflow's INFO lines and libraries' deprecation warnings only with --verbose, here and in the
+    MLproject's process (which inherits the environment)."""
+    if verbose():
+        return
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
+
+
 def settle(client, run_id: str, reason: str | None) -> str:
     """End a failed run FAILED if it still says RUNNING (its end first, the reason tag second, each
     on its own); the reason it records. Never raises: a tracking server that does not answer is said."""
@@ -151,11 +194,11 @@ def settle(client, run_id: str, reason: str | None) -> str:
                 f"{reason or 'it failed'}; the tracking server did not answer ({_line(exc)}), "
                 f"so run {run_id} may still show RUNNING"
             )
-        if not recorded and reason:
-            try:
-                client.set_tag(run_id, FAILURE_TAG, reason)
-            except Exception:
-                pass  # the run is ended; its reason is said here
+    if not recorded and reason:  # MLflow may have ended it FAILED already: the reason is still ours to tag
+        try:
+            client.set_tag(run_id, FAILURE_TAG, reason)
+        except Exception:
+            pass  # the run is ended; its reason is said here
     return recorded or reason or "see the run's output above"
 
 
