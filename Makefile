@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast test-unit venv lint clean
+.PHONY: demo demo-own test test-fast test-unit venv lint clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/demo.py
+
+# The same loop on a project of its own (the tabular template), in .flowops/demo-own/.
+demo-own: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/demo_own.py
 
 # The whole suite in parallel workers (tests/parallel.py says what they share and what not).
 # Most tests wait on subprocesses (servers, trainings, act): 3 workers keep 2 cores busy.

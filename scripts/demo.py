@@ -85,7 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {URI.replace(str(ROOT) + '/', '')}", markup=False)
 
     step("5. PRs merged to main -> promotion by registry_policy.yaml (a real git repository)")
-    return promotion(run_ids, args.port)
+    code = promotion(run_ids, args.port)
+    if code == 0:
+        what_next()
+    return code
+
+
+def what_next() -> None:
+    step("what to try next")
+    for line in (
+        "the loop by hand, one step at a time:       docs/tutorial.md",
+        "your own MLflow Project, in place:          cd your-project && flowops init --existing  (docs/own-project.md)",
+        "the same loop on a project of its own:      make demo-own  (the tabular template, scikit-learn)",
+        "running it for a team (runners, server):    docs/runners.md, docs/server.md",
+    ):
+        console.print(f"  {line}", markup=False)
 
 
 def train_all(paths: list[str]) -> dict[str, str] | None:
