@@ -150,3 +150,34 @@ def test_an_existing_mlflow_project_is_onboarded_in_place_and_its_loop_works(tmp
     assert "production: moved v2 -> v1 (experiments/baseline.yaml) (revert at " in reverted.stdout
     assert "main's experiments/baseline.yaml is no longer the holder's (changed))" in reverted.stdout
     assert (BIN / "flowops").is_file()
+
+
+def test_a_failed_training_is_tagged_with_the_projects_last_line_and_a_dirty_tree_is_warned(tmp_path):
+    """#31: `alpha: -1` validates (the MLproject says float) and the project's code refuses it with a
+    traceback: the run ends FAILED with flowops.failure = the traceback's last line, and train says it.
+    Training from uncommitted code says, in one line, that the run can never ship."""
+    repo = tmp_path / "wine"
+    repo.mkdir()
+    for name, text in (("MLproject", MLPROJECT), ("conda.yaml", CONDA), ("train.py", TRAIN)):
+        (repo / name).write_text(text)
+    (repo / "flowops.yaml").write_text("schema: mlproject\n")
+    (repo / "experiments").mkdir()
+    (repo / "experiments" / "bad.yaml").write_text("name: bad\nalpha: -1.0\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "wine")
+    (repo / "train.py").write_text(TRAIN + "# an edit not committed\n")
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    failed = flowops("train", "experiments/bad.yaml", cwd=repo, env=env)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[0] == (
+        "warning: uncommitted changes to the training code (train.py): this run can never ship"
+    )
+    said = "InvalidParameterError: The 'alpha' parameter of ElasticNet must be a float in the range [0.0, inf)"
+    assert failed.stderr.strip().splitlines()[-1].startswith("training bad failed (run ")
+    assert said in failed.stderr.strip().splitlines()[-1]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tutorial").experiment_id])
+    assert run.info.status == "FAILED" and said in run.data.tags["flowops.failure"]
+    assert run.data.tags["flowops.failure"].startswith("sklearn.utils._param_validation.InvalidParameterError")
