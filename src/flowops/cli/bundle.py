@@ -62,6 +62,7 @@ def import_command(
     from flowops.bundle.check import Limits, check_bundle, facts_from_git
     from flowops.bundle.code import code_from_git
     from flowops.bundle.importer import end_failed, import_bundle
+    from flowops.bundle.mlmodel import check_model
     from flowops.cancel import run_until_signalled
     from flowops.gitops.project import code_paths_at
     from flowops.hashing import model_digest
@@ -70,6 +71,7 @@ def import_command(
 
     facts = facts_from_git(repo, head_sha, experiment_file, pr_number)
     checked = check_bundle(folder, facts, Limits(max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes))
+    check_model(folder, set(checked.files))  # the MLmodel's loader, paths and requirements (#32.18)
     code = code_from_git(folder, list(checked.files), repo, facts.head_sha, code_paths_at(facts.schema, repo, head_sha))
     digest = model_digest(folder / "model") if (folder / "model").is_dir() else None
     uri = use(tracking_uri)
