@@ -55,7 +55,10 @@ def _plug_ins(client: Any, candidate: Any, production: Any, out: Path) -> list[s
     from importlib.metadata import entry_points
 
     lines = []
-    for plug_in in sorted(entry_points(group=PLUG_INS), key=lambda e: e.name):
+    # one plug-in once: a checkout installed under the old distribution name (flowops) and the new
+    # one (flowops-gitops) lists the same entry point twice
+    unique = {(e.name, e.value): e for e in entry_points(group=PLUG_INS)}
+    for plug_in in sorted(unique.values(), key=lambda e: e.name):
         try:
             markdown = plug_in.load()(client, candidate, production, out)
         except Exception as exc:  # a figure only illustrates: say which plug-in failed, keep the report

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from flowops.errors import FlowopsError
 from flowops.registry import evidence
@@ -35,6 +35,63 @@ HOLD_PREFIX = "flowops.hold."  # + alias: a break-glass rollback that reconcilia
 APPLIED_TAG = "flowops.applied_commit"  # the newest main commit the registry was reconciled to
 STALE_INTENT_S = 60  # an intent unchanged this long (its holder beats every HEARTBEAT_S) belongs to a dead process
 HEARTBEAT_S = 5
+STALE_ENV = "FLOWOPS_LOCK_STALE_S"  # a testing knob: STALE_INTENT_S in seconds (heartbeat and fence scale with it)
+WAIT_S = 900  # how long a promote waits in line for others that keep beating
+
+
+def stale_s() -> float:
+    try:
+        return max(float(os.environ.get(STALE_ENV, STALE_INTENT_S)), 1.0)
+    except ValueError:
+        return float(STALE_INTENT_S)
+
+
+class Lease:
+    """This process's place in the registry lock, kept by its heartbeat (the fence for its writes).
+
+    A waiter removes an intent only after seeing it unchanged for stale_s() on its own clock, and a
+    beat changes it: so while this process's last successful beat is under 3/4 of that old, nobody
+    can have removed it. The heartbeat never writes past that point (a paused process that resumes
+    would re-create an intent another promote has already judged dead), and every registry write
+    made under the lock checks it first: a promote that lost its place moves nothing more."""
+
+    def __init__(self, model: str, key: str):
+        self.model, self.key = model, key
+        self.last_ok = time.monotonic()
+        self.lost = ""
+
+    def fresh(self) -> bool:
+        return not self.lost and time.monotonic() - self.last_ok < 0.75 * stale_s()
+
+    def check(self) -> None:
+        if not self.fresh():
+            why = self.lost or f"no heartbeat for {time.monotonic() - self.last_ok:.0f} s"
+            raise FlowopsError(
+                f"model {self.model}: this promote lost its place in the registry lock ({why}; another promote may "
+                "hold it now): it moves nothing more; run it again"
+            )
+
+
+class _Fenced:
+    """The registry client while the lock is held: each write checks the lease first."""
+
+    WRITES = ("set_", "delete_", "create_", "transition_", "update_", "rename_", "copy_")
+
+    def __init__(self, client: Any, lease: Lease):
+        self._client, self._lease = client, lease
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if callable(value) and name.startswith(self.WRITES):
+
+            def fenced(*args: Any, **kwargs: Any) -> Any:
+                self._lease.check()
+                return value(*args, **kwargs)
+
+            return fenced
+        return value
+
+
 LEGACY_STAGES = {"staging": "Staging", "production": "Production"}
 
 
@@ -276,36 +333,45 @@ class Registry:
         return [r for r in records if alias is None or r.alias == alias]
 
     @contextmanager
-    def exclusive(self, timeout_s: float = 2 * STALE_INTENT_S) -> Iterator[None]:
+    def exclusive(self, timeout_s: float = WAIT_S) -> Iterator[None]:
         """Serialise promotes and rollbacks of this model without trusting anyone's clock.
 
         Each process writes an intent tag, reads which intents were there (its `seen` set) and
         publishes that set in its intent. Another intent is ahead of mine if I saw it and it did
         not see me, or we saw each other and its key sorts first: every pair agrees, and an
         intent that arrives while one holds the lock finds it in its `seen` set and waits.
-        The holder rewrites its intent every few seconds (a heartbeat); a waiter that sees an
-        intent unchanged for STALE_INTENT_S on its own monotonic clock (at once, for a dead
-        process of this host) removes it. Wall clocks decide nothing.
+        Every intent, waiting or holding, is rewritten every few seconds (a heartbeat); a waiter that
+        sees an intent unchanged for stale_s() on its own monotonic clock (at once, for a dead
+        process of this host) removes it. A process whose own intent was removed, or whose heartbeat
+        could not keep it fresh, has lost its place: it moves nothing (the Lease fences its writes).
+        Wall clocks decide nothing.
         """
         key = f"{INTENT_PREFIX}{uuid.uuid4().hex}"
         me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "beat": 0, "seen": None}
-        self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+        raw = self.client
+        raw.set_registered_model_tag(self.name, key, json.dumps(me))
+        lease = Lease(self.name, key)
         stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(raw, lease, me, stop), daemon=True)
         try:
             me["seen"] = sorted(k for k in self._intents() if k != key)
-            self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+            sent = time.monotonic()
+            raw.set_registered_model_tag(self.name, key, json.dumps(me))
+            lease.last_ok = sent
+            beat.start()  # waiting too: a waiter that stops beating is judged dead by the others
             observed: dict[str, tuple[str, float]] = {}  # key -> (value, when it last changed, my monotonic clock)
             deadline = time.monotonic() + timeout_s
             while True:
                 intents = self._intents()
                 now = time.monotonic()
+                if key not in intents:
+                    lease.lost = lease.lost or "its intent was removed as stale while it waited"
+                lease.check()
                 for other, value in intents.items():
                     if other != key and observed.get(other, ("", 0.0))[0] != value:
                         observed[other] = (value, now)
                 dead = [
-                    k
-                    for k, (v, since) in observed.items()
-                    if k in intents and (now - since >= STALE_INTENT_S or _gone(v))
+                    k for k, (v, since) in observed.items() if k in intents and (now - since >= stale_s() or _gone(v))
                 ]
                 for stale in dead:
                     self._drop(stale)
@@ -318,24 +384,39 @@ class Registry:
                         f"({ahead[0]})"
                     )
                 time.sleep(0.2)
-            beat = threading.Thread(target=self._heartbeat, args=(key, me, stop), daemon=True)
-            beat.start()
-            yield
+            self.client = cast(Any, _Fenced(raw, lease))  # the same calls, each write fenced
+            try:
+                lease.check()
+                yield
+            finally:
+                self.client = raw
         finally:
             stop.set()
-            self._drop(key)
+            if beat.is_alive():
+                beat.join(timeout=2 * HEARTBEAT_S)
+            if not lease.lost:  # a lost intent may be someone else's judgement already: leave it to them
+                self._drop(key)
 
     def _intents(self) -> dict[str, str]:
         tags = self.client.get_registered_model(self.name).tags
         return {k: v for k, v in tags.items() if k.startswith(INTENT_PREFIX)}
 
-    def _heartbeat(self, key: str, me: dict, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_S):
-            me["beat"] += 1
+    def _heartbeat(self, raw: Any, lease: Lease, me: dict, stop: threading.Event) -> None:
+        """Keep the intent fresh; never write once it may have been judged dead (see Lease)."""
+        while not stop.wait(min(HEARTBEAT_S, stale_s() / 12)):
+            if not lease.fresh():
+                lease.lost = lease.lost or f"no heartbeat for {time.monotonic() - lease.last_ok:.0f} s"
+                return
             try:
-                self.client.set_registered_model_tag(self.name, key, json.dumps(me))
+                if lease.key not in {k for k in raw.get_registered_model(self.name).tags}:
+                    lease.lost = "its intent was removed as stale"
+                    return
+                me["beat"] += 1
+                sent = time.monotonic()  # the change is applied after this: nobody sees it older
+                raw.set_registered_model_tag(self.name, lease.key, json.dumps(me))
+                lease.last_ok = sent
             except RegistryError:
-                return  # the command itself will fail on its next call; waiters then expire this intent
+                continue  # the next beat tries again; past 3/4 of stale_s() the lease is lost
 
     def _drop(self, key: str) -> None:
         try:
