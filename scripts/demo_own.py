@@ -38,6 +38,7 @@ def main() -> int:
     say("2. validate and train (its own MLproject, through MLflow)")
     run("flowops", "validate")
     run("flowops", "train", "experiments/baseline.yaml")
+    run("flowops", "train", "experiments/strong-regularisation.yaml")
     say("3. promote main (the first commit: nothing before it)")
     run("flowops", "promote", "--git-range", "HEAD~1..HEAD")
     say("4. a PR changes the experiment; it trains on its branch, then merges")
