@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 def what_next() -> None:
     step("what to try next")
     for line in (
-        "the loop by hand, one step at a time:       docs/tutorial.md",
-        "your own MLflow Project, in place:          cd your-project && flowops init --existing  (docs/own-project.md)",
-        "the same loop on a project of its own:      make demo-own  (the tabular template, scikit-learn)",
-        "running it for a team (runners, server):    docs/runners.md, docs/server.md",
+        "the loop by hand, step by step:   docs/tutorial.md",
+        "your own MLflow Project:          cd your-project && flowops init --existing",
+        "a project of its own, end to end: make demo-own  (the tabular template)",
+        "running it for a team:            docs/runners.md, docs/server.md",
     ):
-        console.print(f"  {line}", markup=False)
+        console.print(f"  {line}", markup=False, soft_wrap=True)
 
 
 def train_all(paths: list[str]) -> dict[str, str] | None:
