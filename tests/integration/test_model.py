@@ -10,6 +10,7 @@ configure_tensorflow()
 import tf_keras  # noqa: E402  (after configure_tensorflow, as flowops imports it)
 
 SIZE, CLASSES = 64, 3
+TRACES: list[int] = []  # how many times each one_step's fit traced its train step
 
 
 def data(n=4):
@@ -27,12 +28,14 @@ def one_step(seed: int, augment: bool):
     before = [w.copy() for w in model.get_weights()]
     trainer = training_model(model, CLASSES, 1e-3, augment=augment, seed=seed)
     history = trainer.fit(*data(), batch_size=4, epochs=1, verbose=0)
+    TRACES.append(trainer.train_function.experimental_get_tracing_count())
     return model, before, history.history
 
 
 def test_trainer_updates_the_model_that_gets_saved_and_is_seeded():
     model, before, history = one_step(seed=1, augment=True)
     assert np.isfinite(history["loss"][0]) and 0.0 <= history["iou"][0] <= 1.0
+    assert TRACES[-1] == 1  # variables made before fit: the train step is traced once, not twice
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=False)]
     assert sum(changed) > len(changed) // 2  # the wrapper trained the same layers
     same, _, _ = one_step(seed=1, augment=True)
