@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(spec, experiment_file, run)
     except BaseException as exc:
+        import gc
+        import traceback
+
         reason = describe(exc)
+        unexpected = not isinstance(exc, (FlowopsError, KeyboardInterrupt)) and not _from_tracking(exc)
+        shown = traceback.format_exc() if unexpected else ""
+        # A signal can interrupt a write to the tracking store mid-transaction: its session lives on in
+        # the traceback's frames, and on SQLite it holds the database lock that ending the run needs.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
         recorded = _end_failed(mlflow, run.info.run_id, reason)
         print(f"flowops.train: {reason}{recorded}", file=sys.stderr)
-        if not isinstance(exc, (FlowopsError, KeyboardInterrupt)) and not _from_tracking(exc):
-            import traceback
-
-            traceback.print_exc()  # an unexpected error: its traceback helps whoever fixes it
+        if shown:
+            print(shown, file=sys.stderr, end="")  # an unexpected error: its traceback helps whoever fixes it
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     try:
         mlflow.end_run("FINISHED")
@@ -89,7 +96,12 @@ def _end_failed(mlflow, run_id: str, reason: str) -> str:
     try:
         mlflow.end_run("FAILED")  # pops the run first: nothing ends it FINISHED at exit
     except Exception as exc:
-        return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(exc)})"
+        if "database is locked" not in str(exc):
+            return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(exc)})"
+        try:  # another writer of the SQLite store held it past its wait: once more, by the run's id
+            MlflowClient().set_terminated(run_id, "FAILED")
+        except Exception as again:
+            return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(again)})"
     try:
         MlflowClient().set_tag(run_id, FAILURE_TAG, reason)
     except Exception as exc:
