@@ -124,6 +124,12 @@ def test_an_existing_mlflow_project_is_onboarded_in_place_and_its_loop_works(tmp
     promoted = flowops("promote", "--git-range", f"{first}~1..{first}", cwd=repo, env=env)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert "production: moved unset -> v1 (experiments/baseline.yaml)" in promoted.stdout
+    # no evaluate entry point: nothing would score the holders on a PR's rows, so none is exported
+    exported = flowops("holders", "export", "--out", str(tmp_path / "holders"), cwd=repo, env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip().endswith("none (flowops.yaml names no evaluate entry point to score holders with)")
+    assert (tmp_path / "holders" / "holders.json").read_text() == "{}\n"
+    assert [p.name for p in (tmp_path / "holders").iterdir()] == ["holders.json"]
 
     # a PR lowers alpha (a better rmse here), trained on its branch, merged
     git(repo, "checkout", "-q", "-b", "less-regularisation")

@@ -152,6 +152,17 @@ def test_every_problem_of_a_file_is_reported_a_leading_zero_too_in_line_order(re
     ]
 
 
+def test_a_leading_zero_alone_still_fails_the_file(repo):
+    """Read on past it (to report the other lines), the value is None: the file must not pass."""
+    path = write(repo, "a.yaml", "name: a\nhorizon: 010\nregion: north\n")
+    with pytest.raises(ProblemsError) as failed:
+        load_generic(path, entry_point(repo))
+    assert [str(p) for p in failed.value.problems] == [
+        "experiments/a.yaml:2: 010: an integer with a leading zero is ambiguous (8 in YAML 1.1, 10 in 1.2); "
+        "write it without the zero",
+    ]
+
+
 def test_flowops_yaml_constrains_parameters_and_validate_checks_them(repo):
     """#31: `l1_ratio: 2` validated and then failed in the trainer; a range or a list of choices in
     flowops.yaml makes it a validation error, on its line."""

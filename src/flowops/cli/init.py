@@ -77,12 +77,15 @@ def init(
     if folder.exists() and any(folder.iterdir()):
         hint = "; an MLflow Project is here: flowops init --existing" if (folder / "MLproject").is_file() else ""
         raise FlowopsError(f"{folder}: not empty; flowops init writes into a new or empty folder{hint}")
+    from flowops.adopt import Adopted, write_new
+
     pin = Pin(check(pin_line), "--pin") if pin_line is not None else own_pin()  # before writing anything
-    source = files("flowops.templates") / template
-    written = _copy(source, folder)
-    written += _copy(files("flowops.templates") / "github", folder / ".github")  # the PR and merge workflows
-    (folder / ".github" / REQUIREMENT).write_text(_requirement(pin))
-    click.echo(f"wrote {len(written) + 1} files to {folder} from the {template} template")
+    planned = _texts(files("flowops.templates") / template)
+    planned.update(_texts(files("flowops.templates") / "github", ".github"))  # the PR and merge workflows
+    planned[f".github/{REQUIREMENT}"] = _requirement(pin)
+    done = Adopted()
+    write_new(folder, planned, done)
+    click.echo(f"wrote {len(done.written)} files to {folder} from the {template} template")
     click.echo(f"the workflows install {pin.line}")
     # commit first: a run trained from uncommitted code can never ship (train says so too)
     click.echo(
@@ -131,30 +134,15 @@ def _existing(
     )
 
 
-def _texts(source, prefix: str) -> dict[str, str]:
-    """path -> text of a package folder (a Traversable), recursively."""
+def _texts(source, prefix: str = "") -> dict[str, str]:
+    """path -> text of a package folder (a Traversable), recursively: what init writes."""
     out: dict[str, str] = {}
     for entry in source.iterdir():
         if entry.name == "__pycache__":
             continue
-        name = f"{prefix}/{entry.name}"
+        name = f"{prefix}/{entry.name}" if prefix else entry.name
         out.update(_texts(entry, name) if entry.is_dir() else {name: entry.read_text()})
     return out
-
-
-def _copy(source, target: Path) -> list[Path]:
-    """Copy a package folder (a Traversable) into `target`, recursively."""
-    written = []
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        if entry.name == "__pycache__":
-            continue
-        if entry.is_dir():
-            written += _copy(entry, target / entry.name)
-        else:
-            (target / entry.name).write_bytes(entry.read_bytes())
-            written.append(target / entry.name)
-    return written
 
 
 @click.command()

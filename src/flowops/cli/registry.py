@@ -286,17 +286,12 @@ def holders_export(out: Path, fork: bool, tracking_uri: str | None, policy_path:
     from flowops.spec.schema import schema_or_error
 
     schema = schema_or_error(Path("."))
-    if schema.generic and not schema.config.evaluate:  # nothing would score them on the candidate's data
-        out.mkdir(parents=True, exist_ok=True)
-        if any(out.iterdir()):
-            raise FlowopsError(f"{out}: not empty; holders are exported to a new folder")
-        (out / "holders.json").write_text("{}\n")
-        click.echo(f"wrote {out}: none (flowops.yaml names no evaluate entry point to score holders with)")
-        return
+    scored = not (schema.generic and not schema.config.evaluate)  # else nothing scores them on the PR's data
     registry, policy = _registry(tracking_uri, policy_path)
-    index = export(registry, policy, out, fork)
+    index = export(registry, policy, out, fork, scored)
     shown = ", ".join(f"{a} v{e['version']}" for a, e in index.items()) or "none"
-    click.echo(f"wrote {out}: {shown}")
+    said = "" if scored else " (flowops.yaml names no evaluate entry point to score holders with)"
+    click.echo(f"wrote {out}: {shown}{said}")
 
 
 @holders.command("plan")

@@ -42,6 +42,7 @@ class Item:
     created: bool = False
     spec: Any = None  # the ExperimentSpec, for status 'changed'
     rebuilt: bool = False  # the holder's own file, unchanged, bound to a run trained on this merge's code
+    returning: bool = False  # main had this very state of the file before (a revert brings it back)
 
 
 @dataclass
@@ -121,13 +122,13 @@ def replay(
         except (ProblemsError, FlowopsError) as exc:
             problems = getattr(exc, "problems", None)
             schema = str(problems[0]) if problems else str(exc)
-        earlier = {path: set(shas) for path, shas in seen.items()}
         for status, path in changes:
             item = _item(status, path, repo, commit, schema)
             step.items.append(item)
             present.pop(path, None)
             if item.sha:
                 present[path] = item.sha
+                item.returning = item.sha in seen.get(path, set())
                 seen.setdefault(path, set()).add(item.sha)
         # a holder whose file is gone (deleted, reverted, changed) gives way to an earlier one still present;
         # a file that comes back (a revert of the revert) gives its entry back
@@ -160,7 +161,7 @@ def replay(
             hand_logged = embedded if rules.ship_hand_logged_runs is None else rules.ship_hand_logged_runs
             for item in step.items:
                 if item.status == "changed":
-                    _bind(client, repo, item, merged, rules, hand_logged, schema, earlier.get(item.path, set()))
+                    _bind(client, repo, item, merged, rules, hand_logged, schema)
             if index and code_changed(repo, parent, commit, paths):
                 current = [_current(entries, present) for entries in history.values()]
                 step.items += _rebuilt(client, repo, current, step.items, merged, rules, hand_logged, schema)
@@ -178,8 +179,7 @@ def replay(
                 step.notes[alias] = note
         steps.append(step)
     holders = {alias: _current(entries, present) for alias, entries in history.items()}
-    older = {alias: why for alias, item in holders.items() if item and (why := older_code(repo, item, tip))}
-    return Desired(tip, policy, holders, reasons, steps, older)
+    return Desired(tip, policy, holders, reasons, steps, older_code(repo, holders, tip))
 
 
 def _touches_more_than_experiments(repo: Path, parent: str, commit: str) -> bool:
@@ -200,20 +200,26 @@ def code_changed(repo: Path, parent: str, commit: str, paths: tuple[str, ...]) -
     return names.split()
 
 
-def older_code(repo: Path, holder: Item, tip: str) -> str:
-    """Why `holder` is built from older code than main's at `tip` (the first code file that differs), or ""."""
+def older_code(repo: Path, holders: dict[str, Item | None], tip: str) -> dict[str, str]:
+    """alias -> why its holder is built from older code than main's at `tip` (the first code file that
+    differs), for the holders that are."""
+    if not any(holders.values()):
+        return {}
     try:
         paths = code_paths_at(schema_at(repo, tip), repo, tip)
     except (ProblemsError, FlowopsError):
-        return ""  # main's schema is unreadable at the tip: promote says so; nothing to compare with
-    differ = code_changed(repo, holder.commit, tip, paths)
-    if not differ:
-        return ""
-    return (
-        f"built from older code: {holder.path} was trained for {holder.commit[:12]}; main's code has changed since "
-        f"({differ[0]}{f' and {len(differ) - 1} more' if len(differ) > 1 else ''}) and no run of it on that code "
-        "was merged (a PR that changes the code retrains the holders' experiments)"
-    )
+        return {}  # main's schema is unreadable at the tip: promote says so; nothing to compare with
+    said: dict[str, str] = {}
+    for alias, holder in holders.items():
+        differ = code_changed(repo, holder.commit, tip, paths) if holder else []
+        if holder and differ:
+            more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+            said[alias] = (
+                f"built from older code: {holder.path} was trained for {holder.commit[:12]}; main's code has changed "
+                f"since ({differ[0]}{more}) and no run of it on that code was merged (a PR that changes the code "
+                "retrains the holders' experiments)"
+            )
+    return said
 
 
 def _rebuilt(
@@ -338,19 +344,12 @@ def _item(status: str, path: str, repo: Path, commit: str, schema: Schema | str)
 
 
 def _bind(
-    client: Any,
-    repo: Path,
-    item: Item,
-    merged: Merged,
-    policy: RegistryPolicy,
-    hand_logged: bool,
-    schema: Schema,
-    earlier: set[str],
+    client: Any, repo: Path, item: Item, merged: Merged, policy: RegistryPolicy, hand_logged: bool, schema: Schema
 ) -> None:
     try:
         bound = bind(client, item.spec, merged, policy.require_same_code, hand_logged, repo, schema)
     except NotBound as exc:
-        if item.sha in earlier:  # a revert to a state main had: it asks for no new model, the holders follow main
+        if item.returning:  # a revert to a state main had: it asks for no new model, the holders follow main
             item.status = "restored"
             item.message = f"back to a state main had before, with no run to ship ({exc}): nothing new to promote"
         else:

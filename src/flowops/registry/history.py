@@ -76,8 +76,10 @@ def _drift(registry: Registry, alias: str, have: str | None, desired: Any, hold:
     wants = None if want is None else (str(mv.version) if mv else f"run {want.run.info.run_id[:8]} (not registered)")
     if hold is not None and hold.get("version") != wants:
         return wants, f"{describe_hold(alias, hold)}; main wants {_label(wants)}"
-    if wants is None or wants == have:
-        return wants, desired.older_code.get(alias, "") if wants is not None else ""
+    if wants is None:
+        return wants, ""
+    if wants == have:
+        return wants, desired.older_code.get(alias, "")
     return wants, f"main at {desired.tip[:12]} wants {_label(wants)}: run flowops promote to reconcile"
 
 

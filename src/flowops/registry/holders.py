@@ -18,15 +18,18 @@ from flowops.spec.policy import RegistryPolicy
 INDEX = "holders.json"
 
 
-def export(registry: Any, policy: RegistryPolicy, out: Path, fork: bool) -> dict[str, dict[str, str]]:
-    """Write out/<alias>/ (the MLflow model) and out/holders.json; {} for a fork unless the policy shares."""
+def export(
+    registry: Any, policy: RegistryPolicy, out: Path, fork: bool, scored: bool = True
+) -> dict[str, dict[str, str]]:
+    """Write out/<alias>/ (the MLflow model) and out/holders.json; {} for a fork unless the policy shares,
+    and {} when nothing would score them (`scored`: a project of its own names an evaluate entry point)."""
     import mlflow
 
     if out.exists() and any(out.iterdir()):
         raise FlowopsError(f"{out}: not empty; holders are exported to a new folder")
     out.mkdir(parents=True, exist_ok=True)
     index: dict[str, dict[str, str]] = {}
-    if fork and not policy.share_holders_with_forks:
+    if not scored or (fork and not policy.share_holders_with_forks):
         (out / INDEX).write_text("{}\n")
         return index
     if registry.model_exists():

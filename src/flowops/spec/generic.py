@@ -164,10 +164,10 @@ def load_generic(path: str | Path, point: EntryPoint, text: str | None = None) -
                 problems.append(Problem(str(path), "required (the MLproject gives no default)", 1, key))
             else:
                 params[key] = _typed(parameter, parameter.default)
+    for found in doc.problems:  # the reader's, each before the first later-line problem
+        at = next((i for i, p in enumerate(problems) if (p.line or 0) > (found.line or 0)), len(problems))
+        problems.insert(at, found)
     if problems:
-        for found in doc.problems:  # the reader's, each before the first later-line problem
-            at = next((i for i, p in enumerate(problems) if (p.line or 0) > (found.line or 0)), len(problems))
-            problems.insert(at, found)
         raise ProblemsError(problems)
     return GenericExperiment(
         name=str(name),

@@ -63,17 +63,16 @@ def run_experiment(
         raise FlowopsError(f"{project.resolve()}: no MLproject here; run flowops train from the repository root")
     schema = schema_or_error(project)
     config = schema.config
+    code_paths = code_paths_at(schema, project)
     if schema.generic:  # any MLflow Project: the experiment names its entry point's parameters
         spec: Any = schema.load(path)
         params = spec.mlflow_params()
-        lineage = run_tags(
-            spec.sha256(), str(path), None, project, code_paths_at(schema, project), project_packages(project)
-        )
+        lineage = run_tags(spec.sha256(), str(path), None, project, code_paths, project_packages(project))
     else:
         spec = load_experiment(path)
         params = spec_to_params(spec) | {"experiment_file": str(path)}
         lineage = {}  # the segmentation trainer records its own, richer lineage
-    said = unshippable(project, code_paths_at(schema, project))
+    said = unshippable(project, code_paths)
     if said:
         print(f"warning: {said}", file=sys.stderr)
     uri = tracking.use(tracking_uri)
