@@ -51,6 +51,20 @@ def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_s
         "not 'trainer'"
     ), created.stderr
     assert admin_client.search_registered_models() == []
+    # #32.2: nor through MLflow's own API, which lets any user create (and so own) a model.
+    for user in USERS:
+        direct = requests.post(f"{server.uri}/api/2.0/mlflow/registered-models/create", json={"name": "team-model"},
+                               auth=(user, USERS[user]), timeout=10)  # fmt: skip
+        assert direct.status_code == 403, direct.text
+        assert direct.json() == {
+            "error_code": "PERMISSION_DENIED",
+            "message": "only an admin creates registered models on this server (flowops server-init); "
+            "whoever creates one owns it",
+        }
+    assert admin_client.search_registered_models() == []
+    unknown = requests.post(f"{server.uri}/api/2.0/mlflow/registered-models/create", json={"name": "team-model"},
+                            auth=("trainer", "wrong"), timeout=10)  # fmt: skip
+    assert unknown.status_code == 401  # MLflow's own answer to a bad password, unchanged
 
     # The admin sets the registry up once; then the trainer still cannot move anything.
     init = run("server-init", "--model", "team-model", "--promoter", "promoter", "--trainer", "trainer",
@@ -70,6 +84,11 @@ def test_trainer_cannot_promote_and_promoter_can(tmp_path, postgres_db, mlflow_s
         "'promoter' has MANAGE on 'team-model'",
         "'trainer' has READ on 'team-model'",
     ]
+    # MANAGE on the team's model is not a right to create others.
+    other = requests.post(f"{server.uri}/ajax-api/2.0/mlflow/registered-models/create", json={"name": "other"},
+                          auth=("promoter", USERS["promoter"]), timeout=10)  # fmt: skip
+    assert other.status_code == 403, other.text
+    assert [m.name for m in admin_client.search_registered_models()] == ["team-model"]
     denied = run("promote", "--git-range", merged, env=as_user(server.uri, tmp_path, "trainer"), cwd=repo.path)
     assert denied.returncode == 1
     assert denied.stderr.startswith(f"tracking server {server.uri} refused set_registered_model_tag: PERMISSION_DENIED")

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from flowops.errors import FlowopsError
+from flowops.processes import running
 from flowops.registry import evidence
 from flowops.registry.access import RegistryError, checked
 from flowops.registry.decide import Holder
@@ -470,9 +471,6 @@ def _gone(value: str) -> bool:
         owner = json.loads(value)
         if owner.get("host") != socket.gethostname():
             return False
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, TypeError, KeyError, PermissionError, AttributeError):
+        return not running(int(owner["pid"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
         return False
-    return False

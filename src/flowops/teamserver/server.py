@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 from flowops.errors import FlowopsError
+from flowops.processes import running
 from flowops.redact import redact
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
@@ -154,7 +155,8 @@ def auth_config(settings: ServerSettings, folder: Path) -> Path:
         "database_uri": settings.backend_store_uri,  # users and permissions live beside the runs
         "admin_username": settings.admin_username or "",
         "admin_password": settings.admin_password or "",
-        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        # MLflow's basic auth, and only an admin creates registered models (teamserver/authz.py)
+        "authorization_function": "flowops.teamserver.authz:authenticate",
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "auth.ini"
@@ -179,20 +181,10 @@ def remove_stale_configs(config_dir: Path) -> list[Path]:
             pid = int((folder / "pid").read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid > 0 and not _running(pid):
+        if pid > 0 and not running(pid):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 only asks; a PermissionError means someone else's process runs
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def command(settings: ServerSettings) -> list[str]:
