@@ -58,27 +58,55 @@ BOUNDED_HTTP = {
 }
 
 
+# Training waits longer: a short outage of the server should not cost an hour of GPU time. Six
+# tries, waiting 0, 4, 8, 16 and 32 s between them: about a minute of a server that is down (two
+# of one that never answers) per request, said try by try, before the training stops; its run is
+# then ended FAILED by the next `flowops train` (training/lease.py).
+TRAINING_HTTP = BOUNDED_HTTP | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+
+
+QUIET_THREADS = {"flowops-run-beat"}  # background writes whose retries are not the user's business
+
+
 class _SayRetrying(logging.Handler):
-    """urllib3's retry warnings as one plain line each: the user sees that flowops is retrying."""
+    """urllib3's retries as one plain line each: the user sees that flowops is retrying (when
+    `answers`, also a retried error answer: training's waits are long enough to need saying)."""
+
+    def __init__(self, answers: bool) -> None:
+        super().__init__()
+        self.answers = answers
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if not message.startswith("Retrying"):
+        if record.threadName in QUIET_THREADS:
             return
-        left = message.split("total=", 1)[1].split(",", 1)[0] if "total=" in message else "?"
-        reason = "no answer" if "timed out" in message.lower() else "no connection"
+        message = record.getMessage()
+        if message.startswith("Retry: ") and self.answers:  # urllib3's (debug) line for a retried answer (5xx, 429)
+            reason, left = "an error answer", ""
+        elif message.startswith("Retrying"):  # its warning for a connection that failed
+            reason = "no answer" if "timed out" in message.lower() else "no connection"
+            left = message.split("total=", 1)[1].split(",", 1)[0] if "total=" in message else "?"
+            left = f" ({left} tries left)"
+        else:
+            return
         uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "the tracking server"))
-        print(f"flowops: {uri}: {reason}; retrying ({left} tries left)", file=sys.stderr, flush=True)
+        print(f"flowops: {uri}: {reason}; retrying{left}", file=sys.stderr, flush=True)
 
 
-def bounded_http() -> None:
-    """Bound how long flowops' own commands wait on the tracking server, and say when they retry."""
-    for name, value in BOUNDED_HTTP.items():
+def bounded_http(training: bool = False) -> None:
+    """Bound how long flowops waits on the tracking server (longer when `training`), and say when it
+    retries. Defaults only: MLFLOW_HTTP_REQUEST_* variables that are set win; a child process
+    (the MLproject's) inherits them."""
+    for name, value in (TRAINING_HTTP if training else BOUNDED_HTTP).items():
         os.environ.setdefault(name, value)
     pool = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(h, _SayRetrying) for h in pool.handlers):
-        pool.addHandler(_SayRetrying())
+    said = next((h for h in pool.handlers if isinstance(h, _SayRetrying)), None)
+    if said is None:
+        said = _SayRetrying(answers=False)
+        pool.addHandler(said)
         pool.propagate = False
+    if training:
+        said.answers = True
+        pool.setLevel(logging.DEBUG)  # retried answers are logged at debug; the handler keeps only those
 
 
 def ensure_experiment(name: str, uri: str) -> str:

@@ -15,7 +15,7 @@ import yaml
 
 from ..conftest import REPO, sqlite_store
 from ..parallel import built_once
-from .services import mlflow_server, postgres_db, postgres_template, sftp  # noqa: F401 - fixtures for every integration test
+from .services import mlflow_server, postgres_db, postgres_template, server, sftp  # noqa: F401 - fixtures for every integration test
 
 BIN = Path(sys.executable).parent
 

@@ -23,7 +23,7 @@ class FaultProxy:
     def __init__(self, target: str, hang_s: float = 30.0):
         parsed = urlparse(target)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.faults: dict[str, str] = {}  # substring of "METHOD path" -> 500 | 403 | 500-after | slow | hang
+        self.faults: dict[str, str] = {}  # substring of "METHOD path" -> 500 | 403 | 500-after | slow | hang | drop
         self.slow_s = 4.0
         self.hang_write: int | None = None  # hang the n-th write (POST, PATCH, DELETE), counting from 1
         self.writes = 0
@@ -49,6 +49,9 @@ class FaultProxy:
                 proxy.seen.append((self.command, self.path, fault or "forwarded"))
                 if fault == "hang":
                     proxy._stop.wait(proxy.hang_s)
+                    self.close_connection = True
+                    return
+                if fault == "drop":  # a server that is down, for connections already open too
                     self.close_connection = True
                     return
                 if fault in ("500", "403"):

@@ -288,6 +288,15 @@ def mlflow_server(tmp_path, sftp):
         server.kill()
 
 
+@pytest.fixture
+def server(tmp_path):
+    """A real tracking server on loopback (SQLite behind it): faults go in front (the fault proxy)."""
+    proc, url = plain_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
 def plain_mlflow_server(backend_uri: str, artifacts: Path | None = None) -> tuple[subprocess.Popen, str]:
     """A bare `mlflow server` (no SFTP, no auth) on a free loopback port, answering: (process, URL).
     It leads its own process group: os.killpg(process.pid, ...) stops it and its workers."""

@@ -5,11 +5,9 @@ with a tracking server that stops answering (a real `mlflow server` behind a fau
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from flowops.spec.experiment import ExperimentSpec
@@ -18,16 +16,6 @@ from flowops.spec.params import spec_to_params
 from ..conftest import REPO
 from .conftest import BIN, flowops, tiny_spec, write_experiment
 from .faultproxy import FaultProxy
-from .services import plain_mlflow_server
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A real tracking server on loopback (SQLite behind it: the faults are in front)."""
-    proc, url = plain_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
 
 
 def env_for(uri: str, tmp_path, **extra) -> dict:

@@ -78,7 +78,9 @@ def train(
     """
     import os
 
+    from flowops import tracking
     from flowops.tracking import resolve_uri, ui_hint
+    from flowops.training.lease import lease_s
     from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
     from flowops.training.project import TrainingFailed, run_experiment
 
@@ -91,6 +93,8 @@ def train(
             raise FlowopsError(f"{holders_dir}: no holders.json; export it with flowops holders export")
         os.environ[HOLDERS_ENV] = str(holders_dir.resolve())  # the MLproject run inherits it
     check_precision_setting(os.environ.get(MIXED_PRECISION_ENV))  # before a run exists
+    lease_s()  # FLOWOPS_RUN_LEASE_S checked before a run exists
+    tracking.bounded_http(training=True)  # a server that is down: about a minute per request, said
     if workers > 1 and backend == "kubernetes":
         _kubernetes_workers(experiment, backend_config, workers, manifests)
         return

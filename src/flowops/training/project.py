@@ -25,6 +25,7 @@ from flowops.spec.params import spec_to_params
 from flowops.spec.schema import schema_or_error
 from flowops.tfenv import verbose
 from flowops.tracking import FAILURE_TAG
+from flowops.training import lease
 from flowops.training.tail import Tail, stderr_tail
 
 PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
@@ -78,6 +79,10 @@ def run_experiment(
     uri = tracking.use(tracking_uri)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(spec.experiment_name, uri)
+    remote = not tracking.is_embedded(uri)
+    for gone, why in lease.abandoned_runs(client, experiment_id):  # trainings that died before ending their run
+        said = settle(client, gone.info.run_id, why)
+        print(f"flowops train: ended run {gone.info.run_id} ({gone.info.run_name}) FAILED: {said}", file=sys.stderr)
     if env_manager == "local":  # the MLproject runs this interpreter, activated or not
         os.environ[PYTHON_ENV] = sys.executable
         # `python train.py` in a project's MLproject means this interpreter too (not whatever is first
@@ -91,14 +96,16 @@ def run_experiment(
         if backend == "kubernetes":
             project = stage_for_docker(project, backend_config, Path(staging))
         else:
-            run_id = _create_run(client, experiment_id, spec.name, project, lineage, config.entry_point)
+            run_id = _create_run(
+                client, experiment_id, spec.name, project, lineage | lease.claim(remote), config.entry_point
+            )
             if config.generic:  # a trainer of its own does not know flowops: the parameters are logged here
                 from mlflow.entities import Param
 
                 client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         tail = stderr_tail() if backend == "local" else contextlib.nullcontext(Tail())
         try:
-            with tail as stderr_end:
+            with tail as stderr_end, lease.Beat(client, run_id or "", remote and run_id is not None):
                 submitted = mlflow.projects.run(
                     str(project),
                     entry_point=config.entry_point,
