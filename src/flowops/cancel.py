@@ -84,3 +84,68 @@ def run_until_signalled(work: Callable[[Cancel], T], cleanup: Callable[[int], No
         assert isinstance(value, BaseException)
         raise value
     return value  # type: ignore[return-value]
+
+
+class InterruptOnce:
+    """A SIGINT/SIGTERM handler for a process whose main thread does the work: the first signal
+    raises KeyboardInterrupt wherever that thread is, or, inside `deferred()`, at the next
+    `safe_point()` (training: between two steps; raised inside TensorFlow's call of a step, it
+    left a multi-worker chief blocked in that step until killed). Later signals are only recorded,
+    so the cleanup the first one starts is not itself interrupted (a cancelled GitHub job sends
+    SIGINT, then SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.raised = False
+        self.deferring = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self.deferring:
+            self.check()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt for the first signal, once."""
+        if self.received and not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt(f"signal {self.received[0]}")
+
+    def install(self) -> InterruptOnce:
+        global _installed
+        for signum in SIGNALS:
+            signal.signal(signum, self)
+        _installed = self
+        return self
+
+
+_installed: InterruptOnce | None = None
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Inside, the installed InterruptOnce's first signal waits for `safe_point()` or the block's end."""
+    handler = _installed
+    if handler is None:
+        yield
+        return
+    handler.deferring += 1
+    try:
+        yield
+    finally:
+        handler.deferring -= 1
+    handler.check()
+
+
+def safe_point() -> None:
+    """Here the work may stop: raise the deferred signal's KeyboardInterrupt, if one came."""
+    if _installed is not None:
+        _installed.check()
+
+
+def reclaim_signals() -> None:
+    """Give SIGINT and SIGTERM back to what Python last set for them. A library's own C handler
+    (TensorFlow's coordination service, across workers, installs one for SIGTERM to note a
+    preemption) replaces Python's without Python knowing: the signal was swallowed and training
+    went on until killed."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.getsignal(signum))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flowops.processes import running
 from flowops.registry.decide import Candidate, decide
 from flowops.spec.load import load_policy
 
@@ -85,6 +86,28 @@ def test_two_workers_train_one_run(store, learnable, tmp_path):
     assert_trained(client, run, replicas=2, workers=2)
 
 
+def _two_workers_at_their_first_epoch(store: str, learnable: Path, tmp_path: Path, name: str):
+    """`flowops train --workers 2` of a long training, once its first epoch is logged: (process, client, run)."""
+    path = write_experiment(tmp_path, spec(learnable, name, epochs=500, max_batches_per_epoch=1))
+    cli = subprocess.Popen(
+        [str(BIN / "flowops"), "train", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 240
+    while True:
+        if cli.poll() is not None or time.monotonic() > deadline:
+            cli.kill()
+            pytest.fail(f"no epoch logged: {cli.communicate()[1][-2000:]}")
+        experiment = client.get_experiment_by_name("distributed")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            return cli, client, runs[0]
+        time.sleep(0.2)
+
+
 def _worker_pid(index: int, root_pid: int) -> int | None:
     """The training process started with TF_CONFIG index `index` under `root_pid` (read from /proc)."""
     for proc_dir in Path("/proc").iterdir():
@@ -112,23 +135,9 @@ def _descends(pid: int, ancestor: int) -> bool:
 
 
 def test_a_worker_killed_mid_training_ends_the_run_failed_with_the_cause(store, learnable, tmp_path):
-    path = write_experiment(tmp_path, spec(learnable, "killed", epochs=500, max_batches_per_epoch=1))
-    cli = subprocess.Popen(
-        [str(BIN / "flowops"), "train", str(path), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    client = MlflowClient(store)
-    deadline, run, victim = time.monotonic() + 240, None, None
-    while time.monotonic() < deadline and cli.poll() is None:
-        experiment = client.get_experiment_by_name("distributed")
-        runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-            run, victim = runs[0], _worker_pid(1, cli.pid)
-            break
-        time.sleep(0.5)
-    assert run is not None and victim is not None, cli.stderr.read() if cli.poll() is not None else "no epoch yet"
+    cli, client, run = _two_workers_at_their_first_epoch(store, learnable, tmp_path, "killed")
+    victim = _worker_pid(1, cli.pid)
+    assert victim is not None
     os.kill(victim, signal.SIGKILL)  # a node lost mid-training
     _, err = cli.communicate(timeout=180)
     assert cli.returncode == 1, err[-2000:]
@@ -136,3 +145,71 @@ def test_a_worker_killed_mid_training_ends_the_run_failed_with_the_cause(store, 
     assert final.info.status == "FAILED"
     assert final.data.tags["flowops.failure"] == "worker 1 exited with code -9"
     assert _worker_pid(0, cli.pid) is None  # nothing left behind
+
+
+def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(store, learnable, tmp_path):
+    """A terminal's Ctrl-C or a job's cancel reaches the process that holds the run: it used to raise
+    there, leaving the workers training and the run RUNNING."""
+    import sys
+
+    from flowops.spec.experiment import ExperimentSpec
+    from flowops.spec.params import spec_to_params
+
+    experiment = ExperimentSpec.model_validate(spec(learnable, "sigint", epochs=500, max_batches_per_epoch=1))
+    argv = [x for k, v in spec_to_params(experiment).items() for x in (f"--{k}", v)]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "flowops.train", *argv],
+        env={**os.environ, "FLOWOPS_TRAIN_WORKERS": "2", "FLOWOPS_CACHE_DIR": str(tmp_path / "cache")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while _worker_pid(0, parent.pid) is None or _worker_pid(1, parent.pid) is None:
+        assert parent.poll() is None and time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.1)
+    workers = [_worker_pid(0, parent.pid), _worker_pid(1, parent.pid)]
+    parent.send_signal(signal.SIGINT)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "flowops.train: interrupted (signal 2)", err
+    _, run = only_run(store)
+    assert run.info.status == "FAILED" and run.data.tags["flowops.failure"] == "interrupted (signal 2)"
+    assert not [pid for pid in workers if running(pid)]  # nothing left behind
+
+
+def test_item_11_a_stopped_multi_worker_training_stops_between_two_steps(store, learnable, tmp_path):
+    """SIGTERM mid-training: the chief stops between two steps and ends the run itself. It used to
+    go on training until killed at the stop grace's end (TensorFlow's coordination service had
+    taken SIGTERM over in every worker), and the parent ended the run."""
+    cli, client, run = _two_workers_at_their_first_epoch(store, learnable, tmp_path, "stopped")
+    chief, entry = _worker_pid(0, cli.pid), _entry_pid(cli.pid)
+    assert chief is not None and entry is not None
+    os.kill(entry, signal.SIGTERM)  # the process that holds the run and the workers
+    _, err = cli.communicate(timeout=180)
+    assert cli.returncode == 1, err[-2000:]
+    assert "did not stop within" not in err, err[-2000:]  # nobody was killed
+    # the chief's own line, then the entry point's
+    assert err.count("flowops.train: interrupted (signal 15)") == 2, err[-2000:]
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FAILED" and final.data.tags["flowops.failure"] == "interrupted (signal 15)"
+    assert not running(chief)
+
+
+def _entry_pid(root_pid: int) -> int | None:
+    """The MLproject's entry point under `root_pid`: the process that started the workers."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes().split(b"\0")
+            cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"flowops.train" in cmdline
+            and b"FLOWOPS_TRAIN_WORKERS=2" in environ
+            and _descends(int(proc_dir.name), root_pid)
+        ):
+            return int(proc_dir.name)
+    return None

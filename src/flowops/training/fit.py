@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from flowops import cancel
 from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.training.precision import MIXED_PRECISION_ENV
@@ -36,6 +37,7 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
     from flowops.data.pipeline import make_dataset
 
     strategy = distribute.strategy()  # the one strategy: first, before any other TensorFlow work
+    cancel.reclaim_signals()  # across workers, TensorFlow's coordination service took SIGTERM for itself
     workers, replicas = distribute.cluster().workers, strategy.num_replicas_in_sync
     global_batch = spec.batch_size * replicas  # batch_size is per replica
     # Same spec and seed, same metrics (on CPU): seeded everything, deterministic kernels.
@@ -71,7 +73,11 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
                 values = {k: float(v) for k, v in (logs or {}).items() if not (last and k == "val_loss")}
                 mlflow.log_metrics(values, step=epoch + 1)
 
-        callbacks.append(LogEpoch())
+        class StopOnSignal(tf_keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                cancel.safe_point()  # a SIGINT/SIGTERM during the step stops training here
+
+        callbacks += [LogEpoch(), StopOnSignal()]
     if workers == 1:  # Keras splits each global batch over the replicas
         # Over several replicas, whole batches only: a short last batch leaves a replica an empty
         # one, which the fused batch normalisation rejects. The validation split is scored in full
@@ -90,9 +96,13 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
         )
         val_ds = make_dataset(val.images, val.masks, global_batch, training=False, seed=spec.seed, whole_batches=whole)
         validation = val_ds if len(val.images) >= global_batch or not whole else None
-        history = trainer.fit(train_ds, validation_data=validation, epochs=spec.epochs, callbacks=callbacks, verbose=2)
+        with cancel.deferred():
+            history = trainer.fit(
+                train_ds, validation_data=validation, epochs=spec.epochs, callbacks=callbacks, verbose=2
+            )
     else:
-        history = _fit_workers(trainer, spec, train, global_batch, callbacks)
+        with cancel.deferred():
+            history = _fit_workers(trainer, spec, train, global_batch, callbacks)
     # Evaluate and serve in float32, whatever the GPU trained in. Across workers, every worker
     # reads the weights (reading batch-norm statistics is a collective step) into a plain copy:
     # the chief evaluates and saves that, while the others have left.

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from flowops.cancel import InterruptOnce
 from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import parse_args, spec_to_params
@@ -45,11 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from flowops import tracking
 
     uri = tracking.use()
+    tracking.bounded_http(training=True)  # the waits flowops train set, and a line per retry
     # Before the run exists, so no signal finds a run without its handler (a cancelled job ends
     # FAILED, not RUNNING); SIGINT and SIGTERM alike, and only the first one interrupts.
-    interrupt = _Interrupt()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+    InterruptOnce().install()
     try:
         run = mlflow.active_run() or _start(mlflow, spec, uri)
     except BaseException as exc:  # the tracking server does not answer, or a signal came first
@@ -78,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowops.train: {reason}{recorded}", file=sys.stderr)
         if shown:
             print(shown, file=sys.stderr, end="")  # an unexpected error: its traceback helps whoever fixes it
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        if place.workers > 1:  # TensorFlow's exit waits for the other workers, which are being stopped
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     try:
         mlflow.end_run("FINISHED")
     except Exception as exc:
@@ -192,20 +196,6 @@ def _fail_before_start(reason: str) -> int:
         client.set_tag(run_id, FAILURE_TAG, reason)
         client.set_terminated(run_id, "FAILED")
     return 1
-
-
-class _Interrupt:
-    """SIGINT or SIGTERM: the first raises KeyboardInterrupt wherever the main thread is; later ones
-    are only recorded, so the cleanup that ends the run FAILED is not itself interrupted (a cancelled
-    GitHub job sends SIGINT, then SIGTERM, then SIGKILL)."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-
-    def __call__(self, signum, frame) -> None:
-        self.received.append(signum)
-        if len(self.received) == 1:
-            raise KeyboardInterrupt(f"signal {signum}")
 
 
 def describe(exc: BaseException) -> str:

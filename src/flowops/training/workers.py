@@ -11,12 +11,15 @@ processes are pods (flowops.training.kubernetes), and TF_CONFIG comes from the p
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from flowops.cancel import SIGNALS
 from flowops.spec.experiment import ExperimentSpec
 from flowops.training import distribute
 
@@ -30,7 +33,11 @@ def worker_main(spec: ExperimentSpec, place: distribute.Cluster) -> int:
     from flowops.data.coco import open_split
     from flowops.training.fit import fit
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Nothing of this process needs cleaning up, and a signal handled by Python waits until a
+    # blocked collective returns (the chief stopped first: up to the stop grace, then SIGKILL):
+    # SIGINT and SIGTERM end it at once, wherever it is.
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     try:
         cached = {
             name: load_split(open_split(spec, name), spec.categories, spec.image_size) for name in ("train", "val")
@@ -51,6 +58,11 @@ def workers_main(spec: ExperimentSpec, argv: list[str], workers: int) -> int:
     from flowops import tracking
     from flowops.tracking import FAILURE_TAG
 
+    # Before anything exists to clean up: SIGINT and SIGTERM are recorded, and the loop below stops
+    # the workers and ends the run (a KeyboardInterrupt here would skip both).
+    stopping: list[int] = []
+    for signum in SIGNALS:
+        signal.signal(signum, lambda signum, frame: stopping.append(signum))
     uri = tracking.use()
     client = MlflowClient()
     run_id = os.environ.get("MLFLOW_RUN_ID")  # `mlflow run` made it; else make it (not as the active run:
@@ -59,9 +71,9 @@ def workers_main(spec: ExperimentSpec, argv: list[str], workers: int) -> int:
         run_id = client.create_run(experiment_id, run_name=spec.name).info.run_id
     hosts = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     procs = []
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     for index in range(workers):
+        if stopping:
+            break
         env = {k: v for k, v in os.environ.items() if k not in (WORKERS_ENV, "MLFLOW_RUN_ID")}
         env["TF_CONFIG"] = distribute.tf_config(hosts, index)
         if index == 0:
@@ -86,6 +98,8 @@ def workers_main(spec: ExperimentSpec, argv: list[str], workers: int) -> int:
         time.sleep(0.2)
     codes = [p.wait() for p in procs]
     first = first or next(((i, f"worker {i} exited with code {c}") for i, c in enumerate(codes) if c), None)
+    if first is None and stopping:  # signalled before any worker started
+        first = (None, f"interrupted (signal {stopping[0]})")
     if first is None:
         return 0
     culprit, reason = first
@@ -100,21 +114,69 @@ def workers_main(spec: ExperimentSpec, argv: list[str], workers: int) -> int:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM every worker still running (the chief then ends the run FAILED), SIGKILL after a grace."""
-    for p in procs:
+    """Stop the workers: the chief first, so that it ends the run FAILED between two steps (the
+    others still answer its collectives; stopped first, they left it blocked in one until killed
+    at the grace's end), then the others, which end at once; SIGKILL whatever is left after the grace."""
+    chief, others = procs[0], procs[1:]
+    if chief.poll() is None:
+        chief.send_signal(signal.SIGTERM)
+        try:
+            chief.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            print(f"flowops.train: worker 0 did not stop within {STOP_GRACE_S} s: killed", file=sys.stderr)
+            chief.kill()
+            chief.wait()
+    for p in others:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    for p in procs:
+    for index, p in enumerate(procs):
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"flowops.train: worker {index} did not stop within {STOP_GRACE_S} s: killed", file=sys.stderr)
             p.kill()
             p.wait()
 
 
+PORTS_FROM = 10000  # the workers' ports are drawn from here to the kernel's ephemeral range
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback (held open together, so they differ)."""
+    """n distinct loopback ports, free now, that nothing else is handed until the workers bind them.
+
+    Each worker binds its port seconds later (after importing TensorFlow), and a port must be let
+    go for it to bind. A port the kernel numbered (bind to port 0) is from the ephemeral range,
+    which the kernel hands to every outgoing connection and bind(0) in the meantime: the worker
+    then found it taken. These are drawn at random from below that range, where ports are only
+    ever taken by name."""
+    low = _ephemeral_low()
+    if low - PORTS_FROM < 100 * n:  # a machine whose ephemeral range starts low: the kernel's numbers
+        return _kernel_ports(n)
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    for _ in range(50 * n):
+        if len(ports) == n:
+            break
+        port = rng.randrange(PORTS_FROM, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports if len(ports) == n else _kernel_ports(n)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere only a starting point
+
+
+def _kernel_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     try:
         for s in sockets:
@@ -123,7 +185,3 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
