@@ -16,6 +16,13 @@ from flowops.redact import redact
 EMBEDDED_DB = "mlruns.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
 FAILURE_TAG = "flowops.failure"  # why a training run ended FAILED, one line
+# Which process trains a run, and its beat (training/lease.py): bookkeeping of the training, which
+# a bundle may carry and the import never keeps.
+TRAINER_HOST_TAG = "flowops.trainer_host"
+TRAINER_PID_TAG = "flowops.trainer_pid"
+BEAT_TAG = "flowops.alive"  # seconds since the epoch, the trainer's clock, at its last beat
+LEASE_TAG = "flowops.lease_s"  # how long after its last beat the run counts as abandoned
+TRAINER_TAGS = (TRAINER_HOST_TAG, TRAINER_PID_TAG, BEAT_TAG, LEASE_TAG)
 
 
 def resolve_uri(explicit: str | None = None) -> str:

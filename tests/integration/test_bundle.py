@@ -116,6 +116,8 @@ def test_a_clean_bundle_arrives_whole_with_lineage_from_git(trained, tmp_path, t
     assert tags["flowops.code_tree"] == facts_from_git(repo.path, repo.head_sha, EXPERIMENT, "12").code_tree
     assert tags["flowops.imported"] == f"run bundle of PR #12 at {repo.head_sha}"
     assert tags["flowops.dataset_fingerprint"] == original.data.tags["flowops.dataset_fingerprint"]
+    # The training's bookkeeping (its process, for the lease) travels in the bundle, and stays there.
+    assert original.data.tags["flowops.trainer_pid"].isdigit() and "flowops.trainer_pid" not in tags
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"plots", "samples", "spec.yaml"}
     # The model is this run's own: promotion would bind it (same spec, same clean code tree).
     model_id = logged_model(client, run)

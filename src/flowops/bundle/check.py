@@ -27,6 +27,7 @@ from flowops.gitops.git import code_tree, git, git_show, train_tree
 from flowops.gitops.project import code_paths_at, schema_at
 from flowops.hashing import sha256_file
 from flowops.spec.schema import Schema
+from flowops.tracking import TRAINER_TAGS
 
 
 class BundleRefused(FlowopsError):
@@ -186,7 +187,7 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> Any:
                 f"{record}: tags.{key}: {value!r} differs from {truth[key]!r} "
                 "(lineage comes from the import stage's git and event, not from the bundle)"
             )
-        if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key):
+        if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key) and key not in TRAINER_TAGS:
             raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
     if facts.schema.point is None:  # the segmentation trainer logs exactly its parameters
         from flowops.spec.params import EXTRA_PARAMETERS, PARAMETERS

@@ -20,11 +20,10 @@ from typing import Any
 
 from flowops.errors import FlowopsError
 from flowops.processes import running
+from flowops.tracking import BEAT_TAG, LEASE_TAG
+from flowops.tracking import TRAINER_HOST_TAG as HOST_TAG
+from flowops.tracking import TRAINER_PID_TAG as PID_TAG
 
-HOST_TAG = "flowops.trainer_host"
-PID_TAG = "flowops.trainer_pid"
-BEAT_TAG = "flowops.alive"  # seconds since the epoch, the trainer's clock, at its last beat
-LEASE_TAG = "flowops.lease_s"  # how long after its last beat the run counts as abandoned
 LEASE_ENV = "FLOWOPS_RUN_LEASE_S"
 BEAT_THREAD = "flowops-run-beat"  # its retries are not said (tracking.QUIET_THREADS)
 DEFAULT_LEASE_S = 600.0
