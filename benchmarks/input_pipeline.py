@@ -24,7 +24,9 @@ batches that the step itself augments and encodes, on the GPU:
 (e) the host pipeline reading its batches from the entry's files, as it does for entries over
     the in-memory budget (FLOWOPS_IN_MEMORY_MB): what a COCO-scale split runs at.
 
-The last line is `steady_state_ratio=X first_epoch_ratio=Y` (images/s, (b) over (a)).
+Then the ceiling of a cold first epoch, decoding alone on all cores, and what shrinking a decoded
+image costs by method. The last line is `steady_state_ratio=X first_epoch_ratio=Y ...
+cold_fraction_of_decode_ceiling=Z` (images/s, (b) over (a); (b)'s cold epoch over the ceiling).
 Needs opencv-python-headless (`pip install '.[bench]'`).
 """
 
@@ -122,6 +124,74 @@ def original_epoch(seq: OriginalSequence) -> int:
         return sum(len(x) for x, _ in pool.map(seq.__getitem__, range(len(seq))))
 
 
+def decode_ceiling(root: Path) -> tuple[str, float]:
+    """(library, images/s): decoding alone of the same JPEGs, read from memory, on all cores.
+
+    The cold first epoch must decode every image once; nothing it does can beat this rate, so
+    its fraction of it says how much of the epoch goes to everything else (resize, masks,
+    hashing, writing, waiting). libjpeg-turbo through PIL and through OpenCV, the faster counts.
+    """
+    import io
+
+    import cv2
+    from PIL import Image
+
+    blobs = [path.read_bytes() for path in sorted((root / "train").glob("*.jpg"))]
+
+    def with_pil(data: bytes) -> int:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.width
+
+    def with_cv2(data: bytes) -> int:
+        return int(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[1])
+
+    cv2.setNumThreads(1)  # one image per thread, as the pool gives them
+    rates = {}
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        for name, decode in (("PIL", with_pil), ("OpenCV", with_cv2)):
+            list(pool.map(decode, blobs[:16]))  # warm up
+            best = 0.0
+            for _ in range(3):
+                start = time.perf_counter()
+                list(pool.map(decode, blobs))
+                best = max(best, len(blobs) / (time.perf_counter() - start))
+            rates[name] = best
+    library = max(rates, key=rates.__getitem__)
+    return library, rates[library]
+
+
+def resize_costs(root: Path) -> list[tuple[str, float, float]]:
+    """(method, ms per image on one core, mean absolute grey-level difference from PIL bilinear)
+    for shrinking the decoded 640x480 images to SIZE x SIZE: today's method and the cheaper
+    anti-aliased candidates (a candidate is only worth the change if it differs by little)."""
+    import cv2
+    from PIL import Image
+
+    images = [np.asarray(Image.open(path).convert("RGB")) for path in sorted((root / "train").glob("*.jpg"))[:200]]
+    methods = {
+        "PIL bilinear, anti-aliased (today)": lambda a: np.asarray(
+            Image.fromarray(a).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+        ),
+        "OpenCV INTER_AREA": lambda a: cv2.resize(a, (SIZE, SIZE), interpolation=cv2.INTER_AREA),
+        "OpenCV INTER_LINEAR (the original's, not anti-aliased)": lambda a: cv2.resize(
+            a, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR
+        ),
+    }
+    cv2.setNumThreads(1)
+    reference = [methods["PIL bilinear, anti-aliased (today)"](a) for a in images]
+    out = []
+    for name, resize in methods.items():
+        start = time.perf_counter()
+        resized = [resize(a) for a in images]
+        ms = (time.perf_counter() - start) * 1000 / len(images)
+        diff = float(
+            np.mean([np.abs(r.astype(np.int16) - ref).mean() for r, ref in zip(resized, reference, strict=True)])
+        )
+        out.append((name, ms, diff))
+    return out
+
+
 def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> list[tuple[int, float]]:
     """(images, seconds) per epoch; the first includes loading (or building) the decoded cache."""
     os.environ["FLOWOPS_CACHE_DIR"] = str(cache)
@@ -208,6 +278,12 @@ def main() -> None:
     cpu_first, cpu_steady = rate(results["cpu"][:1]) / rate(original[:1]), rate(results["cpu"][1:]) / rate(original[1:])
     warm_first = rate(results["warm"][:1]) / rate(original[:1])
     streamed_steady = rate(results["streamed"][1:]) / rate(original[1:])
+    library, ceiling = decode_ceiling(root)
+    cold_fraction = rate(results["host"][:1]) / ceiling
+    print(f"decode-only ceiling ({library}, {os.cpu_count()} threads): {ceiling:.0f} images/s", flush=True)
+    resizes = resize_costs(root)
+    for name, ms, diff in resizes:
+        print(f"resize {name}: {ms:.2f} ms per image, {diff:.2f} grey levels from today's", flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
@@ -230,10 +306,23 @@ def main() -> None:
             f"{rate(results['warm'][:1]):.0f} images/s | | {warm_first:.1f}x / |",
             f"| (e) flowops host pipeline reading batches from the files (entries over the in-memory budget) | "
             f"| {rate(results['streamed'][1:]):.0f} images/s | / {streamed_steady:.1f}x |",
+            "",
+            "The ceiling of a cold first epoch: decoding alone of the same JPEGs, read from memory, on all "
+            f"cores ({library}, libjpeg-turbo, the faster here of PIL and OpenCV): **{ceiling:.0f} images/s**; "
+            f"(b)'s cold first epoch is **{cold_fraction:.2f}** of it, (a)'s {rate(original[:1]) / ceiling:.2f}.",
+            "",
+            f"Shrinking a decoded 640x480 image to {SIZE}x{SIZE}, one core (first 200 images):",
+            "",
+            "| method | ms per image | mean difference from today's (grey levels) |",
+            "|---|---|---|",
+            *[f"| {name} | {ms:.2f} | {diff:.2f} |" for name, ms, diff in resizes],
         ],
         "`.venv/bin/python benchmarks/input_pipeline.py`",
     )
-    print(f"steady_state_ratio={steady:.1f} first_epoch_ratio={first:.1f} streamed_ratio={streamed_steady:.1f}")
+    print(
+        f"steady_state_ratio={steady:.1f} first_epoch_ratio={first:.1f} streamed_ratio={streamed_steady:.1f} "
+        f"cold_fraction_of_decode_ceiling={cold_fraction:.2f}"
+    )
 
 
 if __name__ == "__main__":
