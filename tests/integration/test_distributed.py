@@ -86,9 +86,9 @@ def test_two_workers_train_one_run(store, learnable, tmp_path):
     assert_trained(client, run, replicas=2, workers=2)
 
 
-def _two_workers_at_their_first_epoch(store: str, learnable: Path, tmp_path: Path, name: str):
+def _two_workers_at_their_first_epoch(store: str, root: Path, tmp_path: Path, name: str):
     """`flowops train --workers 2` of a long training, once its first epoch is logged: (process, client, run)."""
-    path = write_experiment(tmp_path, spec(learnable, name, epochs=500, max_batches_per_epoch=1))
+    path = write_experiment(tmp_path, spec(root, name, epochs=500, max_batches_per_epoch=1))
     cli = subprocess.Popen(
         [str(BIN / "flowops"), "train", str(path), "--workers", "2"],
         stdout=subprocess.DEVNULL,
@@ -147,7 +147,11 @@ def test_a_worker_killed_mid_training_ends_the_run_failed_with_the_cause(store, 
     assert _worker_pid(0, cli.pid) is None  # nothing left behind
 
 
-def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(store, learnable, tmp_path):
+# The tests below stop a training, so any data does: the session's, not the module's `learnable`,
+# which would tie them to one pytest worker with the module's other tests (tests/conftest.py).
+
+
+def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(store, synth_root, tmp_path):
     """A terminal's Ctrl-C or a job's cancel reaches the process that holds the run: it used to raise
     there, leaving the workers training and the run RUNNING."""
     import sys
@@ -155,7 +159,7 @@ def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(
     from flowops.spec.experiment import ExperimentSpec
     from flowops.spec.params import spec_to_params
 
-    experiment = ExperimentSpec.model_validate(spec(learnable, "sigint", epochs=500, max_batches_per_epoch=1))
+    experiment = ExperimentSpec.model_validate(spec(synth_root, "sigint", epochs=500, max_batches_per_epoch=1))
     argv = [x for k, v in spec_to_params(experiment).items() for x in (f"--{k}", v)]
     parent = subprocess.Popen(
         [sys.executable, "-m", "flowops.train", *argv],
@@ -178,11 +182,11 @@ def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(
     assert not [pid for pid in workers if running(pid)]  # nothing left behind
 
 
-def test_item_11_a_stopped_multi_worker_training_stops_between_two_steps(store, learnable, tmp_path):
+def test_item_11_a_stopped_multi_worker_training_stops_between_two_steps(store, synth_root, tmp_path):
     """SIGTERM mid-training: the chief stops between two steps and ends the run itself. It used to
     go on training until killed at the stop grace's end (TensorFlow's coordination service had
     taken SIGTERM over in every worker), and the parent ended the run."""
-    cli, client, run = _two_workers_at_their_first_epoch(store, learnable, tmp_path, "stopped")
+    cli, client, run = _two_workers_at_their_first_epoch(store, synth_root, tmp_path, "stopped")
     chief, entry = _worker_pid(0, cli.pid), _entry_pid(cli.pid)
     assert chief is not None and entry is not None
     os.kill(entry, signal.SIGTERM)  # the process that holds the run and the workers

@@ -189,9 +189,9 @@ def settle(client, run_id: str, reason: str | None) -> str:
     on its own); the reason it records. Never raises: a tracking server that does not answer is said."""
     try:
         run = client.get_run(run_id)
-        status, recorded = run.info.status, run.data.tags.get(FAILURE_TAG)
+        status, recorded, unread = run.info.status, run.data.tags.get(FAILURE_TAG), False
     except Exception:  # unread: end it anyway (a failed training's run is FAILED whatever it says)
-        status, recorded = "RUNNING", None
+        status, recorded, unread = "RUNNING", None, True
     if status in ("RUNNING", "SCHEDULED"):
         try:
             client.set_terminated(run_id, "FAILED")
@@ -200,6 +200,9 @@ def settle(client, run_id: str, reason: str | None) -> str:
                 f"{reason or 'it failed'}; the tracking server did not answer ({_line(exc)}), "
                 f"so run {run_id} may still show RUNNING"
             )
+    if unread:  # a reason the training recorded is never overwritten because one read failed
+        with contextlib.suppress(Exception):
+            recorded = client.get_run(run_id).data.tags.get(FAILURE_TAG)
     if not recorded and reason:  # MLflow may have ended it FAILED already: the reason is still ours to tag
         try:
             client.set_tag(run_id, FAILURE_TAG, reason)
