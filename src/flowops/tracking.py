@@ -20,9 +20,13 @@ FAILURE_TAG = "flowops.failure"  # why a training run ended FAILED, one line
 # a bundle may carry and the import never keeps.
 TRAINER_HOST_TAG = "flowops.trainer_host"
 TRAINER_PID_TAG = "flowops.trainer_pid"
+# The kernel's boot and the pid namespace the process lives in: two containers may share a host
+# name and number their processes alike, so a pid is only checked where both are this one's.
+TRAINER_MACHINE_TAG = "flowops.trainer_machine"
 BEAT_TAG = "flowops.alive"  # seconds since the epoch, the trainer's clock, at its last beat
 LEASE_TAG = "flowops.lease_s"  # how long after its last beat the run counts as abandoned
-TRAINER_TAGS = (TRAINER_HOST_TAG, TRAINER_PID_TAG, BEAT_TAG, LEASE_TAG)
+TRAINER_TAGS = (TRAINER_HOST_TAG, TRAINER_PID_TAG, TRAINER_MACHINE_TAG, BEAT_TAG, LEASE_TAG)
+BEAT_THREAD = "flowops-run-beat"
 
 
 def resolve_uri(explicit: str | None = None) -> str:
@@ -72,7 +76,7 @@ BOUNDED_HTTP = {
 TRAINING_HTTP = BOUNDED_HTTP | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 
 
-QUIET_THREADS = {"flowops-run-beat"}  # background writes whose retries are not the user's business
+QUIET_THREADS = {BEAT_THREAD}  # background writes whose retries are not the user's business
 
 
 class _SayRetrying(logging.Handler):

@@ -110,8 +110,9 @@ def test_item_22_a_server_down_mid_training_is_said_and_its_run_is_ended_by_the_
     assert stuck.data.tags["flowops.lease_s"] == "4" and stuck.data.tags["flowops.trainer_host"]
 
     # The next training in the experiment (here, on another machine as far as the lease knows:
-    # its process check is for this host, so make the host differ) ends it FAILED, saying why.
-    MlflowClient(server).set_tag(stuck.info.run_id, "flowops.trainer_host", "lost-runner")
+    # its process check is for this kernel boot and pid namespace, so make those differ) ends it
+    # FAILED, saying why.
+    MlflowClient(server).set_tag(stuck.info.run_id, "flowops.trainer_machine", "a-lost-runner's-boot/4026531836")
     # Its last beat was sent before the server went down; the lease runs from there.
     beat = float(stuck.data.tags["flowops.alive"])
     while time.time() < beat + 4 + 1:

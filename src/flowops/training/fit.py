@@ -77,6 +77,8 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
             def on_train_batch_end(self, batch, logs=None):
                 cancel.safe_point()  # a SIGINT/SIGTERM during the step stops training here
 
+            on_test_batch_end = on_train_batch_end  # and between two validation batches
+
         callbacks += [LogEpoch(), StopOnSignal()]
     if workers == 1:  # Keras splits each global batch over the replicas
         # Over several replicas, whole batches only: a short last batch leaves a replica an empty

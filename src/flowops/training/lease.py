@@ -6,7 +6,8 @@ cannot be told). `flowops train` names the process on the run it creates and, on
 server, refreshes a beat tag while the MLproject trains; the next `flowops train` in the same
 MLflow experiment ends FAILED, with the reason tagged, every RUNNING run whose trainer is known
 gone: a process of this machine that no longer runs, or a beat older than the lease the run
-recorded. Runs without these tags (made by `mlflow run` alone, by a chief pod on Kubernetes)
+recorded ("this machine": the same kernel boot and pid namespace, not only the same host name).
+Runs without these tags (made by `mlflow run` alone, by a chief pod on Kubernetes)
 are never touched.
 """
 
@@ -16,16 +17,17 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError
 from flowops.processes import running
-from flowops.tracking import BEAT_TAG, LEASE_TAG
+from flowops.tracking import BEAT_TAG, BEAT_THREAD, LEASE_TAG
 from flowops.tracking import TRAINER_HOST_TAG as HOST_TAG
+from flowops.tracking import TRAINER_MACHINE_TAG as MACHINE_TAG
 from flowops.tracking import TRAINER_PID_TAG as PID_TAG
 
 LEASE_ENV = "FLOWOPS_RUN_LEASE_S"
-BEAT_THREAD = "flowops-run-beat"  # its retries are not said (tracking.QUIET_THREADS)
 DEFAULT_LEASE_S = 600.0
 
 
@@ -46,10 +48,21 @@ def lease_s() -> float:
 def claim(remote: bool) -> dict[str, str]:
     """The tags that say which process trains a new run (with a first beat on a tracking server;
     an embedded store is one machine's, where the process itself is the proof)."""
-    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), MACHINE_TAG: machine()}
     if remote:
         tags |= {BEAT_TAG: f"{time.time():.0f}", LEASE_TAG: f"{lease_s():g}"}
     return tags
+
+
+def machine() -> str:
+    """This kernel's boot and this process's pid namespace: where a pid names this process ('' where
+    either cannot be read, and then no pid is ever judged by it)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
 
 
 class Beat:
@@ -81,12 +94,11 @@ class Beat:
 
 def abandoned(tags: dict[str, str], now: float | None = None) -> str | None:
     """Why a RUNNING run's trainer is known gone, or None (alive, or not ours to judge)."""
-    pid = tags.get(PID_TAG, "")
-    if not pid.isdigit():
+    pid, here = tags.get(PID_TAG, ""), machine()
+    if not (pid.isascii() and pid.isdigit()):
         return None
-    host = tags.get(HOST_TAG, "")
-    if host == socket.gethostname() and not running(int(pid)):
-        return f"its training stopped: process {pid} on {host} no longer runs"
+    if here and tags.get(MACHINE_TAG) == here and not running(int(pid)):
+        return f"its training stopped: process {pid} on {socket.gethostname()} no longer runs"
     try:
         beat, lease = float(tags[BEAT_TAG]), float(tags[LEASE_TAG])
     except (KeyError, ValueError):

@@ -20,6 +20,7 @@ from flowops.errors import FlowopsError
 from flowops.gitops.git import git
 from flowops.gitops.lineage import project_packages, run_tags
 from flowops.gitops.project import code_paths_at
+from flowops.markdown import log_line
 from flowops.spec.load import load_experiment
 from flowops.spec.params import spec_to_params
 from flowops.spec.schema import schema_or_error
@@ -82,7 +83,8 @@ def run_experiment(
     remote = not tracking.is_embedded(uri)
     for gone, why in lease.abandoned_runs(client, experiment_id):  # trainings that died before ending their run
         said = settle(client, gone.info.run_id, why)
-        print(f"flowops train: ended run {gone.info.run_id} ({gone.info.run_name}) FAILED: {said}", file=sys.stderr)
+        name = log_line(gone.info.run_name)  # anyone's run: its name is not a workflow command
+        print(f"flowops train: ended run {gone.info.run_id} ({name}) FAILED: {said}", file=sys.stderr)
     if env_manager == "local":  # the MLproject runs this interpreter, activated or not
         os.environ[PYTHON_ENV] = sys.executable
         # `python train.py` in a project's MLproject means this interpreter too (not whatever is first
