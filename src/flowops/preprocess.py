@@ -8,13 +8,19 @@ Methods (recorded in the cache entry, the run's `flowops.preprocess` tag and the
 metadata, so a served model shrinks its input as its training data were shrunk):
 
 - `pil-bilinear`: decode at full size, PIL bilinear (antialiased) to size x size.
-- `jpeg-draft+pil-bilinear` (the cache's method now): where the image is at least twice the
-  target on its shorter side, libjpeg decodes it already shrunk by 2, 4 or 8 in the DCT domain
-  (`Image.draft`: a fraction of the decode work), then PIL bilinear. For images within 2x of the
-  target (COCO's 640x480 at 256) the two methods are the same. The served model, which gets
-  decoded pixels, shrinks by the same factor with a box filter (`Image.reduce`): libjpeg's
-  scaled decode is a box-like low-pass, and the two differ by under half a grey level on average
-  (tests/unit/test_preprocess.py measures the bound).
+- `jpeg-draft+pil-bilinear`: where the image is at least twice the target on its shorter side,
+  libjpeg decodes it already shrunk by 2, 4 or 8 in the DCT domain (`Image.draft`), then PIL
+  bilinear. For images within 2x of the target (COCO's 640x480 at 256) the same as plain.
+- `jpeg-draft-near+pil-bilinear` (the cache's method now): the same, but a shrink is taken while
+  the shorter side keeps at least 15/16 of the target (COCO's 640x480 at 256 is decoded at
+  320x240, then stretched to 256 rows). It gives up the top 1/16 of the vertical frequencies,
+  which the bilinear filter already attenuates, for a resize from a quarter of the pixels:
+  ~1.0 ms less per 640x480 image, 1.3 grey levels from plain on average on natural photos
+  (docs/BENCHMARKS.md, "Preprocessing methods"). COCO's 640x427 and 500x375 are not shrunk.
+
+The served model, which gets decoded pixels, shrinks by the method's factor with a box filter
+(`Image.reduce`): libjpeg's scaled decode is a box-like low-pass, and the two differ by about
+half a grey level on natural photos (tests/unit/test_preprocess.py bounds it).
 """
 
 from __future__ import annotations
@@ -27,15 +33,19 @@ from PIL import Image
 
 PLAIN = "pil-bilinear"
 DRAFT = "jpeg-draft+pil-bilinear"
-METHODS = (PLAIN, DRAFT)
-METHOD = DRAFT  # what the cache builds with
+NEAR = "jpeg-draft-near+pil-bilinear"
+METHODS = (PLAIN, DRAFT, NEAR)
+METHOD = NEAR  # what the cache builds with
 
 
 def draft_scale(width: int, height: int, size: int, method: str = METHOD) -> int:
-    """The DCT-domain shrink factor (1, 2, 4 or 8): the largest that keeps the shorter side >= size."""
-    if method != DRAFT:
-        return 1
-    return next((s for s in (8, 4, 2) if min(width, height) >= s * size), 1)
+    """The DCT-domain shrink factor (1, 2, 4 or 8): the largest that keeps the shorter side >= size
+    (draft), or >= 15/16 of size (near)."""
+    if method == DRAFT:
+        return next((s for s in (8, 4, 2) if min(width, height) >= s * size), 1)
+    if method == NEAR:
+        return next((s for s in (8, 4, 2) if 16 * min(width, height) >= 15 * s * size), 1)
+    return 1
 
 
 def decode_for(data: bytes, size: int, method: str = METHOD) -> tuple[tuple[int, int], Image.Image]:
@@ -45,11 +55,12 @@ def decode_for(data: bytes, size: int, method: str = METHOD) -> tuple[tuple[int,
     the full size (EXIF orientation applied) is what annotations are checked against.
     """
     im = Image.open(io.BytesIO(data))
-    full = (im.height, im.width) if _turned(im) else (im.width, im.height)
+    orientation = _orientation(im)
+    full = (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)
     scale = draft_scale(im.width, im.height, size, method) if im.format == "JPEG" else 1
     if scale > 1:
         im.draft("RGB", (math.ceil(im.width / scale), math.ceil(im.height / scale)))
-    return full, upright(im)
+    return full, upright(im, orientation)
 
 
 def shrink(image: np.ndarray, size: int, method: str = PLAIN) -> np.ndarray:
@@ -61,20 +72,24 @@ def shrink(image: np.ndarray, size: int, method: str = PLAIN) -> np.ndarray:
     return resize_image(pil, size)
 
 
-def _turned(image: Image.Image) -> bool:
-    """Does EXIF orientation swap width and height (orientations 5-8)?"""
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1: as stored; 5-8 swap width and height)."""
     try:
-        return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        value = image.getexif().get(0x0112, 1)
     except Exception:  # an unreadable EXIF block is ignored, as exif_transpose ignores it
-        return False
+        return 1
+    return value if isinstance(value, int) else 1
 
 
-def upright(image: Image.Image) -> Image.Image:
+def upright(image: Image.Image, orientation: int | None = None) -> Image.Image:
     """The image as people see it: EXIF orientation applied (a phone photo stored sideways is turned),
-    in RGB. The one decode step shared by the cache build, the served model's HTTP input and the report."""
+    in RGB. The one decode step shared by the cache build, the served model's HTTP input and the report.
+    An upright image is not copied (exif_transpose copies it: ~0.8 ms of a 640x480 image's 2.3)."""
     from PIL import ImageOps
 
-    turned = ImageOps.exif_transpose(image) or image
+    if orientation is None:
+        orientation = _orientation(image)
+    turned = (ImageOps.exif_transpose(image) or image) if orientation in range(2, 9) else image
     return turned if turned.mode == "RGB" else turned.convert("RGB")
 
 
