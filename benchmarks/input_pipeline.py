@@ -162,44 +162,100 @@ def decode_ceiling(root: Path) -> tuple[str, float]:
 
 
 def resize_costs(root: Path) -> list[tuple[str, float, float]]:
-    """(method, ms per image on one core, mean absolute grey-level difference from PIL bilinear)
-    for shrinking the decoded 640x480 images to SIZE x SIZE: today's method and the cheaper
-    anti-aliased candidates (a candidate is only worth the change if it differs by little)."""
+    """(method, ms per image on one core from the JPEG's bytes to SIZE x SIZE, mean absolute grey-level
+    difference from the plain method) for the first 200 images: flowops' methods (flowops.preprocess)
+    and OpenCV's anti-aliased INTER_AREA for comparison. Masks are drawn from the annotations at
+    SIZE whatever the method, so they agree exactly; only the images differ."""
     import cv2
-    from PIL import Image
 
-    images = [np.asarray(Image.open(path).convert("RGB")) for path in sorted((root / "train").glob("*.jpg"))[:200]]
+    from flowops.preprocess import DRAFT, NEAR, PLAIN, decode_for, resize_image
+
+    blobs = [path.read_bytes() for path in sorted((root / "train").glob("*.jpg"))[:200]]
+
+    def flowops_method(method: str):
+        return lambda data: resize_image(decode_for(data, SIZE, method)[1], SIZE)
+
+    def opencv_area(data: bytes) -> np.ndarray:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+
     methods = {
-        "PIL bilinear, anti-aliased (today)": lambda a: np.asarray(
-            Image.fromarray(a).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        ),
-        "OpenCV INTER_AREA": lambda a: cv2.resize(a, (SIZE, SIZE), interpolation=cv2.INTER_AREA),
-        "OpenCV INTER_LINEAR (the original's, not anti-aliased)": lambda a: cv2.resize(
-            a, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR
-        ),
+        f"{PLAIN} (before {DRAFT}; the same here)": flowops_method(PLAIN),
+        f"{NEAR} (the cache's method now)": flowops_method(NEAR),
+        "OpenCV decode + INTER_AREA": opencv_area,
     }
     cv2.setNumThreads(1)
-    reference = [methods["PIL bilinear, anti-aliased (today)"](a) for a in images]
+    reference = [flowops_method(PLAIN)(data) for data in blobs]
     out = []
-    for name, resize in methods.items():
-        start = time.perf_counter()
-        resized = [resize(a) for a in images]
-        ms = (time.perf_counter() - start) * 1000 / len(images)
+    for name, run in methods.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            resized = [run(data) for data in blobs]
+            best = min(best, (time.perf_counter() - start) * 1000 / len(blobs))
         diff = float(
             np.mean([np.abs(r.astype(np.int16) - ref).mean() for r, ref in zip(resized, reference, strict=True)])
         )
-        out.append((name, ms, diff))
+        out.append((name, best, diff))
+    return out
+
+
+def build_profile(root: Path, categories: list[str]) -> list[tuple[str, float]]:
+    """(stage, ms per image on one core) of what the cold build does to each image, as
+    flowops.data.cache._decode does it, best of three over the first 200 training images. Their
+    sum bounds a cold epoch on N cores at N / sum images/s; decoding's share bounds its fraction
+    of the decode-only ceiling."""
+    import hashlib
+
+    from flowops.data import cache
+    from flowops.data.coco import open_split
+    from flowops.data.masks import draw_mask
+    from flowops.preprocess import METHOD, decode_for, resize_image
+    from flowops.spec.experiment import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate(
+        {"name": "bench", "categories": categories, "image_size": SIZE, "dataset": {"root": str(root)}}
+    )
+    split = open_split(spec, "train")
+    jobs = [cache._job(split, image, SIZE) for image in split.images[:200]]
+    blobs = [Path(job["path"]).read_bytes() for job in jobs]
+    decoded = [decode_for(data, SIZE, METHOD)[1] for data in blobs]
+    for image in decoded:
+        image.load()
+    stages = {
+        "read the file": lambda k: Path(jobs[k]["path"]).read_bytes(),
+        "sha256 of the bytes": lambda k: hashlib.sha256(blobs[k]).digest(),
+        f"decode ({METHOD}: EXIF read, libjpeg at the draft scale)": lambda k: decode_for(blobs[k], SIZE, METHOD)[
+            1
+        ].load(),
+        "resize to the target (PIL bilinear, anti-aliased)": lambda k: resize_image(decoded[k], SIZE),
+        "draw the mask (pycocotools, at the target size)": lambda k: draw_mask(
+            jobs[k]["anns"], jobs[k]["image"], jobs[k]["class_of"], SIZE, []
+        ),
+    }
+    out = []
+    for name, stage in stages.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for k in range(len(jobs)):
+                stage(k)
+            best = min(best, (time.perf_counter() - start) * 1000 / len(jobs))
+        out.append((name, best))
     return out
 
 
 def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> list[tuple[int, float]]:
-    """(images, seconds) per epoch; the first includes loading (or building) the decoded cache."""
+    """(images, seconds) for the first epoch and for the later ones, as `flowops train` feeds them:
+    the first epoch reads the training split's entry while it is built (flowops.data.stream; a warm
+    entry is read the same way), the later epochs the whole entry (loading it counts in them).
+    Records the seconds to the first batch in FIRST_BATCH_S."""
     os.environ["FLOWOPS_CACHE_DIR"] = str(cache)
     import tensorflow as tf
 
-    from flowops.data.cache import load_split
+    from flowops.data import stream
     from flowops.data.coco import open_split
-    from flowops.data.pipeline import make_dataset
+    from flowops.data.pipeline import first_epoch_dataset, make_dataset
     from flowops.spec.experiment import ExperimentSpec
     from flowops.training.augment import prepare_batch
 
@@ -213,22 +269,34 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
     # TensorFlow's one-time start (runtime, tf.data) is paid by any Keras training, the original's
     # included (fit wraps its Sequence in tf.data): it is not part of either input pipeline.
     list(tf.data.Dataset.from_tensor_slices(np.zeros((2, 2), np.uint8)).shuffle(2).batch(1))
-    out = []
-    start = time.perf_counter()
-    cached = load_split(open_split(spec, "train"), CATEGORIES, SIZE)
-    ds = make_dataset(cached.images, cached.masks, BATCH, training=True, seed=0)
-    steady_s = 0.0
-    while len(out) < epochs or steady_s < STEADY_S:  # later epochs: at least STEADY_S of them, for a stable rate
-        if out:
-            start = time.perf_counter()
+
+    def consume(ds, first: bool = False) -> int:
         n = 0
         for x, y in ds:
             if prepare_on_cpu:
                 x, y = step(x, y)
+            if first and n == 0:
+                FIRST_BATCH_S.append(time.perf_counter() - start)
             n += int(x.shape[0])
-        out.append((n, time.perf_counter() - start))
-        steady_s += out[-1][1] if len(out) > 1 else 0.0
-    return [out[0], (sum(n for n, _ in out[1:]), steady_s)]
+        return n
+
+    start = time.perf_counter()
+    building = stream.start(open_split(spec, "train"), CATEGORIES, SIZE)
+    first = consume(first_epoch_dataset(building, SIZE, BATCH, training=True, seed=0), first=True)
+    out = [(first, time.perf_counter() - start)]
+    start = time.perf_counter()
+    cached = building.result()
+    building.close()
+    ds = make_dataset(cached.images, cached.masks, BATCH, training=True, seed=0)
+    later, epochs_run, steady_s = 0, 1, 0.0
+    while epochs_run < epochs or steady_s < STEADY_S:  # later epochs: at least STEADY_S of them, for a stable rate
+        later += consume(ds)
+        epochs_run += 1
+        steady_s = time.perf_counter() - start
+    return [out[0], (later, steady_s)]
+
+
+FIRST_BATCH_S: list[float] = []  # seconds to the first batch, per flowops_run
 
 
 def main() -> None:
@@ -283,7 +351,22 @@ def main() -> None:
     print(f"decode-only ceiling ({library}, {os.cpu_count()} threads): {ceiling:.0f} images/s", flush=True)
     resizes = resize_costs(root)
     for name, ms, diff in resizes:
-        print(f"resize {name}: {ms:.2f} ms per image, {diff:.2f} grey levels from today's", flush=True)
+        print(f"decode+resize {name}: {ms:.2f} ms per image, {diff:.2f} grey levels from plain", flush=True)
+    profile = build_profile(root, CATEGORIES)
+    work = sum(ms for _, ms in profile)
+    decode_ms = next(ms for name, ms in profile if name.startswith("decode"))
+    for name, ms in profile:
+        print(f"cold build, per image: {name}: {ms:.2f} ms", flush=True)
+    # The ceiling decodes on all cores with whatever scaling this machine gives threads; the build's
+    # other stages scale no better, so the build reaches at most decoding's share of its work.
+    bound = decode_ms / work
+    print(
+        f"cold build work {work:.2f} ms per image, decoding {bound:.0%} of it: at most {bound:.2f} of the "
+        f"ceiling ({bound * ceiling:.0f} images/s)",
+        flush=True,
+    )
+    first_batch = FIRST_BATCH_S[0]
+    print(f"flowops (host) cold: first batch after {first_batch:.2f} s", flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
     from results import record
 
@@ -309,11 +392,23 @@ def main() -> None:
             "",
             "The ceiling of a cold first epoch: decoding alone of the same JPEGs, read from memory, on all "
             f"cores ({library}, libjpeg-turbo, the faster here of PIL and OpenCV): **{ceiling:.0f} images/s**; "
-            f"(b)'s cold first epoch is **{cold_fraction:.2f}** of it, (a)'s {rate(original[:1]) / ceiling:.2f}.",
+            f"(b)'s cold first epoch is **{cold_fraction:.2f}** of it, (a)'s {rate(original[:1]) / ceiling:.2f}. "
+            f"(b)'s first batch came {first_batch:.2f} s after the start (the entry is read as it is built).",
             "",
-            f"Shrinking a decoded 640x480 image to {SIZE}x{SIZE}, one core (first 200 images):",
+            "What the cold build does to each image, one core (first 200 images, best of three): decoding is "
+            f"{bound:.0%} of the work, so with nothing else to pay a cold epoch reaches at most **{bound:.2f} of "
+            f"the ceiling** ({bound * ceiling:.0f} images/s here; the other stages scale over cores no better "
+            "than decoding does).",
             "",
-            "| method | ms per image | mean difference from today's (grey levels) |",
+            "| stage | ms per image |",
+            "|---|---|",
+            *[f"| {name} | {ms:.2f} |" for name, ms in profile],
+            f"| **all** | **{work:.2f}** |",
+            "",
+            f"From a 640x480 JPEG's bytes to {SIZE}x{SIZE} pixels, one core (first 200 images; the masks are "
+            "drawn from the annotations at that size whatever the method, so they agree exactly):",
+            "",
+            "| method | ms per image | mean difference from plain (grey levels) |",
             "|---|---|---|",
             *[f"| {name} | {ms:.2f} | {diff:.2f} |" for name, ms, diff in resizes],
         ],

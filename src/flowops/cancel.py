@@ -136,6 +136,11 @@ def deferred() -> Iterator[None]:
     handler.check()
 
 
+def requested() -> bool:
+    """Has the installed InterruptOnce received a signal (raised or still deferred)?"""
+    return _installed is not None and bool(_installed.received)
+
+
 def safe_point() -> None:
     """Here the work may stop: raise the deferred signal's KeyboardInterrupt, if one came."""
     if _installed is not None:

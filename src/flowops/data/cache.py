@@ -21,6 +21,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +88,19 @@ def image_stamps(split: Split) -> dict[str, str]:
     return stamps
 
 
-def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
+def load_split(
+    split: Split,
+    categories: list[str],
+    size: int,
+    watch: Callable[[Path, int, bool], None] | None = None,
+    stop: threading.Event | None = None,
+) -> CachedSplit:
     """The split decoded at size x size: a verified cache entry, or built into the cache now.
 
     An entry that fails verification is rebuilt in place by a trusted writer; any other job
     decodes the split into a private folder of its own and leaves the shared entry alone.
+    A build tells `watch(folder, n, last)` each time the first n rows of the folder's files are
+    readable (`last`: no more will come), and ends early (entry.Stopped) once `stop` is set.
     """
     key = cache_key(split.annotation_sha256, categories, size, image_stamps(split))
     name = f"{key}-{split.name}"
@@ -103,18 +113,19 @@ def load_split(split: Split, categories: list[str], size: int) -> CachedSplit:
                 if hit is not None:
                     return hit
                 if not _trusted_writer(_index_file(name)):
-                    return _private(split, size, name)
+                    return _private(split, size, name, watch, stop)
                 replace = True
-            return _build(split, size, folder.with_name(f".{split.name}.partial"), folder, name, replace=replace)
+            partial = folder.with_name(f".{split.name}.partial")
+            return _build(split, size, partial, folder, name, watch, stop, replace=replace)
     except OSError as exc:  # a cache that cannot be written costs the entry, not the training
         print(f"flowops: could not write the decoded cache to {folder}: {exc}", file=sys.stderr)
-        return _private(split, size, name)
+        return _private(split, size, name, watch, stop)
 
 
-def _private(split: Split, size: int, name: str) -> CachedSplit:
+def _private(split: Split, size: int, name: str, watch=None, stop=None) -> CachedSplit:
     """Decoded into a folder of this process's own: the shared cache is neither trusted nor touched."""
     folder = Path(tempfile.mkdtemp(prefix="flowops-private-cache-")) / split.name
-    return _build(split, size, folder, folder, name, record=False)
+    return _build(split, size, folder, folder, name, watch, stop, record=False)
 
 
 def content_sha256(images: np.ndarray, masks: np.ndarray) -> str:
@@ -170,7 +181,15 @@ def _verified_hit(folder: Path, name: str) -> CachedSplit | None:
 
 
 def _build(
-    split: Split, size: int, partial: Path, folder: Path, name: str, replace: bool = False, record: bool = True
+    split: Split,
+    size: int,
+    partial: Path,
+    folder: Path,
+    name: str,
+    watch: Callable[[Path, int, bool], None] | None = None,
+    stop: threading.Event | None = None,
+    replace: bool = False,
+    record: bool = True,
 ) -> CachedSplit:
     """Decode the split into `partial` (resuming), check it, and put it in place at `folder`."""
     from flowops.data.fingerprint import split_source
@@ -182,6 +201,8 @@ def _build(
         lambda image: _job(split, image, size),
         _decode,
         processes=len(split.images) >= PROCESSES_FROM and (os.cpu_count() or 1) >= PROCESSES_CORES,
+        on_rows=None if watch is None else lambda rows, last: watch(partial, rows, last),
+        stop=stop,
     )
     kept, skipped = progress["kept"], progress["skipped"]
     if len(skipped) > MAX_SKIPPED_FRACTION * len(split.images) or not kept:

@@ -4,13 +4,14 @@
     <entry>/masks.bin    uint8 rows of size x size (class indices; 255: ignore)
     <entry>/meta.json    count, size, file names, source digest, content sha256, skipped ...
 
-A build decodes a chunk of images at a time (threads, as PIL releases the GIL; or, for large
-splits, processes, which also spread the mask drawing and Python glue), appends the rows
-and records its progress, so memory stays flat whatever the split's size, and a build killed
-half-way resumes where it stopped: the partial folder keeps the rows written and the progress
-journal (a line per chunk, appended) says how many count. An exclusive lock (released by the
-kernel when a process dies) keeps two processes from building the same entry at once; the
-finished folder is renamed into place.
+A build keeps a bounded window of images decoding (threads, as PIL releases the GIL; or, for
+large splits, processes, which also spread the mask drawing and Python glue) and appends each
+row, in order, as soon as it is decoded, so memory stays flat whatever the split's size and the
+rows can be read while the rest decode. Every chunk of images it syncs the rows and records its
+progress, so a build killed half-way resumes where it stopped: the partial folder keeps the
+rows written and the progress journal (a line per chunk, appended) says how many count. An
+exclusive lock (released by the kernel when a process dies) keeps two processes from building
+the same entry at once; the finished folder is renamed into place.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CHUNK = 64  # images decoded between two progress records: the build's memory bound
+CHUNK = 64  # images decoded between two progress records (and two syncs)
+WINDOW_PER_WORKER = 4  # jobs in flight per worker: the build's memory bound
+TELL_EVERY = 16  # rows written between two calls of on_rows
 READ = 1 << 22
 
 
@@ -79,12 +84,20 @@ def build(
     decode: Callable[[Any], tuple],
     workers: int | None = None,
     processes: bool = False,
+    on_rows: Callable[[int, bool], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Decode `items` into `partial` (resuming what a killed build left there); the progress record.
 
-    `prepare(item)` makes the job one worker gets (in this process, a chunk at a time); `decode(job)`
+    `prepare(item)` makes the job one worker gets (in this process, as it is submitted); `decode(job)`
     returns (file name, (image, mask, dropped annotations) or None, sha256 or None, error or None),
     as `cache._decode` does. With `processes`, decode and its jobs must pickle.
+
+    The workers never wait for the writes: a bounded window of jobs is in flight while the rows
+    are written in order, each as soon as it is decoded; every CHUNK images the rows are synced
+    and a progress line appended. `on_rows(n, last)` is told each time the first n rows are
+    readable from the files (a training can read them before the entry is complete), with `last`
+    once no more will come; `stop` ends the build early (resumable, like a kill).
     """
     partial.mkdir(parents=True, exist_ok=True)
     journal = partial / "progress.jsonl"  # one line per finished chunk: appended, never rewritten
@@ -95,45 +108,81 @@ def build(
                 chunk = json.loads(line)
             except ValueError:
                 break  # the line a kill cut short: its rows are cut off below
-            progress["done"] = chunk["done"]
-            progress["kept"] += chunk["kept"]
-            progress["hashes"].update(chunk["hashes"])
-            progress["skipped"] += chunk["skipped"]
-            progress["dropped"] += chunk["dropped"]
+            _add(progress, chunk)
     rows = len(progress["kept"])
     image_bytes, mask_bytes = size * size * 3, size * size
     # Rows written after the last progress line (a kill mid-chunk) are cut off again.
     for name, row_bytes in (("images.bin", image_bytes), ("masks.bin", mask_bytes)):
         with (partial / name).open("ab") as fh:
             fh.truncate(rows * row_bytes)
-    with _pool(workers or os.cpu_count() or 2, processes) as pool, journal.open("a") as log:
+    told = rows
+    if on_rows is not None:
+        on_rows(rows, progress["done"] == len(items))
+    count = workers or os.cpu_count() or 2
+    with (
+        _pool(count, processes) as pool,
+        journal.open("a") as log,
+        (partial / "images.bin").open("ab", buffering=0) as images,
+        (partial / "masks.bin").open("ab", buffering=0) as masks,
+    ):
+        in_flight: deque[Future] = deque()
+        submitted = progress["done"]
+        chunk = _chunk(progress["done"])
         while progress["done"] < len(items):
-            batch = [prepare(item) for item in items[progress["done"] : progress["done"] + CHUNK]]
-            results = list(pool.map(decode, batch))
-            chunk = {"done": progress["done"] + len(batch), "kept": [], "hashes": {}, "skipped": [], "dropped": []}
-            with (partial / "images.bin").open("ab") as images, (partial / "masks.bin").open("ab") as masks:
-                for name, arrays, sha, error in results:
-                    if error is not None:
-                        chunk["skipped"].append(error)
-                        continue
-                    image, mask, dropped = arrays
-                    images.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-                    masks.write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-                    chunk["kept"].append(name)
-                    chunk["hashes"][name] = sha
-                    chunk["dropped"] += dropped
-                for fh in (images, masks):
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            log.write(json.dumps(chunk) + "\n")  # the rows are on disk before the line that counts them
-            log.flush()
-            os.fsync(log.fileno())
-            progress["done"] = chunk["done"]
-            progress["kept"] += chunk["kept"]
-            progress["hashes"].update(chunk["hashes"])
-            progress["skipped"] += chunk["skipped"]
-            progress["dropped"] += chunk["dropped"]
+            if stop is not None and stop.is_set():  # rows after the last progress line are cut off on resume
+                for future in in_flight:
+                    future.cancel()
+                raise Stopped(f"{partial}: stopped after {chunk['done']} of {len(items)} images")
+            while submitted < len(items) and len(in_flight) < WINDOW_PER_WORKER * count:
+                in_flight.append(pool.submit(decode, prepare(items[submitted])))
+                submitted += 1
+            name, arrays, sha, error = in_flight.popleft().result()
+            chunk["done"] += 1
+            if error is not None:
+                chunk["skipped"].append(error)
+            else:
+                image, mask, dropped = arrays
+                _write(images, np.ascontiguousarray(image, dtype=np.uint8))  # unbuffered: readable now
+                _write(masks, np.ascontiguousarray(mask, dtype=np.uint8))
+                chunk["kept"].append(name)
+                chunk["hashes"][name] = sha
+                chunk["dropped"] += dropped
+                rows += 1
+            last = chunk["done"] == len(items)
+            if on_rows is not None and (rows - told >= TELL_EVERY or last):
+                on_rows(told := rows, last)  # (told every few rows: each wakes the reader, who takes the GIL)
+            if chunk["done"] - progress["done"] == CHUNK or last:
+                for out in (images, masks):
+                    os.fsync(out.fileno())
+                log.write(json.dumps(chunk) + "\n")  # the rows are on disk before the line that counts them
+                log.flush()
+                os.fsync(log.fileno())
+                _add(progress, chunk)
+                chunk = _chunk(progress["done"])
     return progress
+
+
+def _write(out: Any, row: np.ndarray) -> None:
+    """All of the row's bytes (an unbuffered write may take part of them)."""
+    view = memoryview(row.data).cast("B")
+    while view:
+        view = view[out.write(view) :]
+
+
+class Stopped(Exception):
+    """A build ended early on request; its partial folder resumes later."""
+
+
+def _chunk(done: int) -> dict[str, Any]:
+    return {"done": done, "kept": [], "hashes": {}, "skipped": [], "dropped": []}
+
+
+def _add(progress: dict[str, Any], chunk: dict[str, Any]) -> None:
+    progress["done"] = chunk["done"]
+    progress["kept"] += chunk["kept"]
+    progress["hashes"].update(chunk["hashes"])
+    progress["skipped"] += chunk["skipped"]
+    progress["dropped"] += chunk["dropped"]
 
 
 def _pool(workers: int, processes: bool) -> Executor:

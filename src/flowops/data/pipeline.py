@@ -19,6 +19,9 @@ import os
 
 import numpy as np
 
+from flowops import cancel
+from flowops.data import stream
+from flowops.data.stream import Building
 from flowops.tfenv import configure_tensorflow
 
 configure_tensorflow()
@@ -66,6 +69,46 @@ def make_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def first_epoch_dataset(
+    building: Building,
+    size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int,
+    max_batches: int | None = None,
+    whole_batches: bool = False,
+) -> tf.data.Dataset:
+    """The first epoch's batches, read from the entry's files as its rows are decoded (flowops.data.stream).
+
+    Training batches are drawn from a seeded window of the next rows (`stream.window_shuffled`):
+    the same order whether the entry was cold or warm. The rows are read with positioned reads,
+    as for entries over the in-memory budget; later epochs use `make_dataset` on the whole entry.
+    """
+
+    def wait_rows(have: int) -> int:
+        while True:
+            rows = building.wait_rows(have, timeout=0.25)
+            if rows is not None:
+                return rows
+            if cancel.requested():  # a signal came while rows were awaited: end the epoch here
+                return have
+
+    def batches():
+        return stream.window_shuffled(
+            wait_rows, batch_size, seed, shuffle=training, window=stream.WINDOW, drop_remainder=whole_batches
+        )
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec((None,), tf.int64))
+    if max_batches:
+        ds = ds.take(max_batches)
+    rows = _rows_from(building.files, (size, size, 3), (size, size), f"cache entry of {building.name}", close=False)
+    ds = ds.map(rows)  # one batch read at a time: a parallel map over a generator made TensorFlow log an E0000 line
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 IN_MEMORY_ENV = "FLOWOPS_IN_MEMORY_MB"
 IN_MEMORY_MB = 512
 
@@ -101,21 +144,30 @@ def _gather(images: np.ndarray, masks: np.ndarray):
 
 def _reader(images: np.ndarray, masks: np.ndarray):
     """A tf.data map from a batch of row indices to the rows, read from the entry's files."""
-    image_shape, mask_shape = images.shape[1:], masks.shape[1:]
-    image_row, mask_row = int(np.prod(image_shape)), int(np.prod(mask_shape))
     paths = (str(getattr(images, "filename", "")), str(getattr(masks, "filename", "")))
+
+    def opened() -> tuple[int, int]:
+        return os.open(paths[0], os.O_RDONLY), os.open(paths[1], os.O_RDONLY)
+
+    return _rows_from(opened, images.shape[1:], masks.shape[1:], paths[0], close=True)
+
+
+def _rows_from(files, image_shape: tuple, mask_shape: tuple, name: str, close: bool):
+    """The map reading a batch's rows with positioned reads from `files()` (images, masks descriptors)."""
+    image_row, mask_row = int(np.prod(image_shape)), int(np.prod(mask_shape))
 
     def read(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = (np.empty((len(indices), *image_shape), np.uint8), np.empty((len(indices), *mask_shape), np.uint8))
-        fds = [os.open(p, os.O_RDONLY) for p in paths]
+        fds = files()
         try:
             for k, i in enumerate(indices.tolist()):  # straight into the batch: no intermediate bytes
                 for fd, rows_out, size in zip(fds, out, (image_row, mask_row), strict=True):
                     if os.preadv(fd, [memoryview(rows_out[k]).cast("B")], i * size) != size:
-                        raise OSError(f"{paths[0]}: short read at row {i} (the entry changed under training)")
+                        raise OSError(f"{name}: short read at row {i} (the entry changed under training)")
         finally:
-            for fd in fds:
-                os.close(fd)
+            if close:
+                for fd in fds:
+                    os.close(fd)
         return out
 
     def rows(indices):

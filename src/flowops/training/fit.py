@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from flowops import cancel
 from flowops.errors import FlowopsError
@@ -22,8 +23,13 @@ PIP_REQUIREMENTS = [
 ]
 
 
-def fit(spec: ExperimentSpec, cached, log: bool = True):
-    """Train; (model, history). `log`: record on the active MLflow run (the chief of several workers)."""
+def fit(spec: ExperimentSpec, cached, log: bool = True, on_data=None):
+    """Train; (model, history). `log`: record on the active MLflow run (the chief of several workers).
+
+    `cached["train"]` may be a `flowops.data.stream.Building`: the first epoch then trains on its rows
+    as they are decoded, and `on_data(train)` is called with the complete split once it is (after the
+    first epoch; before training across workers, which must count their steps first).
+    """
     from flowops.tfenv import configure_tensorflow
     from flowops.training import distribute
     from flowops.training.model import build_model, float32_copy, training_model
@@ -34,7 +40,7 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
     import tensorflow as tf
     import tf_keras
 
-    from flowops.data.pipeline import make_dataset
+    from flowops.data import stream
 
     strategy = distribute.strategy()  # the one strategy: first, before any other TensorFlow work
     cancel.reclaim_signals()  # across workers, TensorFlow's coordination service took SIGTERM for itself
@@ -56,6 +62,7 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
         )
     n_classes = len(spec.class_names)
     train, val = cached["train"], cached["val"]
+    building = train if isinstance(train, stream.Building) else stream.finished(train)
     model = build_model(
         spec.architecture, spec.backbone, n_classes, spec.image_size, spec.encoder_weights, strategy=strategy
     )
@@ -80,38 +87,70 @@ def fit(spec: ExperimentSpec, cached, log: bool = True):
             on_test_batch_end = on_train_batch_end  # and between two validation batches
 
         callbacks += [LogEpoch(), StopOnSignal()]
-    if workers == 1:  # Keras splits each global batch over the replicas
-        # Over several replicas, whole batches only: a short last batch leaves a replica an empty
-        # one, which the fused batch normalisation rejects. The validation split is scored in full
-        # after training either way (evaluate_and_log); per-epoch val_* then leave out the rest.
-        whole = replicas > 1
-        if whole and len(train.images) < global_batch:
-            raise FlowopsError(_too_few(len(train.images), spec.batch_size, replicas))
-        train_ds = make_dataset(
-            train.images,
-            train.masks,
-            global_batch,
-            training=True,
-            seed=spec.seed,
-            max_batches=spec.max_batches_per_epoch,
-            whole_batches=whole,
-        )
-        val_ds = make_dataset(val.images, val.masks, global_batch, training=False, seed=spec.seed, whole_batches=whole)
-        validation = val_ds if len(val.images) >= global_batch or not whole else None
-        with cancel.deferred():
-            history = trainer.fit(
-                train_ds, validation_data=validation, epochs=spec.epochs, callbacks=callbacks, verbose=2
-            )
-    else:
-        with cancel.deferred():
-            history = _fit_workers(trainer, spec, train, global_batch, callbacks)
+    try:
+        if workers == 1:
+            history = _fit_here(trainer, spec, building, val, global_batch, replicas, callbacks, on_data)
+        else:
+            train = building.result()
+            if on_data is not None:
+                on_data(train)
+            with cancel.deferred():
+                history = _fit_workers(trainer, spec, train, global_batch, callbacks).history
+    finally:
+        building.close()  # a build still running stops (it resumes next time)
     # Evaluate and serve in float32, whatever the GPU trained in. Across workers, every worker
     # reads the weights (reading batch-norm statistics is a collective step) into a plain copy:
     # the chief evaluates and saves that, while the others have left.
     if policy != "float32" or workers > 1:
         tf_keras.mixed_precision.set_global_policy("float32")
         model = float32_copy(model, spec.architecture, spec.backbone, n_classes, spec.image_size)
-    return model, history.history
+    return model, history
+
+
+def _fit_here(trainer, spec: ExperimentSpec, building, val, global_batch: int, replicas: int, callbacks, on_data):
+    """fit() on this machine's replicas: the first epoch from the entry as it is built, the rest from
+    the whole entry (in memory when it fits). Keras splits each global batch over the replicas."""
+    from flowops.data.pipeline import first_epoch_dataset, make_dataset
+
+    # Over several replicas, whole batches only: a short last batch leaves a replica an empty
+    # one, which the fused batch normalisation rejects. The validation split is scored in full
+    # after training either way (evaluate_and_log); per-epoch val_* then leave out the rest.
+    whole = replicas > 1
+    if whole and len(building.result().images) < global_batch:  # (counted first: the whole entry)
+        raise FlowopsError(_too_few(len(building.result().images), spec.batch_size, replicas))
+    val_ds = make_dataset(val.images, val.masks, global_batch, training=False, seed=spec.seed, whole_batches=whole)
+    validation = val_ds if len(val.images) >= global_batch or not whole else None
+    batches: dict[str, Any] = {
+        "training": True,
+        "seed": spec.seed,
+        "max_batches": spec.max_batches_per_epoch,
+        "whole_batches": whole,
+    }
+    first = first_epoch_dataset(building, spec.image_size, global_batch, **batches)
+    with cancel.deferred():
+        try:
+            history = trainer.fit(first, validation_data=validation, epochs=1, callbacks=callbacks, verbose=2).history
+        except Exception:
+            failure = building.failure()  # the build's own error (unreadable images ...), not TensorFlow's wrapping
+            if failure is not None:
+                raise failure from None
+            raise
+    train = building.result()
+    if on_data is not None:
+        on_data(train)
+    if spec.epochs > 1:
+        train_ds = make_dataset(train.images, train.masks, global_batch, **batches)
+        with cancel.deferred():
+            later = trainer.fit(
+                train_ds,
+                validation_data=validation,
+                initial_epoch=1,
+                epochs=spec.epochs,
+                callbacks=callbacks,
+                verbose=2,
+            ).history
+        history = {key: history.get(key, []) + later.get(key, []) for key in dict.fromkeys([*history, *later])}
+    return history
 
 
 def _fit_workers(trainer, spec: ExperimentSpec, train, global_batch: int, callbacks: list):

@@ -218,7 +218,8 @@ def describe(exc: BaseException) -> str:
 def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     import mlflow
 
-    from flowops.data.cache import load_split
+    from flowops.data import stream
+    from flowops.data.cache import CachedSplit, load_split
     from flowops.data.coco import open_split
     from flowops.data.fingerprint import dataset_fingerprint
     from flowops.gitops.lineage import run_tags
@@ -234,43 +235,50 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     if experiment_file and Path(experiment_file).is_file():
         mlflow.log_artifact(experiment_file, "experiment")
 
-    # The data is checked completely before any model is built.
+    # The validation split is decoded (or verified) first; the training split is decoded while the
+    # first epoch trains on it (flowops.data.stream), and recorded once it is complete.
     splits = {name: open_split(spec, name) for name in ("train", "val")}
-    cached = {name: load_split(split, spec.categories, spec.image_size) for name, split in splits.items()}
     for split in splits.values():
         for note in split.notes:
             print(f"flowops.train: {note}", file=sys.stderr)
-    fingerprint = dataset_fingerprint({name: c.source for name, c in cached.items()})
-    mlflow.set_tags(run_tags(spec.sha256(), experiment_file, fingerprint))
-    decoded = hashlib.sha256((cached["train"].content + cached["val"].content).encode()).hexdigest()
-    mlflow.set_tag("flowops.decoded_sha256", decoded)  # the arrays trained on, whatever the cache held
-    skipped = cached["train"].skipped + cached["val"].skipped
-    dropped = [*splits["train"].orphans, *splits["val"].orphans]
-    dropped += cached["train"].skipped_annotations + cached["val"].skipped_annotations
-    mlflow.set_tags(
-        {
-            "flowops.images_train": str(len(cached["train"].file_names)),
-            "flowops.images_val": str(len(cached["val"].file_names)),
-            "flowops.images_skipped": str(len(skipped)),
-            "flowops.skipped_annotations": str(len(dropped)),
-            "flowops.cache": "hit" if cached["train"].hit else "built",
-            "flowops.preprocess": cached["val"].preprocess,  # the served model shrinks its input the same way
-        }
-    )
-    if dropped:
-        mlflow.log_text("\n".join(dropped) + "\n", "data/skipped_annotations.txt")
-        print(
-            f"flowops.train: skipped {len(dropped)} annotation(s) that cannot be drawn; see "
-            "data/skipped_annotations.txt",
-            file=sys.stderr,
-        )
-    if skipped:
-        mlflow.log_text("\n".join(skipped) + "\n", "data/skipped_images.txt")
-        print(
-            f"flowops.train: skipped {len(skipped)} unreadable image(s); see data/skipped_images.txt", file=sys.stderr
-        )
+    val = load_split(splits["val"], spec.categories, spec.image_size)
+    building = stream.start(splits["train"], spec.categories, spec.image_size)
+    cached = {"train": building, "val": val}
 
-    model, history = fit(spec, cached)
+    def record_data(train: CachedSplit) -> None:
+        complete = {"train": train, "val": val}
+        fingerprint = dataset_fingerprint({name: c.source for name, c in complete.items()})
+        mlflow.set_tags(run_tags(spec.sha256(), experiment_file, fingerprint))
+        decoded = hashlib.sha256((train.content + val.content).encode()).hexdigest()
+        mlflow.set_tag("flowops.decoded_sha256", decoded)  # the arrays trained on, whatever the cache held
+        skipped = train.skipped + val.skipped
+        dropped = [*splits["train"].orphans, *splits["val"].orphans, *train.skipped_annotations]
+        dropped += val.skipped_annotations
+        mlflow.set_tags(
+            {
+                "flowops.images_train": str(len(train.file_names)),
+                "flowops.images_val": str(len(val.file_names)),
+                "flowops.images_skipped": str(len(skipped)),
+                "flowops.skipped_annotations": str(len(dropped)),
+                "flowops.cache": "hit" if train.hit else "built",
+                "flowops.preprocess": val.preprocess,  # the served model shrinks its input the same way
+            }
+        )
+        if dropped:
+            mlflow.log_text("\n".join(dropped) + "\n", "data/skipped_annotations.txt")
+            print(
+                f"flowops.train: skipped {len(dropped)} annotation(s) that cannot be drawn; see "
+                "data/skipped_annotations.txt",
+                file=sys.stderr,
+            )
+        if skipped:
+            mlflow.log_text("\n".join(skipped) + "\n", "data/skipped_images.txt")
+            print(
+                f"flowops.train: skipped {len(skipped)} unreadable image(s); see data/skipped_images.txt",
+                file=sys.stderr,
+            )
+
+    model, history = fit(spec, cached, on_data=record_data)
     with tempfile.TemporaryDirectory() as tmp:
-        evaluate_and_log(spec, model, history, cached["val"], Path(tmp))
-        log_model(spec, model, Path(tmp), cached["val"].preprocess)
+        evaluate_and_log(spec, model, history, val, Path(tmp))
+        log_model(spec, model, Path(tmp), val.preprocess)
