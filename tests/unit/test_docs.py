@@ -2,13 +2,16 @@
 
 import re
 
+from flowops.cli.main import cli
 from flowops.cli.reference import render
 
 from ..conftest import REPO
 
 
 def test_reference_is_current():
-    assert (REPO / "docs" / "reference.md").read_text() == render(), "run `flowops docs` and commit docs/reference.md"
+    assert (REPO / "docs" / "reference.md").read_text() == render(cli), (
+        "run `flowops docs` and commit docs/reference.md"
+    )
 
 
 def test_reference_covers_every_field_and_command():
@@ -16,7 +19,7 @@ def test_reference_covers_every_field_and_command():
     from flowops.spec.experiment import ExperimentSpec
     from flowops.spec.policy import RegistryPolicy
 
-    text = render()
+    text = render(cli)
     for name in [*ExperimentSpec.model_fields, *RegistryPolicy.model_fields]:
         assert f"| `{name}` |" in text, name
     for name in cli.commands:

@@ -36,12 +36,15 @@ def _runtime_body(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """module -> the package's modules it imports at import time (function bodies excluded)."""
+def import_graph(root: Path, inside_functions: bool = False) -> dict[str, set[str]]:
+    """module -> the package's modules it imports at import time (function bodies excluded), or
+    anywhere in it, functions included, with `inside_functions` (`if TYPE_CHECKING:` still excluded)."""
     modules = {module_name(p, root): p for p in root.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for node in _runtime_body(ast.parse(path.read_text()).body):
+        tree = ast.parse(path.read_text())
+        nodes = _everywhere(tree.body) if inside_functions else _runtime_body(tree.body)
+        for node in nodes:
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -54,6 +57,14 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             graph[name] |= {t for t in targets if t in modules and t != name}
     return graph
+
+
+def _everywhere(body: list[ast.stmt]) -> list[ast.AST]:
+    """Every node of the module, function bodies included, but not what `if TYPE_CHECKING:` holds."""
+    out: list[ast.AST] = []
+    for node in _runtime_body(body):
+        out += ast.walk(node)
+    return out
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -97,6 +108,14 @@ def test_the_package_has_no_import_cycle():
     assert cycles(graph) == []
 
 
+def test_no_import_cycle_hides_inside_a_function():
+    """A cycle closed by an import inside a function is still a cycle: the two modules cannot be
+    understood, tested or moved apart (#34). None is left."""
+    graph = import_graph(PACKAGE, inside_functions=True)
+    assert graph["flowops.training.workers"] >= {"flowops.training.fit", "flowops.data.cache"}  # lazy imports seen
+    assert cycles(graph) == []
+
+
 def test_the_cycle_check_finds_a_cycle(tmp_path):
     pkg = tmp_path / "flowops"
     (pkg / "sub").mkdir(parents=True)
@@ -110,6 +129,10 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
         "def f():\n    import flowops.a\ntry:\n    from flowops import a\nexcept ImportError:\n    pass\n"
     )
     assert cycles(import_graph(pkg)) == [["flowops.a", "flowops.c", "flowops.sub.b"]]
+    # Only the import inside c.f closes this one: it counts when functions are read too.
+    (pkg / "c.py").write_text("def f():\n    import flowops.a\n")
+    assert cycles(import_graph(pkg)) == []
+    assert cycles(import_graph(pkg, inside_functions=True)) == [["flowops.a", "flowops.c", "flowops.sub.b"]]
 
 
 ROOMS = ("spec", "gitops", "registry", "bundle", "data", "training", "serving", "teamserver", "cli")

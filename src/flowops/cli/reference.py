@@ -91,8 +91,9 @@ def cli_section(command: click.Command, path: str) -> list[str]:
     return lines
 
 
-def render() -> str:
-    from flowops.cli.main import cli
+def render(cli: click.Group) -> str:
+    """docs/reference.md for the command group `cli` (the `flowops` group: the caller hands it over,
+    so this module never imports the one that imports it)."""
     from flowops.spec.experiment import DatasetPaths, ExperimentSpec
     from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
     from flowops.spec.project import ProjectConfig

@@ -76,7 +76,9 @@ def docs(check: bool) -> None:
     """Write docs/reference.md: every experiment and policy field, every command and option."""
     from flowops.cli.reference import REFERENCE, render
 
-    write_generated(REFERENCE, render(), check, "flowops docs")
+    root = click.get_current_context().find_root().command
+    assert isinstance(root, click.Group)
+    write_generated(REFERENCE, render(root), check, "flowops docs")
 
 
 COMMANDS = [validate, schema, docs]

@@ -23,6 +23,7 @@ from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import parse_args, spec_to_params
 from flowops.tracking import FAILURE_TAG
 from flowops.training import distribute
+from flowops.training.failure import describe
 from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
 from flowops.training.workers import WORKERS_ENV, worker_main, workers_main
 
@@ -196,23 +197,6 @@ def _fail_before_start(reason: str) -> int:
         client.set_tag(run_id, FAILURE_TAG, reason)
         client.set_terminated(run_id, "FAILED")
     return 1
-
-
-def describe(exc: BaseException) -> str:
-    """One line saying why training stopped."""
-    if isinstance(exc, FlowopsError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted" + (f" ({exc})" if str(exc) else "")
-    name = type(exc).__name__
-    if name == "ResourceExhaustedError" or isinstance(exc, MemoryError):
-        return "out of memory: lower batch_size or image_size"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    marker = "/mlflow-artifacts/artifacts/"
-    if marker in first:  # the server could not write to its artifact store (SFTP down, disk full, ...)
-        path = first.split(marker, 1)[1].split()[0].split("/artifacts/", 1)[-1]
-        return f"could not store artifact {path} on the tracking server (its artifact store failed or is down)"
-    return f"{name}: {first}"[:500]
 
 
 def train(spec: ExperimentSpec, experiment_file: str, run) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from flowops.cancel import SIGNALS
 from flowops.spec.experiment import ExperimentSpec
 from flowops.training import distribute
+from flowops.training.failure import describe
 
 WORKERS_ENV = "FLOWOPS_TRAIN_WORKERS"  # not FLOWOPS_WORKERS: that sets the tracking server's workers
 STOP_GRACE_S = 30  # a stopped worker's time to end its part before it is killed
@@ -44,8 +45,6 @@ def worker_main(spec: ExperimentSpec, place: distribute.Cluster) -> int:
         }
         fit(spec, cached, log=False)
     except BaseException as exc:
-        from flowops.training.run import describe
-
         print(f"flowops.train: worker {place.index}: {describe(exc)}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     return 0
