@@ -120,6 +120,28 @@ def bounded_http(training: bool = False) -> None:
         pool.setLevel(logging.DEBUG)  # retried answers are logged at debug; the handler keeps only those
 
 
+def end_failed(client, run_id: str, reason: str, ended: bool = False) -> str:
+    """End a run FAILED, then tag why (FAILURE_TAG, one line): each on its own, so a tracking server
+    that stops answering costs the tag, not the run's end. `ended`: the run was ended FAILED already
+    (only the reason is tagged). Never raises: '' when both were recorded, else what was not, as a
+    phrase for the line that says the failure."""
+    if not ended:
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception as exc:
+            return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {_said(exc)})"
+    try:
+        client.set_tag(run_id, FAILURE_TAG, reason[:500])
+    except Exception as exc:
+        return f" (run {run_id} ended FAILED; its reason could not be tagged: {_said(exc)})"
+    return ""
+
+
+def _said(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return redact(f"{type(exc).__name__}: {first}")[:300]
+
+
 def ensure_experiment(name: str, uri: str) -> str:
     """The id of MLflow experiment `name`, created if missing (artifacts beside the database when embedded)."""
     from mlflow.exceptions import MlflowException

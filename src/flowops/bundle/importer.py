@@ -7,16 +7,17 @@ reason, so no half-imported run stays RUNNING or looks finished.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from flowops import tracking
 from flowops.bundle.check import Facts
 from flowops.bundle.form import FOLDERS, KEPT_MLFLOW_TAGS, Bundle, is_claim
 from flowops.cancel import Cancel
 from flowops.hashing import MODEL_DIGEST_TAG
 from flowops.registry.binding import IMPORTED_AT_TAG, IMPORTED_TAG
-from flowops.tracking import FAILURE_TAG
 
 BATCH = 500
 
@@ -87,8 +88,8 @@ def import_bundle(
 
 
 def end_failed(client: Any, run_id: str, reason: str) -> None:
-    """End an imported run FAILED: status first (it is what says RUNNING), then the reason."""
-    try:
-        client.set_terminated(run_id, "FAILED")
-    finally:
-        client.set_tag(run_id, FAILURE_TAG, reason[:500])
+    """End an imported run FAILED: status first (it is what says RUNNING), then the reason
+    (tracking.end_failed); what the tracking server did not record is said on stderr."""
+    not_recorded = tracking.end_failed(client, run_id, reason)
+    if not_recorded:
+        print(f"flowops bundle import: {not_recorded.strip()}", file=sys.stderr)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from flowops import tracking
 from flowops.cancel import InterruptOnce
 from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import parse_args, spec_to_params
-from flowops.tracking import FAILURE_TAG
 from flowops.training import distribute
 from flowops.training.failure import describe
 from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     if not place.chief:
         return worker_main(spec, place)
     import mlflow
-
-    from flowops import tracking
 
     uri = tracking.use()
     tracking.bounded_http(training=True)  # the waits flowops train set, and a line per retry
@@ -94,24 +92,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _end_failed(mlflow, run_id: str, reason: str) -> str:
-    """End the run FAILED, then tag the reason: each on its own, so a tracking server that stops
-    answering costs the tag, not the run's end. '' when both were recorded, else what was not."""
+    """End the active run FAILED, then tag the reason (tracking.end_failed); '' when both were
+    recorded, else what was not. The fluent end comes first: it pops the run, so nothing ends it
+    FINISHED at exit."""
     from mlflow.tracking import MlflowClient
 
     try:
-        mlflow.end_run("FAILED")  # pops the run first: nothing ends it FINISHED at exit
+        mlflow.end_run("FAILED")
     except Exception as exc:
         if "database is locked" not in str(exc):
             return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(exc)})"
-        try:  # another writer of the SQLite store held it past its wait: once more, by the run's id
-            MlflowClient().set_terminated(run_id, "FAILED")
-        except Exception as again:
-            return f" (the tracking server did not answer, so run {run_id} may still show RUNNING: {describe(again)})"
-    try:
-        MlflowClient().set_tag(run_id, FAILURE_TAG, reason)
-    except Exception as exc:
-        return f" (run {run_id} ended FAILED; its reason could not be tagged: {describe(exc)})"
-    return ""
+        # another writer of the SQLite store held it past its wait: once more, by the run's id
+        return tracking.end_failed(MlflowClient(), run_id, reason)
+    return tracking.end_failed(MlflowClient(), run_id, reason, ended=True)
 
 
 def _from_tracking(exc: BaseException) -> bool:
@@ -193,9 +186,9 @@ def _fail_before_start(reason: str) -> int:
     if run_id:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient()
-        client.set_tag(run_id, FAILURE_TAG, reason)
-        client.set_terminated(run_id, "FAILED")
+        not_recorded = tracking.end_failed(MlflowClient(), run_id, reason)
+        if not_recorded:
+            print(f"flowops.train: {not_recorded.strip()}", file=sys.stderr)
     return 1
 
 

@@ -104,8 +104,7 @@ def workers_main(spec: ExperimentSpec, argv: list[str], workers: int) -> int:
     culprit, reason = first
     run = client.get_run(run_id)
     if run.info.status in ("RUNNING", "SCHEDULED"):  # the chief could not end it itself
-        client.set_terminated(run_id, "FAILED")
-        client.set_tag(run_id, FAILURE_TAG, reason)
+        reason += tracking.end_failed(client, run_id, reason)
     elif culprit != 0 and run.info.status == "FAILED":  # the chief ended it when stopped: the cause is elsewhere
         client.set_tag(run_id, FAILURE_TAG, reason)
     print(f"flowops.train: {reason}", file=sys.stderr)
