@@ -427,3 +427,34 @@ def test_a_fast_forward_of_two_commits_ships_the_last_state_and_exits_0(repo):
     repo.commit("a: 20 epochs, pushed straight to main")
     code, out, err = promote(repo, "--git-range", f"{before}..{repo.head}")
     assert code == 1 and "experiments/a.yaml: no FINISHED run with spec sha256" in err, out + err
+
+
+def test_a_bind_reads_each_runs_logged_model_once(repo):
+    """Binding checks every candidate's logged model, then hands the chosen one's on: one read each
+    (it read the chosen run's twice, and a promote binds every experiment on main)."""
+    from flowops.registry.binding import Merged, bind, logged_model
+
+    first = fake_run(repo, spec("a"), 0.5)
+    fake_run(repo, spec("a"), 0.6)
+    repo.merge("merge", {"a.yaml": spec("a")})
+    reads: list[str] = []
+
+    class Counting:
+        """The real client, its logged-model reads counted."""
+
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def get_logged_model(self, model_id):
+            reads.append(model_id)
+            return self.client.get_logged_model(model_id)
+
+    merged = Merged(repo.head, lineage.code_tree("HEAD", repo=repo.path), None)
+    s = ExperimentSpec.model_validate(spec("a"))
+    bound = bind(Counting(MlflowClient()), s, merged, same_code=False, hand_logged=True, repo=repo.path)
+    assert bound.run.info.run_id == first  # the earliest that qualifies
+    assert bound.model_id == logged_model(MlflowClient(), bound.run)
+    assert len(reads) == 2 and len(set(reads)) == 2, reads  # two runs, each model read once

@@ -69,10 +69,18 @@ def imported_at(run: Any) -> int | None:
 
 
 def refusal(
-    client: Any, run: Any, spec: Any, merged_tree: str | None, same_code: bool, schema: Schema | None = None
+    client: Any,
+    run: Any,
+    spec: Any,
+    merged_tree: str | None,
+    same_code: bool,
+    schema: Schema | None = None,
+    models: dict[str, str] | None = None,
 ) -> str | None:
     """Why `run` may not ship `spec` by its own record (one phrase naming the field), or None when
-    its parameters, tags and model make it; `same_code` also asks its code tree tag to be `merged_tree`."""
+    its parameters, tags and model make it; `same_code` also asks its code tree tag to be `merged_tree`.
+    `models` receives the run's logged model as read (run id -> `logged_model`'s answer), so a bind
+    reads it once."""
     schema = schema or Schema.default()
     try:
         rebuilt = schema.from_run(run, spec.experiment_name)
@@ -93,6 +101,8 @@ def refusal(
                 f"{str(merged_tree)[:12]}: retrain on the merged code"
             )
     found = logged_model(client, run, schema.model)
+    if models is not None:
+        models[run.info.run_id] = found
     if isinstance(found, str) and found.startswith("model:"):
         return found
     return None
@@ -128,12 +138,13 @@ def bind(
     imported = sorted((r for r in runs if imported_at(r) is not None), key=lambda r: (imported_at(r), r.info.run_id))
     by_hand = sorted((r for r in runs if imported_at(r) is None), key=lambda r: (r.info.start_time, r.info.run_id))
     qualified, refused = [], []
+    models: dict[str, str] = {}  # each run's logged model, read once
     for run in imported:
-        reason = refusal(client, run, spec, merged.code_tree, False, schema) or _identity(run, merged, repo)
+        reason = refusal(client, run, spec, merged.code_tree, False, schema, models) or _identity(run, merged, repo)
         (refused.append(f"run {run.info.run_id[:8]}: {reason}") if reason else qualified.append(run))
     for run in by_hand:
         reason = (
-            refusal(client, run, spec, merged.code_tree, same_code, schema)
+            refusal(client, run, spec, merged.code_tree, same_code, schema, models)
             if hand_logged
             else "no import record: it was logged outside the PR pipeline (the policy ships such runs only with "
             "ship_hand_logged_runs: true)"
@@ -151,7 +162,8 @@ def bind(
         why += f"; {len(qualified) - 1} other run(s) also qualified"
     if refused:
         why += f"; {len(refused)} refused ({refused[0]})"
-    return Bound(chosen, logged_model(client, chosen, schema.model), why)
+    model = models.get(chosen.info.run_id) or logged_model(client, chosen, schema.model)
+    return Bound(chosen, model, why)
 
 
 def candidates(client: Any, spec: Any) -> list[Any]:
