@@ -255,7 +255,10 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
                 file=sys.stderr,
             )
 
-    model, history = fit(spec, cached, on_data=record_data)
+    try:
+        model, history = fit(spec, cached, on_data=record_data)
+    finally:
+        building.close()  # whatever failed first (the strategy, the model), the build stops with it
     with tempfile.TemporaryDirectory() as tmp:
         evaluate_and_log(spec, model, history, val, Path(tmp))
         log_model(spec, model, Path(tmp), val.preprocess)
