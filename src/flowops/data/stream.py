@@ -161,21 +161,13 @@ def window_shuffled(
     count only, never on when rows arrived. Without it, rows in order.
     """
     rng = np.random.default_rng(seed)
-    pool: list[int] = []
+    pool: list[int] = []  # without shuffle it holds one row at most
     batch: list[int] = []
     readable, final, taken = 0, False, 0
-
-    def emit(index: int) -> Iterator[np.ndarray]:
-        batch.append(index)
-        if len(batch) == batch_size:
-            yield np.array(batch, np.int64)
-            batch.clear()
-
     while True:
         if taken == readable and not final:
             now = wait_rows(readable)
-            final = now == readable
-            readable = now
+            final, readable = now == readable, now
         if taken < readable:
             pool.append(taken)
             taken += 1
@@ -183,8 +175,12 @@ def window_shuffled(
                 continue
         elif not pool:
             break
-        pick = int(rng.integers(len(pool))) if shuffle else 0
-        pool[pick], pool[-1] = pool[-1], pool[pick]
-        yield from emit(pool.pop() if shuffle else pool.pop(0))
+        if shuffle:  # the drawn row moves to the end, where pop takes it
+            pick = int(rng.integers(len(pool)))
+            pool[pick], pool[-1] = pool[-1], pool[pick]
+        batch.append(pool.pop())
+        if len(batch) == batch_size:
+            yield np.array(batch, np.int64)
+            batch.clear()
     if batch and not drop_remainder:
         yield np.array(batch, np.int64)

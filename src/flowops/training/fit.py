@@ -87,17 +87,14 @@ def fit(spec: ExperimentSpec, cached, log: bool = True, on_data=None):
             on_test_batch_end = on_train_batch_end  # and between two validation batches
 
         callbacks += [LogEpoch(), StopOnSignal()]
-    try:
-        if workers == 1:
-            history = _fit_here(trainer, spec, building, val, global_batch, replicas, callbacks, on_data)
-        else:
-            train = building.result()
-            if on_data is not None:
-                on_data(train)
-            with cancel.deferred():
-                history = _fit_workers(trainer, spec, train, global_batch, callbacks).history
-    finally:
-        building.close()  # a build still running stops (it resumes next time)
+    if workers == 1:  # (a build still running is stopped by its owner, flowops.training.run.train)
+        history = _fit_here(trainer, spec, building, val, global_batch, replicas, callbacks, on_data)
+    else:
+        train = building.result()
+        if on_data is not None:
+            on_data(train)
+        with cancel.deferred():
+            history = _fit_workers(trainer, spec, train, global_batch, callbacks).history
     # Evaluate and serve in float32, whatever the GPU trained in. Across workers, every worker
     # reads the weights (reading batch-norm statistics is a collective step) into a plain copy:
     # the chief evaluates and saves that, while the others have left.
@@ -116,8 +113,8 @@ def _fit_here(trainer, spec: ExperimentSpec, building, val, global_batch: int, r
     # one, which the fused batch normalisation rejects. The validation split is scored in full
     # after training either way (evaluate_and_log); per-epoch val_* then leave out the rest.
     whole = replicas > 1
-    if whole and len(building.result().images) < global_batch:  # (counted first: the whole entry)
-        raise FlowopsError(_too_few(len(building.result().images), spec.batch_size, replicas))
+    if whole and (count := len(building.result().images)) < global_batch:  # (counted first: the whole entry)
+        raise FlowopsError(_too_few(count, spec.batch_size, replicas))
     val_ds = make_dataset(val.images, val.masks, global_batch, training=False, seed=spec.seed, whole_batches=whole)
     validation = val_ds if len(val.images) >= global_batch or not whole else None
     batches: dict[str, Any] = {
