@@ -136,6 +136,14 @@ def deferred() -> Iterator[None]:
     handler.check()
 
 
+def stopping() -> None:
+    """The work is ending (it failed, or a signal came): from here a signal is only recorded, so it
+    cannot cut short the cleanup that ends the run (a multi-worker chief whose peer died was stopped
+    by its parent mid-cleanup: it died before ending its run, and MLflow's exit ended it FINISHED)."""
+    if _installed is not None:
+        _installed.raised = True
+
+
 def requested() -> bool:
     """Has the installed InterruptOnce received a signal (raised or still deferred)?"""
     return _installed is not None and bool(_installed.received)

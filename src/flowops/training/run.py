@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from flowops import tracking
+from flowops import cancel, tracking
 from flowops.cancel import InterruptOnce
 from flowops.errors import FlowopsError
 from flowops.spec.experiment import ExperimentSpec
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(spec, experiment_file, run)
     except BaseException as exc:
+        cancel.stopping()  # a signal from here on must not cut short ending the run
         import gc
         import traceback
 
