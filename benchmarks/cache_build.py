@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/cache_build.py [--images 2000] [--data DIR]
 
 One generated COCO-format dataset of 640x480 JPEGs. The training split is decoded into a cache
-entry (flowops.data.entry.build) at 256 px, where the JPEG draft cannot apply (480 < 2 x 256),
+entry (flowops.segmentation.data.entry.build) at 256 px, where the JPEG draft cannot apply (480 < 2 x 256),
 and at 128 px, where libjpeg decodes at half size; each with threads and with worker processes,
 and with the draft method against the plain one. Rows are identical between threads and
 processes (tests/unit/test_data.py); only time differs.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def build_rate(split, size: int, processes: bool, method: str) -> float:
-    from flowops.data import cache, entry
+    from flowops.segmentation.data import cache, entry
 
     folder = Path(tempfile.mkdtemp()) / "entry"
     start = time.perf_counter()
@@ -47,9 +47,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--data", type=Path, help="reuse a generated dataset here")
     args = parser.parse_args()
-    from flowops.data.coco import open_split
-    from flowops.data.synth import generate
-    from flowops.preprocess import DRAFT, PLAIN
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.data.synth import generate
+    from flowops.segmentation.preprocess import DRAFT, PLAIN
     from flowops.spec.experiment import ExperimentSpec
 
     root = args.data or Path(tempfile.mkdtemp()) / "coco640"

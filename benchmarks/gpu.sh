@@ -17,13 +17,13 @@ if [ "${SMOKE:-0}" = 1 ]; then STEPS=2; else STEPS=60; nvidia-smi --query-gpu=na
 STEPS=$STEPS PYTHONPATH=src timeout 480 $PY - "$OUT_FILE" <<'PY'
 import os, sys, time
 os.environ.setdefault("FLOWOPS_CACHE_DIR", ".flowops/cache")
-from flowops.tfenv import configure_tensorflow
-from flowops.training.model import build_model, training_model
+from flowops.segmentation.tfenv import configure_tensorflow
+from flowops.segmentation.training.model import build_model, training_model
 configure_tensorflow()
 import tensorflow as tf, tf_keras
-from flowops.data.cache import load_split
-from flowops.data.coco import open_split
-from flowops.data.pipeline import make_dataset
+from flowops.segmentation.data.cache import load_split
+from flowops.segmentation.data.coco import open_split
+from flowops.segmentation.data.pipeline import make_dataset
 from flowops.spec.experiment import ExperimentSpec
 
 STEPS = int(os.environ["STEPS"])

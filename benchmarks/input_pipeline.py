@@ -16,7 +16,7 @@ batches that the step itself augments and encodes, on the GPU:
 (b) flowops: the decoded uint8 cache (built during the first epoch, cold) and the tf.data
     pipeline that shuffles and batches it. Augmentation (the same zoom-crop, flip and
     brightness/contrast), the float cast and the one-hot encoding run inside the training
-    step, on the GPU (flowops.training.augment): that is what the host must sustain to feed it;
+    step, on the GPU (flowops.segmentation.training.augment): that is what the host must sustain to feed it;
 (c) for the record, flowops with that in-step preparation also run on this CPU, as a
     CPU-only runner trains;
 (d) the host pipeline's first epoch from a warm cache (a runner that has trained on this
@@ -163,12 +163,12 @@ def decode_ceiling(root: Path) -> tuple[str, float]:
 
 def resize_costs(root: Path) -> list[tuple[str, float, float]]:
     """(method, ms per image on one core from the JPEG's bytes to SIZE x SIZE, mean absolute grey-level
-    difference from the plain method) for the first 200 images: flowops' methods (flowops.preprocess)
+    difference from the plain method) for the first 200 images: flowops' methods (flowops.segmentation.preprocess)
     and OpenCV's anti-aliased INTER_AREA for comparison. Masks are drawn from the annotations at
     SIZE whatever the method, so they agree exactly; only the images differ."""
     import cv2
 
-    from flowops.preprocess import DRAFT, NEAR, PLAIN, decode_for, resize_image
+    from flowops.segmentation.preprocess import DRAFT, NEAR, PLAIN, decode_for, resize_image
 
     blobs = [path.read_bytes() for path in sorted((root / "train").glob("*.jpg"))[:200]]
 
@@ -202,15 +202,15 @@ def resize_costs(root: Path) -> list[tuple[str, float, float]]:
 
 def build_profile(root: Path, categories: list[str]) -> list[tuple[str, float]]:
     """(stage, ms per image on one core) of what the cold build does to each image, as
-    flowops.data.cache._decode does it, best of three over the first 200 training images. Their
+    flowops.segmentation.data.cache._decode does it, best of three over the first 200 training images. Their
     sum bounds a cold epoch on N cores at N / sum images/s; decoding's share bounds its fraction
     of the decode-only ceiling."""
     import hashlib
 
-    from flowops.data import cache
-    from flowops.data.coco import open_split
-    from flowops.data.masks import draw_mask
-    from flowops.preprocess import METHOD, decode_for, resize_image
+    from flowops.segmentation.data import cache
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.data.masks import draw_mask
+    from flowops.segmentation.preprocess import METHOD, decode_for, resize_image
     from flowops.spec.experiment import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(
@@ -247,17 +247,17 @@ def build_profile(root: Path, categories: list[str]) -> list[tuple[str, float]]:
 
 def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> list[tuple[int, float]]:
     """(images, seconds) for the first epoch and for the later ones, as `flowops train` feeds them:
-    the first epoch reads the training split's entry while it is built (flowops.data.stream; a warm
+    the first epoch reads the training split's entry while it is built (flowops.segmentation.data.stream; a warm
     entry is read the same way), the later epochs the whole entry (loading it counts in them).
     Records the seconds to the first batch in FIRST_BATCH_S."""
     os.environ["FLOWOPS_CACHE_DIR"] = str(cache)
     import tensorflow as tf
 
-    from flowops.data import stream
-    from flowops.data.coco import open_split
-    from flowops.data.pipeline import first_epoch_dataset, make_dataset
+    from flowops.segmentation.data import stream
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.data.pipeline import first_epoch_dataset, make_dataset
+    from flowops.segmentation.training.augment import prepare_batch
     from flowops.spec.experiment import ExperimentSpec
-    from flowops.training.augment import prepare_batch
 
     spec = ExperimentSpec.model_validate(
         {"name": "bench", "categories": CATEGORIES, "image_size": SIZE, "dataset": {"root": str(root)}}
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", type=Path, help="reuse a generated dataset here")
     args = parser.parse_args()
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     tmp = Path(tempfile.mkdtemp())
     root = args.data or tmp / "coco640"

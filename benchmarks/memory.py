@@ -23,9 +23,9 @@ CHILD = """
 import os, sys, time
 from pathlib import Path
 os.environ["FLOWOPS_CACHE_DIR"] = sys.argv[2]
-from flowops.data import cache
-from flowops.data.coco import open_split
-from flowops.data.pipeline import make_dataset
+from flowops.segmentation.data import cache
+from flowops.segmentation.data.coco import open_split
+from flowops.segmentation.data.pipeline import make_dataset
 from flowops.spec.experiment import ExperimentSpec
 
 spec = ExperimentSpec.model_validate(
@@ -45,7 +45,7 @@ print(f"peak_rss_mb={peak / 1024:.0f} images={len(split.file_names)}")
 
 
 def measure(images: int, work: Path) -> tuple[float, str]:
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     root = work / f"data-{images}"
     if not root.exists():

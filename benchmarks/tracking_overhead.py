@@ -29,18 +29,18 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     os.environ["FLOWOPS_CACHE_DIR"] = str(tmp / "cache")
-    from flowops.data.cache import load_split
-    from flowops.data.coco import open_split
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.cache import load_split
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.data.synth import generate
+    from flowops.segmentation.tfenv import configure_tensorflow
+    from flowops.segmentation.training.model import build_model, training_model
     from flowops.spec.experiment import ExperimentSpec
-    from flowops.tfenv import configure_tensorflow
-    from flowops.training.model import build_model, training_model
 
     configure_tensorflow()
     import mlflow
     import tf_keras
 
-    from flowops.data.pipeline import make_dataset
+    from flowops.segmentation.data.pipeline import make_dataset
 
     data = ROOT / "data" / "synth"
     if not (data / "annotations" / "instances_val.json").exists():

@@ -37,7 +37,7 @@ def write(tmp_path: Path):
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A tiny synthetic COCO-format dataset shared by the run (integration and workflows)."""
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     return _built_once(tmp_path_factory, "synth", lambda root: generate(root, images=30, width=64, height=48, seed=11))
 

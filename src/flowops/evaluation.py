@@ -1,58 +1,26 @@
-"""Segmentation evaluation over a whole split, and how sure a difference between two models is.
+"""How sure a difference between two models is, for any metric with per-example evidence.
 
-numpy only (no TensorFlow): training computes it, and the report and `flowops promote` recompute
-intervals from the stored per-image confusion matrices.
+numpy only (no TensorFlow): a training writes per-example evidence, and the report and
+`flowops promote` recompute the intervals from it (docs/comparison.md).
 
-- A **confusion matrix per image** (`truth x predicted` pixel counts at the evaluation size),
-  pixels labelled IGNORE (COCO crowd regions) left out. Summing them gives the split's matrix,
-  whatever the batch size.
-- **Dataset-level metrics** from the summed matrix: IoU per class; `val_miou`, the mean IoU over
-  the *foreground* classes (background is reported on its own, never in the mean: a model that
-  predicts only background scores 0, not 1/n); `val_fscore`, the mean pixel F-score over the
-  foreground classes. A class absent from both truth and prediction has no IoU (NaN) and is
-  left out of the means.
-- A **paired bootstrap** of the difference of two models' `val_miou` on the same images:
-  images are resampled with replacement (seeded), both models' matrices summed over each
+- **Aggregates**: how a metric is made from per-example values (mean, rmse, ratio, or the mean
+  IoU over classes 1.. of summed confusion matrices); `evidence_in` reads them from an
+  `evaluation/per_example.npz`, refusing what it cannot check.
+- A **paired bootstrap** of the difference of two models' metric on the same examples: examples
+  are resampled with replacement (seeded), the metric recomputed for both models on each
   resample, the difference taken; the interval is its percentiles.
+- IoU and F-score per class and their mean over the classes 1.. (class 0 is reported on its own,
+  never in the mean; a class absent from truth and prediction has no IoU and is left out).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE = 255  # mask value of pixels that count in neither training nor evaluation
 RESAMPLES = 2000
-PRIMARY = "val_miou"
-
-
-def confusion_per_image(
-    truth: np.ndarray, predicted: np.ndarray, n_classes: int, names: Sequence[str] | None = None
-) -> np.ndarray:
-    """(n, C, C) int64 pixel counts, truth by row, prediction by column; IGNORE pixels left out.
-    A truth value that is neither a class nor IGNORE is a ValueError naming the image (`names`):
-    counted, it would land in the next image's matrix."""
-    n = truth.shape[0]
-    t = truth.reshape(n, -1).astype(np.int64)
-    p = predicted.reshape(n, -1).astype(np.int64)
-    valid = t != IGNORE
-    wrong = valid & ((t < 0) | (t >= n_classes))
-    if wrong.any():
-        image = int(np.argmax(wrong.any(1)))
-        value = int(t[image][wrong[image]][0])
-        name = names[image] if names is not None else f"image {image}"
-        raise ValueError(
-            f"mask of {name}: value {value} is neither a class (0..{n_classes - 1}) nor {IGNORE} (ignored)"
-        )
-    index = np.where(valid, t * n_classes + np.clip(p, 0, n_classes - 1), n_classes * n_classes)
-    offsets = np.arange(n, dtype=np.int64)[:, None] * (n_classes * n_classes + 1)
-    counts = np.bincount((index + offsets).ravel(), minlength=n * (n_classes * n_classes + 1))
-    return counts.reshape(n, n_classes * n_classes + 1)[:, :-1].reshape(n, n_classes, n_classes)
 
 
 def per_class_iou(confusion: np.ndarray) -> np.ndarray:
@@ -79,22 +47,6 @@ def foreground_mean(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, np.where(defined, fg, 0.0).sum(-1) / count, np.nan)
 
 
-def split_metrics(confusion: np.ndarray, class_names: list[str]) -> dict[str, float]:
-    """The validation metrics a run logs, from its per-image matrices (n, C, C) or the summed (C, C)."""
-    total = confusion.sum(0) if confusion.ndim == 3 else confusion
-    iou = per_class_iou(total)
-    out = {f"val_iou.{name}": float(v) for name, v in zip(class_names, iou, strict=True) if not np.isnan(v)}
-    out[PRIMARY] = float(foreground_mean(iou))
-    out["val_fscore"] = float(foreground_mean(per_class_fscore(total)))
-    return out
-
-
-def eval_set_id(content_sha256: str, class_names: list[str], image_size: int) -> str:
-    """The evaluation data's identity: the decoded validation arrays, the classes and the size."""
-    text = json.dumps([content_sha256, class_names, image_size, IGNORE])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Interval:
     """`delta` (a - b) of `metric` on the same examples (images, rows), and its bootstrap interval."""
@@ -105,7 +57,7 @@ class Interval:
     confidence: float
     resamples: int
     images: int
-    metric: str = PRIMARY
+    metric: str
     aggregate: str = "confusion"
 
     def contains_zero(self) -> bool:
@@ -260,16 +212,4 @@ def paired_bootstrap_mean(
         confidence,
         resamples,
         seed,
-    )
-
-
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
-) -> Interval:
-    """Interval of val_miou(a) - val_miou(b), a and b being (n, C, C) matrices of the same n images."""
-    if a.shape != b.shape or a.ndim != 3 or a.shape[0] == 0:
-        raise ValueError(f"paired bootstrap needs two (n, C, C) arrays of the same images: {a.shape} vs {b.shape}")
-    ids = tuple(str(i) for i in range(a.shape[0]))
-    return paired_bootstrap_of(
-        Evidence(PRIMARY, "confusion", a, ids), Evidence(PRIMARY, "confusion", b, ids), confidence, resamples, seed
     )

@@ -1,13 +1,14 @@
-"""`python -m flowops.train`: the MLproject's entry point, kept at this path.
+"""`python -m flowops.train`: the segmentation MLproject's entry point, kept at this path.
 
-`MLproject` and every logged run name this module; the code lives in `flowops.training.run`.
+`MLproject` files (ours and every project made from it before #34) and logged runs name this
+module; the code lives in `flowops.segmentation.training.run`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from flowops.training.run import main
+from flowops.segmentation.training.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

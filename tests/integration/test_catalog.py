@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from flowops.catalog import BACKBONES
-from flowops.tfenv import configure_tensorflow
-from flowops.training.model import MODE_OF, preprocess_layer, preprocess_numpy
+from flowops.segmentation.catalog import BACKBONES
+from flowops.segmentation.tfenv import configure_tensorflow
+from flowops.segmentation.training.model import MODE_OF, preprocess_layer, preprocess_numpy
 
 configure_tensorflow()
 import segmentation_models as sm  # noqa: E402  (after configure_tensorflow: it needs tf.keras)

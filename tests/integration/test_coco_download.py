@@ -66,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def mirror_tree(tmp_path_factory):
     """A generated COCO-format dataset laid out like the COCO host, with the annotations archive."""
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     src = tmp_path_factory.mktemp("synth-coco")
     generate(src, images=30, width=64, height=48, seed=5)

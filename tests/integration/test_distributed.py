@@ -28,7 +28,7 @@ from .conftest import BIN, flowops, tiny_spec, write_experiment
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory) -> Path:
     """Enough synthetic images for a loss that visibly falls in three short epochs."""
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     root = tmp_path_factory.mktemp("distributed") / "data"
     generate(root, images=60, width=96, height=72, seed=5)

@@ -8,9 +8,9 @@ import threading
 import mlflow
 
 from flowops import cancel
-from flowops.data import cache, stream
-from flowops.data.coco import open_split
-from flowops.data.synth import generate
+from flowops.segmentation.data import cache, stream
+from flowops.segmentation.data.coco import open_split
+from flowops.segmentation.data.synth import generate
 from flowops.spec.experiment import ExperimentSpec
 
 from .conftest import tiny_spec
@@ -20,7 +20,7 @@ def test_the_first_training_step_comes_before_the_last_row_is_written(store, tmp
     """The training split's last image is a FIFO: its row cannot be written until the test feeds it,
     and the test feeds it only once a training step has ended (or after a minute, when the check
     below then fails). Every step's end records whether the entry was complete."""
-    from flowops.training.fit import fit
+    from flowops.segmentation.training.fit import fit
 
     root = tmp_path / "d"
     generate(root, images=40, width=64, height=48, seed=5)

@@ -28,7 +28,7 @@ try:
 except SystemExit as exc:
     code = exc.code
 loaded = sorted({m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "segmentation_models", "mlflow")
-                 or m.startswith(("flowops.training", "flowops.data.pipeline"))})
+                 or m.startswith(("flowops.training", "flowops.segmentation.training", "flowops.segmentation.data.pipeline"))})
 with open(os.environ["PROBE_OUT"], "w") as fh:
     json.dump({"code": code, "loaded": loaded}, fh)
 """
@@ -96,7 +96,7 @@ def test_registry_commands_never_import_tensorflow(merged, tmp_path):
 def test_the_probe_sees_a_heavy_import(merged, tmp_path):
     """The check can fail: the same probe reports TensorFlow once something on the path imports it."""
     repo, _, _, _ = merged
-    prelude = "from flowops.tfenv import configure_tensorflow\nconfigure_tensorflow()\n"
+    prelude = "from flowops.segmentation.tfenv import configure_tensorflow\nconfigure_tensorflow()\n"
     code, heavy, output = run_fresh(repo.path, tmp_path, "validate", prelude=prelude)
     assert code == 0, output
     assert "tensorflow" in heavy

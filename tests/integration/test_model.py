@@ -3,8 +3,8 @@ mixed precision trains (on this CPU, standing in for a GPU) and hands back a flo
 
 import numpy as np
 
-from flowops.tfenv import configure_tensorflow
-from flowops.training.model import build_model, float32_copy, training_model
+from flowops.segmentation.tfenv import configure_tensorflow
+from flowops.segmentation.training.model import build_model, float32_copy, training_model
 
 configure_tensorflow()
 import tf_keras  # noqa: E402  (after configure_tensorflow, as flowops imports it)

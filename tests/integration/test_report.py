@@ -41,7 +41,7 @@ SCHEMA = REPO / "docs" / "report.schema.json"
 
 def confusions(seed: int, n: int = 40, accuracy: float = 0.8) -> np.ndarray:
     """Per-image confusion matrices of a model that gets `accuracy` of the pixels right, on n fixed images."""
-    from flowops.evaluation import confusion_per_image
+    from flowops.segmentation.evaluation import confusion_per_image
 
     truth = np.random.default_rng(0).integers(0, 3, (n, 16, 16)).astype(np.uint8)  # the same images for every model
     rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -69,15 +70,34 @@ def test_init_refuses_a_folder_with_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_the_whole_loop_on_the_tabular_template(tmp_path, store):
+WITHOUT_SEGMENTATION = Path(__file__).parent / "without_segmentation"  # its sitecustomize masks the template
+
+
+def test_the_whole_loop_on_the_tabular_template(tmp_path, store, monkeypatch):
     """validate, train each PR through the MLflow Project, report, promote on merge, serve and
     predict over MLflow's JSON protocol, roll back by reverting the merge: for a model that is
-    not the segmentation trainer, with nothing of it in the engine."""
+    not the segmentation trainer, with nothing of it in the engine. Every process of the loop
+    runs as if the segmentation template were not installed (#34)."""
     import json
+    import sys
 
     import requests
 
     from .services import Service
+
+    monkeypatch.setenv("PYTHONPATH", str(WITHOUT_SEGMENTATION))
+    masked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.metadata as m; print(len(m.entry_points(group='flowops.report')))\n"
+            "import flowops.segmentation",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert masked.returncode == 1 and masked.stdout == "0\n", masked.stdout + masked.stderr
+    assert "No module named 'flowops.segmentation' (the segmentation template is masked)" in masked.stderr
 
     repo = tmp_path / "tabular"
     assert flowops("init", "--template", "tabular", str(repo)).returncode == 0

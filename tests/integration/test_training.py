@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -111,7 +112,7 @@ def test_flowops_train_prints_no_tensorflow_log_lines(two_runs):
 
 
 def test_verbose_shows_what_tensorflow_says(tmp_path):
-    probe = "from flowops.tfenv import configure_tensorflow\nconfigure_tensorflow()\n"
+    probe = "from flowops.segmentation.tfenv import configure_tensorflow\nconfigure_tensorflow()\n"
     loud = subprocess.run(
         [str(BIN / "python"), "-c", probe], capture_output=True, text=True, env={**os.environ, "FLOWOPS_VERBOSE": "1"}
     )
@@ -155,6 +156,29 @@ def test_pyfunc_reloads_and_returns_masks_at_the_input_size(two_runs):
     assert meta["class_names"] == ["background", "person", "car", "dog"] and meta["image_size"] == 32
     # the same image alone gives the same mask: no batch effects in preprocessing
     assert np.array_equal(model.predict(images[1:2])[0], masks[1])
+
+
+def test_a_model_logged_before_the_template_moved_still_loads_and_predicts(two_runs, tmp_path):
+    """#34 moved the pyfunc to flowops.segmentation.pyfunc; a model logged before pickled
+    `flowops.pyfunc.SegmentationModel` (tests/data holds that pickle, written by the code before the
+    move). Put in a model's folder, it unpickles through the old path to the same class and predicts
+    the same masks."""
+    import shutil
+
+    from flowops.segmentation.pyfunc import SegmentationModel
+
+    old = REPO / "tests" / "data" / "python_model.before-34.pkl"
+    assert b"flowops.pyfunc" in old.read_bytes() and b"flowops.segmentation" not in old.read_bytes()
+    uri, *_ = two_runs
+    run = finished_runs(uri)[0]
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path)))
+    new = mlflow.pyfunc.load_model(str(folder))
+    shutil.copyfile(old, folder / "python_model.pkl")
+    before = mlflow.pyfunc.load_model(str(folder))
+    assert type(before.unwrap_python_model()).__name__ == SegmentationModel.__name__
+    assert type(before.unwrap_python_model()).__module__ == "flowops.segmentation.pyfunc"
+    images = np.random.default_rng(1).integers(0, 255, (2, 40, 60, 3), dtype=np.uint8)
+    assert np.array_equal(before.predict(images), new.predict(images))
 
 
 def test_mlflow_run_as_in_the_original_article(store, synth_root):
@@ -360,8 +384,8 @@ def test_the_model_learns(store, tmp_path):
     is not in the mean), so a model that learned nothing, trained with a broken loss, or learned
     shifted labels stays near 0. This one reaches about 0.69 here; the bar is 0.45.
     """
-    from flowops.data.synth import generate
-    from flowops.evaluation import split_metrics
+    from flowops.segmentation.data.synth import generate
+    from flowops.segmentation.evaluation import split_metrics
 
     generate(tmp_path / "data", images=120, width=96, height=72, seed=5)
     spec = tiny_spec(
@@ -397,7 +421,7 @@ def test_the_holder_is_scored_on_the_candidates_own_data(two_runs, tmp_path):
     so the candidate's training scores production's model on the candidate's validation images."""
     import yaml
 
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     uri, _, spec, _ = two_runs
     mlflow.set_tracking_uri(uri)  # a models:/ source is resolved through the process's tracking URI

@@ -18,9 +18,9 @@ from flowops.evaluation import (
     Evidence,
     agrees,
     evidence_in,
-    paired_bootstrap,
     paired_bootstrap_of,
 )
+from flowops.segmentation.evaluation import paired_bootstrap
 
 
 def rows(n: int) -> tuple[str, ...]:

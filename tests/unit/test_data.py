@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from flowops.data import cache
-from flowops.data.coco import open_split
-from flowops.data.synth import generate
 from flowops.errors import FlowopsError
+from flowops.segmentation.data import cache
+from flowops.segmentation.data.coco import open_split
+from flowops.segmentation.data.synth import generate
 from flowops.spec.experiment import ExperimentSpec
 
 
@@ -367,8 +367,8 @@ def test_a_killed_cache_build_resumes_where_it_stopped(tmp_path, cache_dir, monk
     generate(root, images=120, width=64, height=48, seed=4)
     child = f"""
 import time
-from flowops.data import cache, entry
-from flowops.data.coco import open_split
+from flowops.segmentation.data import cache, entry
+from flowops.segmentation.data.coco import open_split
 from flowops.spec.experiment import ExperimentSpec
 entry.CHUNK = 4
 decode = cache._decode
@@ -408,7 +408,7 @@ cache.load_split(open_split(spec, "train"), ["person", "car"], 32)
 
 def test_processes_and_threads_build_the_same_entry(dataset, tmp_path):
     """Large splits on many cores are decoded by worker processes: the rows must not depend on it."""
-    from flowops.data import entry
+    from flowops.segmentation.data import entry
 
     split = open_split(spec_for(dataset), "train")
     built = {}
@@ -428,7 +428,7 @@ def test_the_download_progress_counts_files_as_files_and_bytes_as_bytes():
 
     from rich.console import Console
 
-    from flowops.data.download import Progress
+    from flowops.segmentation.data.download import Progress
 
     out = io.StringIO()
     progress = Progress(Console(file=out, width=120, force_terminal=False))

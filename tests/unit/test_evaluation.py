@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowops.evaluation import (
+from flowops.evaluation import per_class_iou
+from flowops.segmentation.evaluation import (
     IGNORE,
     confusion_per_image,
     eval_set_id,
     paired_bootstrap,
-    per_class_iou,
     split_metrics,
 )
 

@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from flowops.data import cache, stream
-from flowops.data.coco import open_split
-from flowops.data.pipeline import first_epoch_dataset
-from flowops.data.synth import generate
+from flowops.segmentation.data import cache, stream
+from flowops.segmentation.data.coco import open_split
+from flowops.segmentation.data.pipeline import first_epoch_dataset
+from flowops.segmentation.data.synth import generate
 from flowops.spec.experiment import ExperimentSpec
 
 SIZE = 32

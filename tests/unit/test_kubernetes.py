@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from flowops.cli import cli
 from flowops.errors import FlowopsError
+from flowops.segmentation.training import distribute
 from flowops.spec.experiment import ExperimentSpec
-from flowops.training import distribute, kubernetes
+from flowops.training import kubernetes
 
 SPEC = ExperimentSpec.model_validate({"name": "Person_256.v2", "categories": ["person"], "image_size": 256})
 CONFIG = {"image": "registry.internal/flowops:3f2a1c9", "secret": "mlflow-credentials", "gpus-per-worker": 1}
@@ -140,7 +141,7 @@ def test_flowops_train_writes_the_manifests_and_creates_no_run(tmp_path, monkeyp
 def test_the_servers_worker_count_is_not_a_training_setting(monkeypatch):
     """Hardening 3 item 10: with the tracking server's env file sourced (FLOWOPS_WORKERS=4), a
     training started 4 worker processes; training reads FLOWOPS_TRAIN_WORKERS only."""
-    from flowops.training.run import check_distribution
+    from flowops.segmentation.training.run import check_distribution
 
     for name in ("TF_CONFIG", distribute.WORKER_HOSTS_ENV, "FLOWOPS_CPU_REPLICAS", "FLOWOPS_TRAIN_WORKERS"):
         monkeypatch.delenv(name, raising=False)

@@ -5,9 +5,9 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from flowops.data.masks import IGNORE, class_mask, one_hot
-from flowops.data.synth import rle_compressed, rle_uncompressed
-from flowops.preprocess import resize_mask
+from flowops.segmentation.data.masks import IGNORE, class_mask, one_hot
+from flowops.segmentation.data.synth import rle_compressed, rle_uncompressed
+from flowops.segmentation.preprocess import resize_mask
 
 H, W = 40, 50
 

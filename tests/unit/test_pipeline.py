@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flowops.data import pipeline
-from flowops.data.pipeline import make_dataset
-from flowops.training.augment import augment, prepare_batch
+from flowops.segmentation.data import pipeline
+from flowops.segmentation.data.pipeline import make_dataset
+from flowops.segmentation.training.augment import augment, prepare_batch
 
 SIZE = 64
 STEP = 60  # image value per class: class k is painted k * STEP

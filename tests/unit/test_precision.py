@@ -3,7 +3,7 @@
 import pytest
 
 from flowops.errors import FlowopsError
-from flowops.training.precision import precision_policy
+from flowops.segmentation.training.precision import precision_policy
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowops.preprocess import DRAFT, NEAR, PLAIN, decode_for, draft_scale, resize_image, shrink
+from flowops.segmentation.preprocess import DRAFT, NEAR, PLAIN, decode_for, draft_scale, resize_image, shrink
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The first epoch's order over rows that arrive while the cache is built (flowops.data.stream)."""
+"""The first epoch's order over rows that arrive while the cache is built (flowops.segmentation.data.stream)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowops.data.stream import window_shuffled
+from flowops.segmentation.data.stream import window_shuffled
 
 
 def arriving(total: int, steps: list[int]):

@@ -112,7 +112,10 @@ def test_no_import_cycle_hides_inside_a_function():
     """A cycle closed by an import inside a function is still a cycle: the two modules cannot be
     understood, tested or moved apart (#34). None is left."""
     graph = import_graph(PACKAGE, inside_functions=True)
-    assert graph["flowops.training.workers"] >= {"flowops.training.fit", "flowops.data.cache"}  # lazy imports seen
+    assert graph["flowops.segmentation.training.workers"] >= {
+        "flowops.segmentation.training.fit",
+        "flowops.segmentation.data.cache",
+    }  # lazy imports seen
     assert cycles(graph) == []
 
 
@@ -135,18 +138,19 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
     assert cycles(import_graph(pkg, inside_functions=True)) == [["flowops.a", "flowops.c", "flowops.sub.b"]]
 
 
-ROOMS = ("spec", "gitops", "registry", "bundle", "data", "training", "serving", "teamserver", "cli")
+ROOMS = ("spec", "gitops", "registry", "bundle", "training", "serving", "teamserver", "cli", "segmentation")
 # What each room may import at import time (besides the shared modules at the top).
 ALLOWED = {
     "spec": set(),
     "gitops": {"spec"},
     "registry": {"spec", "gitops"},
     "bundle": {"spec", "gitops", "registry"},
-    "data": {"spec"},
-    "training": {"spec", "gitops", "data"},
+    "training": {"spec", "gitops"},  # running any project's training: mlflow run, the lease, holders
     "serving": {"registry"},  # its reads of the alias go through the registry's access layer
     "teamserver": {"spec", "registry"},
     "cli": {"cli"},
+    # the segmentation template builds on the engine (never the other way: see below)
+    "segmentation": {"spec", "gitops", "registry", "training"},
 }
 
 
@@ -160,6 +164,8 @@ def test_rooms_import_only_downwards(room):
         for target in targets:
             parts = target.split(".")
             other = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ROOMS) else None
+            if target in STILL_TO_CUT.get(module, ()):  # the engine reaching the template (listed below)
+                continue
             if other and other != room and other not in ALLOWED[room]:
                 bad.append(f"{module} imports {target}")
     assert bad == []
@@ -206,16 +212,19 @@ def test_a_missing_system_package_stops_the_run_at_once_in_one_line():
     )
 
 
-ENGINE = ("spec", "gitops", "registry", "bundle", "serving", "teamserver")
-TEMPLATE = (
-    "tensorflow",
-    "tf_keras",
-    "segmentation_models",
-    "flowops.training",
-    "flowops.data",
-    "flowops.tfenv",
-    "flowops.segmentation",
-)
+TEMPLATE = ("tensorflow", "tf_keras", "segmentation_models", "flowops.segmentation")
+SHIMS = {"flowops.pyfunc", "flowops.train"}  # the template's model and entry point at their old paths
+# Engine modules that still reach the template, each on the template's own path only (a tabular
+# project never gets there: tests/integration/test_tabular_template.py runs its whole loop with the
+# template masked). #34's next slices cut them; the list may only shrink (a stale entry fails too).
+STILL_TO_CUT = {
+    "flowops.spec.experiment": {"flowops.segmentation.catalog"},  # the segmentation schema, still in spec
+    "flowops.bundle.evidence": {"flowops.segmentation.evaluation"},  # a bundle's confusion matrices
+    "flowops.serving.app": {"flowops.segmentation.preprocess"},  # /predict: an image model's mask size
+    "flowops.serving.follower": {"flowops.segmentation.preprocess"},  # an image model's decode method
+    "flowops.serving.images": {"flowops.segmentation.preprocess"},  # /predict: decoding as in training
+    "flowops.cli.data": {"flowops.segmentation.data", "flowops.segmentation.data.synth"},  # flowops data
+}
 
 
 def every_import(path: Path) -> set[str]:
@@ -229,22 +238,30 @@ def every_import(path: Path) -> set[str]:
     return found
 
 
-def test_the_engine_never_imports_the_segmentation_trainer():
-    """The GitOps engine (experiments, git, registry, bundles, serving, the team server) works for any
-    MLflow Project: no path through it, lazy or not, reaches TensorFlow or the segmentation trainer."""
-    bad = sorted(
-        f"{path.relative_to(PACKAGE)} imports {name}"
-        for room in ENGINE
-        for path in (PACKAGE / room).rglob("*.py")
-        for name in every_import(path)
-        if name.startswith(TEMPLATE)
-    )
-    assert bad == []
+def _template(name: str) -> bool:
+    return any(name == t or name.startswith(t + ".") for t in TEMPLATE)
+
+
+def test_the_engine_never_imports_the_template():
+    """Every module but the segmentation template's (and its two old-path shims) works for any MLflow
+    Project: no path through it, lazy or not, reaches TensorFlow or the template, but the listed ones
+    still to cut. The engine finds the template's plug-ins through entry points (flowops.plugins)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path, PACKAGE)
+        if _template(module) or module in SHIMS:
+            continue
+        reached = {name for name in every_import(path) if _template(name)}
+        if reached:
+            found[module] = reached
+    assert len(list(PACKAGE.rglob("*.py"))) > 100  # the whole package was read
+    assert found == STILL_TO_CUT
 
 
 def test_the_engine_check_sees_a_lazy_import(tmp_path):
-    (tmp_path / "m.py").write_text("def f():\n    from flowops.training import fit\n")
-    assert "flowops.training" in every_import(tmp_path / "m.py")
+    (tmp_path / "m.py").write_text("def f():\n    from flowops.segmentation.training import fit\n")
+    assert _template(next(iter(every_import(tmp_path / "m.py"))))
+    assert not _template("flowops.segmentations") and _template("tensorflow.keras")
 
 
 def test_the_prediction_grid_is_a_plug_in_the_engine_finds_by_entry_point():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from flowops.training.workers import PORTS_FROM, free_ports
+from flowops.segmentation.training.workers import PORTS_FROM, free_ports
 
 
 def test_item_9_worker_ports_are_free_distinct_and_never_the_kernels_numbers():
@@ -23,7 +23,7 @@ def test_item_9_worker_ports_are_free_distinct_and_never_the_kernels_numbers():
 
 def test_a_taken_port_is_never_returned(monkeypatch):
     """With every port of a small range taken but three, no taken one is ever answered."""
-    import flowops.training.workers as workers
+    import flowops.segmentation.training.workers as workers
 
     monkeypatch.setattr(workers, "_ephemeral_low", lambda: PORTS_FROM + 400)
     held = []

@@ -85,7 +85,8 @@ def check_evidence(folder: Path, bundle: Bundle, expected_classes: list[str] | N
 def _agree_confusion(path: Path, matrices: Any, class_names: list[str], prefix: str, values: dict) -> str | None:
     import numpy as np
 
-    from flowops.evaluation import agrees, split_metrics
+    from flowops.evaluation import agrees
+    from flowops.segmentation.evaluation import split_metrics
 
     c = len(class_names)
     if matrices is None or matrices.ndim != 3 or matrices.shape[1:] != (c, c) or matrices.dtype.kind not in "iu":

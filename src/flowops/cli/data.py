@@ -27,7 +27,7 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same dataset).")
 def data_synth(out: Path, images: int, size: str, seed: int) -> None:
     """Write a small synthetic COCO-format dataset (JPEGs + instances_{train,val}.json)."""
-    from flowops.data.synth import generate
+    from flowops.segmentation.data.synth import generate
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))
@@ -59,7 +59,7 @@ def data_coco(categories: str, splits: str, dest: Path, mirror: str, max_images:
     """Download the COCO 2017 images holding some categories: parallel, resumable, verified."""
     from rich.console import Console
 
-    from flowops.data import download as dl
+    from flowops.segmentation.data import download as dl
 
     names = dl.check_categories([c.strip() for c in categories.split(",") if c.strip()])
     wanted_splits = [s.strip() for s in splits.split(",") if s.strip()]

@@ -13,7 +13,7 @@ import click
 from flowops import DISTRIBUTION
 from flowops.cli import bundle, data, init, registry, serve, server, spec, train
 from flowops.cli.base import FlowopsGroup
-from flowops.tfenv import VERBOSE_ENV
+from flowops.verbosity import VERBOSE_ENV
 
 # No network at run time but the tracking server and configured mirrors: MLflow's usage telemetry
 # (on by default outside CI) would post to MLflow's servers from every flowops process and every

@@ -80,14 +80,14 @@ def train(
 
     from flowops import tracking
     from flowops.tracking import resolve_uri, ui_hint
+    from flowops.training.environment import MIXED_PRECISION_ENV, PLACEMENT, WORKERS_ENV, check_precision_setting
     from flowops.training.lease import lease_s
-    from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
     from flowops.training.project import TrainingFailed, run_experiment
 
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")
     if holders_dir is not None:
-        from flowops.training.holders import HOLDERS_ENV
+        from flowops.training.scoring import HOLDERS_ENV
 
         if not (holders_dir / "holders.json").is_file():
             raise FlowopsError(f"{holders_dir}: no holders.json; export it with flowops holders export")
@@ -98,12 +98,9 @@ def train(
     if workers > 1 and backend == "kubernetes":
         _kubernetes_workers(experiment, backend_config, workers, manifests)
         return
-    from flowops.training.distribute import INDEX_ENV, WORKER_HOSTS_ENV
-    from flowops.training.workers import WORKERS_ENV
-
     # One training on this machine: a cluster placement left in the environment (a stale
     # TF_CONFIG) would make the trainer wait for peers that never come.
-    for name in ("TF_CONFIG", WORKER_HOSTS_ENV, INDEX_ENV, WORKERS_ENV):
+    for name in PLACEMENT:
         os.environ.pop(name, None)
     if workers > 1:
         os.environ[WORKERS_ENV] = str(workers)  # the MLproject's entry point starts the workers

@@ -2,13 +2,15 @@
 
 Two models' numbers are compared only when both were evaluated on the same data. The best
 evidence is the candidate run's own scoring of the holder on its validation images
-(`holder.<alias>.*`, flowops.training.holders); otherwise the holder's own run, when its
-`flowops.eval_set` tag equals the candidate's. An interval is of one metric at one confidence:
-the policy's primary metric at the level the alias's target asks for. It comes from both models'
-per-example evidence of that metric (flowops.evaluation.Evidence): val_miou from the per-image
-confusion matrices (`evaluation/confusion.npz`), any metric from `evaluation/per_example.npz`,
-whose arrays say how the metric aggregates (mean, rmse, ratio, confusion); examples are resampled
-in pairs and each resample recomputes that aggregate.
+(`holder.<alias>.*`, logged by a template's trainer or an `evaluate:` entry point); otherwise the
+holder's own run, when its `flowops.eval_set` tag equals the candidate's. An interval is of one
+metric at one confidence: the policy's primary metric at the level the alias's target asks for.
+It comes from both models'
+per-example evidence of that metric (flowops.evaluation.Evidence): what an installed template's
+evidence plug-in reads from the run's own artifacts (`flowops.plugins.EVIDENCE`: the segmentation
+template's per-image confusion matrices), else `evaluation/per_example.npz`, whose arrays say how
+the metric aggregates (mean, rmse, ratio, confusion); examples are resampled in pairs and each
+resample recomputes that aggregate.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flowops.evaluation import PRIMARY, Evidence, Interval, evidence_in, paired_bootstrap_of
+from flowops import plugins
+from flowops.evaluation import Evidence, Interval, evidence_in, paired_bootstrap_of
 from flowops.registry.decide import Candidate, Holder
 
 EVAL_SET_TAG = "flowops.eval_set"
-CONFUSION = "evaluation/confusion.npz"
 PER_EXAMPLE = "evaluation/per_example.npz"
 SHOWN = 0.95  # the level of an interval shown where the policy asks for none
 SEED = 0  # the interval is a function of the two runs: the same every time it is computed
@@ -66,23 +68,16 @@ def _arrays(client: Any, run: Any, name: str) -> dict[str, Any] | None:
             return {key: data[key] for key in data.files}
 
 
-def confusion(client: Any, run: Any, name: str = CONFUSION) -> tuple[Any, list[str]] | None:
-    """(per-image matrices, image names) the run stored; None when it stored none."""
-    data = _arrays(client, run, name)
-    return None if data is None else (data["confusion"], [str(n) for n in data["file_names"]])
-
-
 def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -> Evidence | None:
     """The run's per-example evidence of `metric` (of the holder it scored as alias `scored`):
-    val_miou from per-image confusion matrices, any metric from `evaluation/per_example.npz`.
-    None when there is none or it is malformed (then no interval: fail closed)."""
-    import numpy as np
-
-    prefix = "evaluation/" if scored is None else f"evaluation/holder.{scored}."
-    if metric == PRIMARY:
-        found = confusion(client, run, CONFUSION if scored is None else f"evaluation/holder.{scored}.npz")
+    what an installed template's evidence plug-in finds in the run's artifacts (segmentation:
+    val_miou from per-image confusion matrices), else `evaluation/per_example.npz`. None when there
+    is none or it is malformed (then no interval: fail closed); a failed read raises."""
+    for plug_in in plugins.installed(plugins.EVIDENCE):
+        found = plug_in.load()(metric, scored, lambda name: _arrays(client, run, name))
         if found is not None:
-            return Evidence(metric, "confusion", np.asarray(found[0], dtype=np.int64), tuple(found[1]))
+            return found
+    prefix = "evaluation/" if scored is None else f"evaluation/holder.{scored}."
     arrays = _arrays(client, run, prefix + "per_example.npz")
     if arrays is None:
         return None

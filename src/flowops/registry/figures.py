@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flowops import plots
+from flowops import plots, plugins
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
 
 HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
 FIGURES = "report"  # a run's own figures (PNG, JPEG, SVG) for the PR comment
-PLUG_INS = "flowops.report"  # entry point group of report plug-ins
+PLUG_INS = plugins.REPORT  # entry point group of report plug-ins
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
@@ -52,13 +52,8 @@ def _plug_ins(client: Any, candidate: Any, production: Any, out: Path) -> list[s
     """What each installed report plug-in (entry point group `flowops.report`) adds: a function
     `(client, candidate, production, out) -> markdown` that draws from what the runs logged, or
     returns "" when they logged nothing it knows. The segmentation template's prediction grid is one."""
-    from importlib.metadata import entry_points
-
     lines = []
-    # one plug-in once: a checkout installed under the old distribution name (flowops) and the new
-    # one (flowops-gitops) lists the same entry point twice
-    unique = {(e.name, e.value): e for e in entry_points(group=PLUG_INS)}
-    for plug_in in sorted(unique.values(), key=lambda e: e.name):
+    for plug_in in plugins.installed(PLUG_INS):
         try:
             markdown = plug_in.load()(client, candidate, production, out)
         except Exception as exc:  # a figure only illustrates: say which plug-in failed, keep the report

@@ -1,4 +1,4 @@
 """`flowops serve`: follow a registry alias and answer predictions over HTTP.
 
-May import: the shared modules, MLflow and the logged model (`flowops.pyfunc`).
+May import: the shared modules, MLflow and the logged model (`flowops.segmentation.pyfunc`).
 """

@@ -19,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from flowops.preprocess import resize_mask
 from flowops.serving.follower import AliasFollower, Loaded
 from flowops.serving.images import IMAGE_TYPES, BadImage, decode_image, describe
 
@@ -86,6 +85,8 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
         with loaded.lock:
             mask = np.asarray(loaded.model.predict(image[None]))[0]
         if (mask.shape[1], mask.shape[0]) != full:  # decoded shrunk (as in training): the mask at the sent size
+            from flowops.segmentation.preprocess import resize_mask
+
             mask = resize_mask(mask, *full)
         headers = {"X-Model-Version": loaded.version}
         if format == "png":

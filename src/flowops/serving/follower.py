@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from flowops.errors import FlowopsError
-from flowops.preprocess import PLAIN
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Loaded:
     class_names: list[str]
     loaded_at: str
     image_size: int = 0  # what the model was trained at, and how its images were shrunk
-    preprocess: str = PLAIN
+    preprocess: str = ""  # an image model's: as its metadata says (flowops.segmentation.preprocess)
     lock: threading.Lock = field(default_factory=threading.Lock)
     images: bool = True  # a segmentation model (/predict takes images); any other pyfunc: /invocations only
 
@@ -110,7 +109,11 @@ class AliasFollower:
             shutil.rmtree(local, ignore_errors=True)
             raise
         meta = image_meta(model)
-        if meta is not None:  # warm up (graph tracing) before taking traffic
+        method = ""
+        if meta is not None:  # the segmentation template's model: warm up (graph tracing) before taking traffic
+            from flowops.segmentation.preprocess import PLAIN  # a model logged before the method was recorded
+
+            method = meta.get("preprocess", PLAIN)
             model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
         return Loaded(
             model,
@@ -120,7 +123,7 @@ class AliasFollower:
             meta["class_names"] if meta else [],
             datetime.now(UTC).isoformat(timespec="seconds"),
             int(meta.get("image_size", 0)) if meta else 0,
-            meta.get("preprocess", PLAIN) if meta else PLAIN,
+            method,
             images=meta is not None,
         )
 

@@ -23,11 +23,11 @@ def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") 
     """(RGB uint8 array, upright (width, height)) of a JPEG or PNG; BadImage(400/413) for anything else.
 
     With the model's image size and preprocessing method, a large JPEG is decoded shrunk in the
-    DCT domain exactly as the training cache decoded its images (flowops.preprocess.decode_for).
+    DCT domain exactly as the training cache decoded its images (flowops.segmentation.preprocess.decode_for).
     """
     from PIL import Image
 
-    from flowops.preprocess import decode_for
+    from flowops.segmentation.preprocess import decode_for
 
     if not body:
         raise BadImage(400, "empty body: send a JPEG or PNG image")

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flowops.catalog import ARCHITECTURES, BACKBONES, COCO_CATEGORIES
+from flowops.segmentation.catalog import ARCHITECTURES, BACKBONES, COCO_CATEGORIES
+from flowops.spec.problems import register_choices
 from flowops.suggest import did_you_mean
 
+register_choices(architecture=ARCHITECTURES, backbone=BACKBONES, encoder_weights=("imagenet", "null"))
 Architecture = Literal[ARCHITECTURES]  # type: ignore[valid-type]
 Backbone = Literal[BACKBONES]  # type: ignore[valid-type]
 

@@ -8,17 +8,20 @@ commands that need a policy before they can do anything else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from flowops import yamlfile
 from flowops.errors import FlowopsError, Problem, ProblemsError
-from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.policy import RegistryPolicy, policy_problems
 from flowops.spec.problems import problems_from, where
 
 EXPERIMENTS_DIR = "experiments"
 POLICY_FILE = "registry_policy.yaml"
+
+if TYPE_CHECKING:  # the segmentation schema, read only for a segmentation project (#34)
+    from flowops.spec.experiment import ExperimentSpec
 
 
 def name_problem(path: str | Path) -> str | None:
@@ -42,7 +45,9 @@ def default_paths(root: Path = Path(".")) -> list[Path]:
 
 
 def load_experiment(path: str | Path, text: str | None = None) -> ExperimentSpec:
-    """Read and validate one experiment file (or its `text`, e.g. from a git commit)."""
+    """Read and validate one segmentation experiment file (or its `text`, e.g. from a git commit)."""
+    from flowops.spec.experiment import ExperimentSpec
+
     doc = yamlfile.load(path, text)
     if not isinstance(doc.data, dict):
         raise ProblemsError([_not_a_mapping(doc, "experiment settings")])

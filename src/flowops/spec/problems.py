@@ -12,16 +12,19 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from flowops import yamlfile
-from flowops.catalog import ARCHITECTURES, BACKBONES
 from flowops.errors import Problem
 from flowops.suggest import did_you_mean
 
-_CHOICES = {
-    "architecture": ARCHITECTURES,
-    "backbone": BACKBONES,
-    "encoder_weights": ("imagenet", "null"),
-    "mode": ("enabled", "dry_run", "disabled"),
-}
+# Fields whose value names one of a list (a problem suggests the nearest); a template's schema
+# registers its own when it is imported (`register_choices`), so the engine lists none of them.
+_CHOICES: dict[str, tuple[str, ...]] = {"mode": ("enabled", "dry_run", "disabled")}
+
+
+def register_choices(**fields: tuple[str, ...]) -> None:
+    """Name-the-choice fields of a template's schema: `unknown backbone 'resnet81'; did you mean ...`."""
+    _CHOICES.update(fields)
+
+
 _TYPE_WORDS = {
     "int_type": "an integer",
     "int_parsing": "an integer",

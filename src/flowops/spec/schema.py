@@ -60,6 +60,12 @@ class Schema:
             return spec_from_params({k: v for k, v in params.items() if k in PARAMETERS})
         return from_params(self.point, params, run_name, experiment_name)
 
+    def to_params(self, spec: Any) -> dict[str, str]:
+        """The MLproject parameters an experiment of the segmentation schema is trained with."""
+        from flowops.spec.params import spec_to_params
+
+        return spec_to_params(spec)
+
     def code_paths(self, names: list[str]) -> tuple[str, ...]:
         """The paths whose content is the training code, given the repository's top-level `names`."""
         if self.config.code is not None:

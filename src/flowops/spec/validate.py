@@ -6,16 +6,18 @@ Light on purpose: runs on every PR push, so it imports neither TensorFlow nor ML
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
-from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.load import POLICY_FILE, load_policy, name_problem
 from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
 from flowops.spec.problems import where
 from flowops.spec.schema import schema_of
 from flowops.suggest import did_you_mean
+
+if TYPE_CHECKING:  # the budget and per-class checks are the segmentation schema's
+    from flowops.spec.experiment import ExperimentSpec
 
 
 def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | None:

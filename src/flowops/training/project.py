@@ -21,13 +21,11 @@ from flowops.gitops.git import git
 from flowops.gitops.lineage import project_packages, run_tags
 from flowops.gitops.project import code_paths_at
 from flowops.markdown import log_line
-from flowops.spec.load import load_experiment
-from flowops.spec.params import spec_to_params
 from flowops.spec.schema import schema_or_error
-from flowops.tfenv import verbose
 from flowops.tracking import FAILURE_TAG
 from flowops.training import lease
 from flowops.training.tail import Tail, stderr_tail
+from flowops.verbosity import verbose
 
 PYTHON_ENV = "FLOWOPS_PYTHON"  # the interpreter the MLproject runs: ${FLOWOPS_PYTHON:-python}
 
@@ -71,8 +69,8 @@ def run_experiment(
         params = spec.mlflow_params()
         lineage = run_tags(spec.sha256(), str(path), None, project, code_paths, project_packages(project))
     else:
-        spec = load_experiment(path)
-        params = spec_to_params(spec) | {"experiment_file": str(path)}
+        spec = schema.load(path)
+        params = schema.to_params(spec) | {"experiment_file": str(path)}
         lineage = {}  # the segmentation trainer records its own, richer lineage
     said = unshippable(project, code_paths)
     if said:

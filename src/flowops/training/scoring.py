@@ -5,7 +5,7 @@ A project may name an evaluation entry point in flowops.yaml (`evaluate: NAME`):
 the same validation examples) and writes the model's per-example evidence to `output`, in the
 format of `evaluation/per_example.npz` (docs/comparison.md). After the training run succeeds,
 `flowops train --holders DIR` runs it once per exported holder, the way segmentation's trainer
-scores them (flowops.training.holders), and logs on the candidate run: `holder.<alias>.<metric>`
+scores them (flowops.segmentation.training.holders), and logs on the candidate run: `holder.<alias>.<metric>`
 (what the evidence makes), `evaluation/holder.<alias>.per_example.npz`, and the tags
 `flowops.holder.<alias>[.version|.run_id]`. A holder whose examples are not the candidate's is not
 scored, and the tag says why; a failed evaluation fails nothing else (no holder numbers: the
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flowops.training.holders import HOLDERS_ENV
+HOLDERS_ENV = "FLOWOPS_HOLDERS_DIR"  # the holders `flowops holders export` wrote, for any project
 
 
 def score_holders(client: Any, project: Path, entry: str, params: dict[str, str], run_id: str) -> list[str]:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowops.catalog import COCO_CATEGORIES
 from flowops.errors import FlowopsError
 from flowops.hashing import sha256_file
+from flowops.segmentation.catalog import COCO_CATEGORIES
 from flowops.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -262,8 +262,8 @@ def download_images(mirror: str, dest: Path, wanted: dict[str, list[str]], worke
 
 
 def fingerprint(dest: Path, wanted: dict[str, list[str]], manifest: dict[str, dict]) -> str:
-    """The dataset fingerprint a training on these images records (flowops.data.fingerprint)."""
-    from flowops.data.fingerprint import dataset_fingerprint, split_source
+    """The dataset fingerprint a training on these images records (flowops.segmentation.data.fingerprint)."""
+    from flowops.segmentation.data.fingerprint import dataset_fingerprint, split_source
 
     sources = {}
     for split, names in wanted.items():

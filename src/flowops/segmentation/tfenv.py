@@ -17,12 +17,9 @@ import os
 import sys
 from collections.abc import Iterator
 
-VERBOSE_ENV = "FLOWOPS_VERBOSE"
+from flowops.verbosity import verbose
+
 _imported = False
-
-
-def verbose() -> bool:
-    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
 @contextlib.contextmanager

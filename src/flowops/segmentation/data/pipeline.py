@@ -8,8 +8,8 @@ px), so the process's memory is bounded by the budget, not by the dataset's size
 cache holds what the disk gives). docs/BENCHMARKS.md has both rates.
 
 Nothing per pixel happens here: casting, augmentation and one-hot encoding run inside the
-training step (`flowops.training.augment`, `flowops.training.model.training_model`), on the accelerator when
-there is one. Two host cores then feed a GPU tens of thousands of images per second
+training step (`segmentation.training.augment`, `segmentation.training.model.training_model`), on the
+accelerator when there is one. Two host cores then feed a GPU tens of thousands of images per second
 (docs/BENCHMARKS.md), and the batches they hand over are uint8, a quarter of float32's bytes.
 """
 
@@ -20,9 +20,9 @@ import os
 import numpy as np
 
 from flowops import cancel
-from flowops.data import stream
-from flowops.data.stream import Building
-from flowops.tfenv import configure_tensorflow
+from flowops.segmentation.data import stream
+from flowops.segmentation.data.stream import Building
+from flowops.segmentation.tfenv import configure_tensorflow
 
 configure_tensorflow()
 import tensorflow as tf  # noqa: E402  (configured first)
@@ -79,7 +79,7 @@ def first_epoch_dataset(
     max_batches: int | None = None,
     whole_batches: bool = False,
 ) -> tf.data.Dataset:
-    """The first epoch's batches, read from the entry's files as its rows are decoded (flowops.data.stream).
+    """The first epoch's batches, read from the entry's files as its rows are decoded (`stream`).
 
     Training batches are drawn from a seeded window of the next rows (`stream.window_shuffled`):
     the same order whether the entry was cold or warm. The rows are read with positioned reads,

@@ -20,19 +20,19 @@ import time
 from pathlib import Path
 
 from flowops.cancel import SIGNALS
+from flowops.segmentation.training import distribute
+from flowops.segmentation.training.failure import describe
 from flowops.spec.experiment import ExperimentSpec
-from flowops.training import distribute
-from flowops.training.failure import describe
+from flowops.training.environment import WORKERS_ENV
 
-WORKERS_ENV = "FLOWOPS_TRAIN_WORKERS"  # not FLOWOPS_WORKERS: that sets the tracking server's workers
 STOP_GRACE_S = 30  # a stopped worker's time to end its part before it is killed
 
 
 def worker_main(spec: ExperimentSpec, place: distribute.Cluster) -> int:
     """A worker other than the chief: the same data and steps, no MLflow."""
-    from flowops.data.cache import load_split
-    from flowops.data.coco import open_split
-    from flowops.training.fit import fit
+    from flowops.segmentation.data.cache import load_split
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.training.fit import fit
 
     # Nothing of this process needs cleaning up, and a signal handled by Python waits until a
     # blocked collective returns (the chief stopped first: up to the stop grace, then SIGKILL):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowops.preprocess import resize_mask
+from flowops.segmentation.preprocess import resize_mask
 
-IGNORE = 255  # flowops.evaluation.IGNORE: pixels that count in neither loss nor metrics
+IGNORE = 255  # flowops.segmentation.evaluation.IGNORE: pixels that count in neither loss nor metrics
 
 
 def degenerate(ann: dict) -> str | None:

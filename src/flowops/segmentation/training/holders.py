@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-HOLDERS_ENV = "FLOWOPS_HOLDERS_DIR"
+from flowops.training.scoring import HOLDERS_ENV
 
 
 def score_holders(spec, val, eval_set: str, tmp: Path) -> list[str]:
@@ -25,8 +25,8 @@ def score_holders(spec, val, eval_set: str, tmp: Path) -> list[str]:
     import mlflow
     import numpy as np
 
-    from flowops import evaluation
-    from flowops.pyfunc import META_FILE
+    from flowops.segmentation import evaluation
+    from flowops.segmentation.pyfunc import META_FILE
 
     index = json.loads((Path(folder) / "holders.json").read_text())
     scored = []

@@ -3,7 +3,7 @@
 The key covers the annotation file, the categories, the size and each image used, by name and
 content (its sha256 from the download manifest, else its size and modification time, so a
 replaced or newly downloaded image makes a new entry). An entry is built as it is decoded, a
-chunk at a time, into a partial folder renamed into place when complete (flowops.data.entry):
+chunk at a time, into a partial folder renamed into place when complete (flowops.segmentation.data.entry):
 memory stays flat in the split's size, and a killed build resumes where it stopped.
 
 A cache shared between jobs is not trusted: every hit is hashed and compared with the content
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from flowops.data import entry
-from flowops.data.coco import Split
-from flowops.data.masks import draw_mask
 from flowops.errors import FlowopsError
-from flowops.preprocess import METHOD, decode_for, resize_image
+from flowops.segmentation.data import entry
+from flowops.segmentation.data.coco import Split
+from flowops.segmentation.data.masks import draw_mask
+from flowops.segmentation.preprocess import METHOD, decode_for, resize_image
 
 CACHE_ENV = "FLOWOPS_CACHE_DIR"
 INDEX_ENV = "FLOWOPS_CACHE_INDEX"  # content hashes recorded by trusted writers; PR jobs only read it
@@ -55,9 +55,9 @@ class CachedSplit:
     skipped: list[str]  # unreadable images, left out
     hit: bool  # served from the cache
     source: str = ""  # sha256 over the annotation file and every image file used
-    content: str = ""  # sha256 of the decoded arrays (flowops.evaluation.eval_set_id uses it)
+    content: str = ""  # sha256 of the decoded arrays (flowops.segmentation.evaluation.eval_set_id uses it)
     skipped_annotations: list[str] = field(default_factory=list)  # degenerate ones, left out of the masks
-    preprocess: str = METHOD  # how images were decoded and resized (flowops.preprocess)
+    preprocess: str = METHOD  # how images were decoded and resized (flowops.segmentation.preprocess)
 
 
 def cache_root() -> Path:
@@ -71,7 +71,7 @@ def cache_key(annotation_sha256: str, categories: list[str], size: int, stamps: 
 
 def image_stamps(split: Split) -> dict[str, str]:
     """Each used image's content stamp: its manifest sha256, else `size:mtime_ns` (missing: 'missing')."""
-    from flowops.data.fingerprint import manifest_hashes
+    from flowops.segmentation.data.fingerprint import manifest_hashes
 
     known = manifest_hashes(split.images_dir)
     stamps = {}
@@ -192,7 +192,7 @@ def _build(
     record: bool = True,
 ) -> CachedSplit:
     """Decode the split into `partial` (resuming), check it, and put it in place at `folder`."""
-    from flowops.data.fingerprint import split_source
+    from flowops.segmentation.data.fingerprint import split_source
 
     progress = entry.build(
         partial,

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from flowops.errors import FlowopsError
+from flowops.training.environment import MIXED_PRECISION_ENV, check_precision_setting
 
-MIXED_PRECISION_ENV = "FLOWOPS_MIXED_PRECISION"
-
-
-def check_precision_setting(setting: str | None) -> None:
-    """FLOWOPS_MIXED_PRECISION is 1 (on), 0 (off) or unset/empty (on with a GPU): a one-line error otherwise."""
-    if setting not in (None, "", "0", "1"):
-        raise FlowopsError(
-            f"environment {MIXED_PRECISION_ENV}: {setting!r} is not allowed: use 1 (on), 0 (off) or leave it "
-            f"unset (on with a GPU)"
-        )
+__all__ = ["MIXED_PRECISION_ENV", "check_precision_setting", "precision_policy"]
 
 
 def precision_policy(gpus: int, setting: str | None) -> str:

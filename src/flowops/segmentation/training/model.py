@@ -1,14 +1,14 @@
 """The segmentation model: segmentation-models through tf.keras, with its own preprocessing.
 
 Nothing here runs at import time: TensorFlow is imported inside the functions, after
-`flowops.tfenv.configure_tensorflow()` has set its environment.
+`flowops.segmentation.tfenv.configure_tensorflow()` has set its environment.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from flowops.tfenv import configure_tensorflow, muted_output
+from flowops.segmentation.tfenv import configure_tensorflow, muted_output
 
 # How each backbone expects its input (segmentation_models.get_preprocessing), as plain
 # arithmetic so the saved model carries it as a layer. tests/integration checks this table
@@ -118,7 +118,7 @@ def build_model(
 ):
     """Preprocess -> segmentation-models network -> softmax, not compiled (`training_model` does that).
 
-    `strategy`: the training's one strategy (flowops.training.distribute.strategy); the model's
+    `strategy`: the training's one strategy (flowops.segmentation.training.distribute.strategy); the model's
     variables are made in its scope, as `training_model` must compile in the same one.
 
     The softmax is its own float32 layer, so under mixed precision the probabilities (and
@@ -167,7 +167,7 @@ def training_model(
     sm = _sm()
     import tensorflow as tf
 
-    from flowops.training.augment import prepare_batch
+    from flowops.segmentation.training.augment import prepare_batch
 
     class Trainer(keras.Model):  # type: ignore[name-defined]  # a runtime base class
         def train_step(self, data):

@@ -9,8 +9,8 @@ from typing import Any
 
 from flowops import cancel
 from flowops.errors import FlowopsError
+from flowops.segmentation.training.precision import MIXED_PRECISION_ENV
 from flowops.spec.experiment import ExperimentSpec
-from flowops.training.precision import MIXED_PRECISION_ENV
 
 N_SAMPLES = 4  # fixed validation images shown in the sample-prediction figure and the report
 PIP_REQUIREMENTS = [
@@ -26,21 +26,21 @@ PIP_REQUIREMENTS = [
 def fit(spec: ExperimentSpec, cached, log: bool = True, on_data=None):
     """Train; (model, history). `log`: record on the active MLflow run (the chief of several workers).
 
-    `cached["train"]` may be a `flowops.data.stream.Building`: the first epoch then trains on its rows
+    `cached["train"]` may be a `flowops.segmentation.data.stream.Building`: the first epoch then trains on its rows
     as they are decoded, and `on_data(train)` is called with the complete split once it is (after the
     first epoch; before training across workers, which must count their steps first).
     """
-    from flowops.tfenv import configure_tensorflow
-    from flowops.training import distribute
-    from flowops.training.model import build_model, float32_copy, training_model
-    from flowops.training.precision import precision_policy
+    from flowops.segmentation.tfenv import configure_tensorflow
+    from flowops.segmentation.training import distribute
+    from flowops.segmentation.training.model import build_model, float32_copy, training_model
+    from flowops.segmentation.training.precision import precision_policy
 
     configure_tensorflow()
     import mlflow
     import tensorflow as tf
     import tf_keras
 
-    from flowops.data import stream
+    from flowops.segmentation.data import stream
 
     strategy = distribute.strategy()  # the one strategy: first, before any other TensorFlow work
     cancel.reclaim_signals()  # across workers, TensorFlow's coordination service took SIGTERM for itself
@@ -87,7 +87,7 @@ def fit(spec: ExperimentSpec, cached, log: bool = True, on_data=None):
             on_test_batch_end = on_train_batch_end  # and between two validation batches
 
         callbacks += [LogEpoch(), StopOnSignal()]
-    if workers == 1:  # (a build still running is stopped by its owner, flowops.training.run.train)
+    if workers == 1:  # (a build still running is stopped by its owner, flowops.segmentation.training.run.train)
         history = _fit_here(trainer, spec, building, val, global_batch, replicas, callbacks, on_data)
     else:
         train = building.result()
@@ -107,7 +107,7 @@ def fit(spec: ExperimentSpec, cached, log: bool = True, on_data=None):
 def _fit_here(trainer, spec: ExperimentSpec, building, val, global_batch: int, replicas: int, callbacks, on_data):
     """fit() on this machine's replicas: the first epoch from the entry as it is built, the rest from
     the whole entry (in memory when it fits). Keras splits each global batch over the replicas."""
-    from flowops.data.pipeline import first_epoch_dataset, make_dataset
+    from flowops.segmentation.data.pipeline import first_epoch_dataset, make_dataset
 
     # Over several replicas, whole batches only: a short last batch leaves a replica an empty
     # one, which the fused batch normalisation rejects. The validation split is scored in full
@@ -159,7 +159,7 @@ def _fit_workers(trainer, spec: ExperimentSpec, train, global_batch: int, callba
     """
     import tf_keras
 
-    from flowops.data.pipeline import make_dataset
+    from flowops.segmentation.data.pipeline import make_dataset
 
     def dataset(context):
         per_replica = context.get_per_replica_batch_size(global_batch)
@@ -189,10 +189,11 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     import mlflow
     import numpy as np
 
-    from flowops import evaluation, plots
-    from flowops.pyfunc import predict_masks
-    from flowops.training.holders import score_holders
-    from flowops.training.model import inference_function, per_image_loss
+    from flowops import plots
+    from flowops.segmentation import evaluation
+    from flowops.segmentation.pyfunc import predict_masks
+    from flowops.segmentation.training.holders import score_holders
+    from flowops.segmentation.training.model import inference_function, per_image_loss
 
     n_classes = len(spec.class_names)
     forward = inference_function(model)  # the same forward pass the served model uses
@@ -251,7 +252,7 @@ def log_model(spec: ExperimentSpec, model, tmp: Path, preprocess: str) -> None:
     from mlflow.types.schema import Schema, TensorSpec
 
     import flowops
-    from flowops.pyfunc import META_FILE, SegmentationModel
+    from flowops.segmentation.pyfunc import META_FILE, SegmentationModel
 
     # HDF5, not .keras: tf-keras reads a .keras zip through TensorFlow's file layer one seek at
     # a time (about 45 s for a ResNet-18 Unet on 2 cores); the same model loads from HDF5 in ~1 s.
@@ -263,7 +264,7 @@ def log_model(spec: ExperimentSpec, model, tmp: Path, preprocess: str) -> None:
         "architecture": spec.architecture,
         "backbone": spec.backbone,
         "spec_sha256": spec.sha256(),
-        "preprocess": preprocess,  # flowops.preprocess: how the served model shrinks its input
+        "preprocess": preprocess,  # flowops.segmentation.preprocess: how the served model shrinks its input
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     # Images of any size: (-1, -1, -1, 3) uint8 in, (-1, -1, -1) uint8 class indices out.

@@ -5,7 +5,7 @@
 - Several machines (or processes): `MultiWorkerMirroredStrategy`, configured from `TF_CONFIG`
   (set by `flowops train --workers N`, a Kubeflow TFJob, or built here from an Indexed Job's
   `JOB_COMPLETION_INDEX` and `FLOWOPS_WORKER_HOSTS`).
-- `FLOWOPS_CPU_REPLICAS=N` (a testing knob, applied by flowops.tfenv) splits the CPU into N
+- `FLOWOPS_CPU_REPLICAS=N` (a testing knob, applied by flowops.segmentation.tfenv) splits the CPU into N
   logical devices, so the several-device path runs, and is tested, on a machine without GPUs.
 
 The experiment's `batch_size` is per replica: each step trains on batch_size x replicas images
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowops.errors import FlowopsError
-
-WORKER_HOSTS_ENV = "FLOWOPS_WORKER_HOSTS"  # host:port of every worker, in index order (an Indexed Job)
-INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
+from flowops.training.environment import INDEX_ENV, WORKER_HOSTS_ENV
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Augmentation and batch preparation, run inside the training step, on the accelerator.
 
-The host pipeline (`flowops.data.pipeline`) only shuffles and batches the uint8 cache; casting,
+The host pipeline (`flowops.segmentation.data.pipeline`) only shuffles and batches the uint8 cache; casting,
 augmentation and one-hot encoding happen here, in the same graph as the forward pass. On a
 GPU runner that keeps every per-pixel operation off the two host cores that would otherwise
 be the bottleneck, and a uint8 batch is a quarter of the bytes to copy to the device.
@@ -11,7 +11,7 @@ per op, with stateless seeds: the same seed gives the same augmented batch.
 
 from __future__ import annotations
 
-from flowops.tfenv import configure_tensorflow
+from flowops.segmentation.tfenv import configure_tensorflow
 
 configure_tensorflow()
 import tensorflow as tf  # noqa: E402  (configured first)

@@ -20,12 +20,12 @@ import yaml
 from flowops import cancel, tracking
 from flowops.cancel import InterruptOnce
 from flowops.errors import FlowopsError
+from flowops.segmentation.training import distribute
+from flowops.segmentation.training.failure import describe
+from flowops.segmentation.training.precision import MIXED_PRECISION_ENV, check_precision_setting
+from flowops.segmentation.training.workers import WORKERS_ENV, worker_main, workers_main
 from flowops.spec.experiment import ExperimentSpec
 from flowops.spec.params import parse_args, spec_to_params
-from flowops.training import distribute
-from flowops.training.failure import describe
-from flowops.training.precision import MIXED_PRECISION_ENV, check_precision_setting
-from flowops.training.workers import WORKERS_ENV, worker_main, workers_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +119,7 @@ def _from_tracking(exc: BaseException) -> bool:
 
 def check_distribution() -> int:
     """FLOWOPS_TRAIN_WORKERS (processes to start here) and FLOWOPS_CPU_REPLICAS, checked; the worker count."""
-    from flowops.tfenv import cpu_replicas
+    from flowops.segmentation.tfenv import cpu_replicas
 
     try:
         cpu_replicas()
@@ -196,12 +196,12 @@ def _fail_before_start(reason: str) -> int:
 def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
     import mlflow
 
-    from flowops.data import stream
-    from flowops.data.cache import CachedSplit, load_split
-    from flowops.data.coco import open_split
-    from flowops.data.fingerprint import dataset_fingerprint
     from flowops.gitops.lineage import run_tags
-    from flowops.training.fit import evaluate_and_log, fit, log_model
+    from flowops.segmentation.data import stream
+    from flowops.segmentation.data.cache import CachedSplit, load_split
+    from flowops.segmentation.data.coco import open_split
+    from flowops.segmentation.data.fingerprint import dataset_fingerprint
+    from flowops.segmentation.training.fit import evaluate_and_log, fit, log_model
 
     client = mlflow.tracking.MlflowClient()
     mlflow.set_tag("mlflow.runName", spec.name)
@@ -214,7 +214,7 @@ def train(spec: ExperimentSpec, experiment_file: str, run) -> None:
         mlflow.log_artifact(experiment_file, "experiment")
 
     # The validation split is decoded (or verified) first; the training split is decoded while the
-    # first epoch trains on it (flowops.data.stream), and recorded once it is complete.
+    # first epoch trains on it (flowops.segmentation.data.stream), and recorded once it is complete.
     splits = {name: open_split(spec, name) for name in ("train", "val")}
     for split in splits.values():
         for note in split.notes:

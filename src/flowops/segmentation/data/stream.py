@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flowops.data.cache import CachedSplit, load_split
-from flowops.data.coco import Split
+from flowops.segmentation.data.cache import CachedSplit, load_split
+from flowops.segmentation.data.coco import Split
 
 WINDOW = 256  # rows the first epoch shuffles among (tf.data's shuffle buffer, in rows)
 
@@ -128,7 +128,7 @@ def _close(fds: tuple[int, int]) -> None:
 
 
 def start(split: Split, categories: list[str], size: int) -> Building:
-    """The split's entry, verified or built in a background thread (flowops.data.cache.load_split)."""
+    """The split's entry, verified or built in a background thread (flowops.segmentation.data.cache.load_split)."""
     building = Building(split.name)
 
     def run() -> None:
