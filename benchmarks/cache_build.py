@@ -50,7 +50,7 @@ def main() -> None:
     from flowops.segmentation.data.coco import open_split
     from flowops.segmentation.data.synth import generate
     from flowops.segmentation.preprocess import DRAFT, PLAIN
-    from flowops.spec.experiment import ExperimentSpec
+    from flowops.segmentation.experiment import ExperimentSpec
 
     root = args.data or Path(tempfile.mkdtemp()) / "coco640"
     if not (root / "annotations" / "instances_train.json").exists():

@@ -42,8 +42,8 @@ def fill(uri: str, runs: int, spec: dict) -> str:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from flowops.spec.experiment import ExperimentSpec
-    from flowops.spec.params import spec_to_params
+    from flowops.segmentation.experiment import ExperimentSpec
+    from flowops.segmentation.params import spec_to_params
 
     client = MlflowClient(uri)
     exp = client.create_experiment("bench-cli")

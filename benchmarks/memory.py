@@ -26,7 +26,7 @@ os.environ["FLOWOPS_CACHE_DIR"] = sys.argv[2]
 from flowops.segmentation.data import cache
 from flowops.segmentation.data.coco import open_split
 from flowops.segmentation.data.pipeline import make_dataset
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 spec = ExperimentSpec.model_validate(
     {"name": "mem", "categories": ["person", "car", "dog"], "image_size": 256, "dataset": {"root": sys.argv[1]}}

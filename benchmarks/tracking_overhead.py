@@ -34,7 +34,7 @@ def main() -> None:
     from flowops.segmentation.data.synth import generate
     from flowops.segmentation.tfenv import configure_tensorflow
     from flowops.segmentation.training.model import build_model, training_model
-    from flowops.spec.experiment import ExperimentSpec
+    from flowops.segmentation.experiment import ExperimentSpec
 
     configure_tensorflow()
     import mlflow

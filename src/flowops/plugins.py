@@ -1,15 +1,23 @@
 """What installed templates add to the engine, found through entry points (never imported by name).
 
-Groups: `flowops.report` (a figure for the PR report: `(client, candidate, production, out) ->
-markdown`) and `flowops.evidence` (a metric's per-example evidence from a run's own artifacts:
-`(metric, scored, read) -> Evidence | None`, `read(artifact) -> arrays | None`). The segmentation
+Groups: `flowops.commands` (a list of click commands `flowops` adds), `flowops.schema` (a template's
+experiment files: flowops.spec.template), `flowops.report` (a figure for the PR report:
+`(client, candidate, production, out) -> markdown`) `flowops.evidence` (an `EvidencePlugin`: per-example evidence
+in files of a template's own format, read for the comparison and checked at import) and
+`flowops.serving` (an `ImageAdapter`: how `flowops serve` decodes an upload for an image model). The segmentation
 template registers one of each (pyproject.toml); a third-party template registers its own the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
 
+COMMANDS = "flowops.commands"
+SERVING = "flowops.serving"
 REPORT = "flowops.report"
 EVIDENCE = "flowops.evidence"
 
@@ -19,3 +27,32 @@ def installed(group: str) -> list[EntryPoint]:
     name (flowops) and the new one (flowops-gitops) lists the same entry point twice."""
     unique = {(e.name, e.value): e for e in entry_points(group=group)}
     return sorted(unique.values(), key=lambda e: e.name)
+
+
+@dataclass(frozen=True)
+class EvidencePlugin:
+    """A template's per-example evidence in files of its own format (beside the engine's
+    `evaluation/per_example.npz`, which needs no plug-in)."""
+
+    # (metric, scored alias or None, read(artifact path) -> arrays | None) -> Evidence | None
+    read: Callable[[str, str | None, Callable[[str], Any]], Any]
+    # (bundle folder, its files, its logged metrics, the experiment from git, load(path) -> arrays |
+    # why not) -> why its own evidence files disagree with the metrics (one line), or None
+    check: Callable[[Path, Collection[str], dict[str, float], Any, Callable[[Path], Any]], str | None]
+
+
+@dataclass(frozen=True)
+class ImageAdapter:
+    """How `flowops serve` answers `/predict` for a template's image model (one whose pyfunc has
+    `meta` with `class_names`): the upload decoded as the training data were, the mask back at its size."""
+
+    decode: Callable[[bytes, int, str], tuple[tuple[int, int], Any]]  # (body, size, method) -> (full, rgb)
+    resize_mask: Callable[[Any, int, int], Any]  # (mask, width, height) -> mask
+    default_method: str  # a model logged before its method was recorded
+
+
+def image_adapter() -> ImageAdapter | None:
+    """The installed templates' image adapter (the first by name), or None: no image model is served."""
+    for plug_in in installed(SERVING):
+        return plug_in.load()
+    return None

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from flowops.bundle.check import facts_from_git
 from flowops.registry.binding import logged_model, refusal
-from flowops.spec.load import load_experiment
+from flowops.segmentation.experiment import load_experiment
 
 from ..gitrepo import GitRepo
 from .conftest import BIN, flowops, sqlite_store, tiny_spec

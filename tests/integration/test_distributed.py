@@ -156,8 +156,8 @@ def test_item_9_sigint_to_the_workers_parent_stops_them_and_ends_the_run_failed(
     there, leaving the workers training and the run RUNNING."""
     import sys
 
-    from flowops.spec.experiment import ExperimentSpec
-    from flowops.spec.params import spec_to_params
+    from flowops.segmentation.experiment import ExperimentSpec
+    from flowops.segmentation.params import spec_to_params
 
     experiment = ExperimentSpec.model_validate(spec(synth_root, "sigint", epochs=500, max_batches_per_epoch=1))
     argv = [x for k, v in spec_to_params(experiment).items() for x in (f"--{k}", v)]

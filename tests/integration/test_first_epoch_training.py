@@ -11,7 +11,7 @@ from flowops import cancel
 from flowops.segmentation.data import cache, stream
 from flowops.segmentation.data.coco import open_split
 from flowops.segmentation.data.synth import generate
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 from .conftest import tiny_spec
 

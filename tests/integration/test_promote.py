@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from flowops.cli import cli
 from flowops.gitops import lineage
 from flowops.registry.store import AUDIT_PREFIX
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import spec_to_params
+from flowops.segmentation.experiment import ExperimentSpec
+from flowops.segmentation.params import spec_to_params
 
 from ..gitrepo import GitRepo
 from .conftest import BIN, experiment_id, flowops, tiny_spec

@@ -10,8 +10,8 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import spec_to_params
+from flowops.segmentation.experiment import ExperimentSpec
+from flowops.segmentation.params import spec_to_params
 
 from ..conftest import REPO
 from .conftest import BIN, flowops, tiny_spec, write_experiment

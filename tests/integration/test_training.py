@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import EXTRA_PARAMETERS, PARAMETERS
+from flowops.segmentation.experiment import ExperimentSpec
+from flowops.segmentation.params import EXTRA_PARAMETERS, PARAMETERS
 
 from ..conftest import REPO
 from .conftest import BIN, flowops, tiny_spec, write_experiment
@@ -322,7 +322,7 @@ def _training_under_way(store, synth_root, tmp_path):
     import sys
     import time
 
-    from flowops.spec.params import spec_to_params
+    from flowops.segmentation.params import spec_to_params
 
     spec = ExperimentSpec.model_validate(tiny_spec(synth_root, name="long", epochs=500, max_batches_per_epoch=1))
     argv = [x for k, v in spec_to_params(spec).items() for x in (f"--{k}", v)]

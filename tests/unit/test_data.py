@@ -10,7 +10,7 @@ from flowops.errors import FlowopsError
 from flowops.segmentation.data import cache
 from flowops.segmentation.data.coco import open_split
 from flowops.segmentation.data.synth import generate
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +369,7 @@ def test_a_killed_cache_build_resumes_where_it_stopped(tmp_path, cache_dir, monk
 import time
 from flowops.segmentation.data import cache, entry
 from flowops.segmentation.data.coco import open_split
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 entry.CHUNK = 4
 decode = cache._decode
 def slow(*args):

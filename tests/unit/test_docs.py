@@ -16,7 +16,7 @@ def test_reference_is_current():
 
 def test_reference_covers_every_field_and_command():
     from flowops.cli import cli
-    from flowops.spec.experiment import ExperimentSpec
+    from flowops.segmentation.experiment import ExperimentSpec
     from flowops.spec.policy import RegistryPolicy
 
     text = render(cli)

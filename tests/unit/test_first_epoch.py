@@ -12,7 +12,7 @@ from flowops.segmentation.data import cache, stream
 from flowops.segmentation.data.coco import open_split
 from flowops.segmentation.data.pipeline import first_epoch_dataset
 from flowops.segmentation.data.synth import generate
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 SIZE = 32
 

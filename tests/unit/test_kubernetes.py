@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from flowops.cli import cli
 from flowops.errors import FlowopsError
+from flowops.segmentation.experiment import ExperimentSpec
 from flowops.segmentation.training import distribute
-from flowops.spec.experiment import ExperimentSpec
 from flowops.training import kubernetes
 
 SPEC = ExperimentSpec.model_validate({"name": "Person_256.v2", "categories": ["person"], "image_size": 256})

@@ -7,9 +7,8 @@ import tomllib
 import pytest
 import yaml
 
-from flowops.spec.experiment import DatasetPaths, ExperimentSpec, json_schema
-from flowops.spec.load import load_experiment
-from flowops.spec.params import (
+from flowops.segmentation.experiment import DatasetPaths, ExperimentSpec, json_schema, load_experiment
+from flowops.segmentation.params import (
     EXTRA_PARAMETERS,
     PARAMETERS,
     default_params,

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 BASE = {"name": "exp", "categories": ["person", "car"], "dataset": {"root": "data/x"}}
 

@@ -164,8 +164,6 @@ def test_rooms_import_only_downwards(room):
         for target in targets:
             parts = target.split(".")
             other = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ROOMS) else None
-            if target in STILL_TO_CUT.get(module, ()):  # the engine reaching the template (listed below)
-                continue
             if other and other != room and other not in ALLOWED[room]:
                 bad.append(f"{module} imports {target}")
     assert bad == []
@@ -214,17 +212,6 @@ def test_a_missing_system_package_stops_the_run_at_once_in_one_line():
 
 TEMPLATE = ("tensorflow", "tf_keras", "segmentation_models", "flowops.segmentation")
 SHIMS = {"flowops.pyfunc", "flowops.train"}  # the template's model and entry point at their old paths
-# Engine modules that still reach the template, each on the template's own path only (a tabular
-# project never gets there: tests/integration/test_tabular_template.py runs its whole loop with the
-# template masked). #34's next slices cut them; the list may only shrink (a stale entry fails too).
-STILL_TO_CUT = {
-    "flowops.spec.experiment": {"flowops.segmentation.catalog"},  # the segmentation schema, still in spec
-    "flowops.bundle.evidence": {"flowops.segmentation.evaluation"},  # a bundle's confusion matrices
-    "flowops.serving.app": {"flowops.segmentation.preprocess"},  # /predict: an image model's mask size
-    "flowops.serving.follower": {"flowops.segmentation.preprocess"},  # an image model's decode method
-    "flowops.serving.images": {"flowops.segmentation.preprocess"},  # /predict: decoding as in training
-    "flowops.cli.data": {"flowops.segmentation.data", "flowops.segmentation.data.synth"},  # flowops data
-}
 
 
 def every_import(path: Path) -> set[str]:
@@ -244,8 +231,9 @@ def _template(name: str) -> bool:
 
 def test_the_engine_never_imports_the_template():
     """Every module but the segmentation template's (and its two old-path shims) works for any MLflow
-    Project: no path through it, lazy or not, reaches TensorFlow or the template, but the listed ones
-    still to cut. The engine finds the template's plug-ins through entry points (flowops.plugins)."""
+    Project: no path through it, lazy or not, reaches TensorFlow or the template. The engine finds
+    the template's plug-ins through entry points (flowops.plugins); tests/integration/
+    test_tabular_template.py runs a whole loop with the template masked."""
     found: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         module = module_name(path, PACKAGE)
@@ -255,7 +243,7 @@ def test_the_engine_never_imports_the_template():
         if reached:
             found[module] = reached
     assert len(list(PACKAGE.rglob("*.py"))) > 100  # the whole package was read
-    assert found == STILL_TO_CUT
+    assert found == {}
 
 
 def test_the_engine_check_sees_a_lazy_import(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flowops.spec.experiment import ExperimentSpec
+from flowops.segmentation.experiment import ExperimentSpec
 
 from ..conftest import sqlite_store
 from ..gitrepo import GitRepo

@@ -107,7 +107,7 @@ def check_bundle(folder: Path, facts: Facts, limits: Limits = Limits()) -> Bundl
         raise BundleRefused(f"{record_path}: not JSON ({exc})") from None
     _check_files(folder, bundle, found)
     spec = _check_lineage(record_path, bundle, facts)
-    disagreement = check_evidence(folder, bundle, getattr(spec, "class_names", None))
+    disagreement = check_evidence(folder, bundle, spec)
     if disagreement:
         raise BundleRefused(disagreement)
     return bundle
@@ -189,12 +189,11 @@ def _check_lineage(record: Path, bundle: Bundle, facts: Facts) -> Any:
             )
         if key.startswith("flowops.") and key not in LINEAGE and not is_claim(key) and key not in TRAINER_TAGS:
             raise BundleRefused(f"{record}: tags.{key}: not a tag a training run writes")
-    if facts.schema.point is None:  # the segmentation trainer logs exactly its parameters
-        from flowops.spec.params import EXTRA_PARAMETERS, PARAMETERS
-
-        unknown = sorted(set(bundle.params) - set(PARAMETERS) - set(EXTRA_PARAMETERS))
+    if facts.schema.point is None:  # a template's trainer logs exactly its parameters
+        plugin, template = facts.schema.plugin, facts.schema.config.schema_
+        unknown = sorted(set(bundle.params) - plugin.parameters - plugin.extra_parameters)
         if unknown:
-            raise BundleRefused(f"{record}: params.{unknown[0]}: not a parameter the segmentation trainer logs")
+            raise BundleRefused(f"{record}: params.{unknown[0]}: not a parameter the {template} trainer logs")
     try:
         spec = facts.schema.from_params(bundle.params, bundle.run_name, facts.experiment_name)
     except FlowopsError as exc:

@@ -1,9 +1,9 @@
 """The bundle's metrics against its own per-example evidence, before anything is imported.
 
-A metric with evidence (`evaluation/per_example.npz`, the per-image `evaluation/confusion.npz`,
-and the same files for each holder the PR scored) is a claim that the import checks: the
-number the run logged must be the number its evidence makes (flowops.evaluation.agrees), or
-the interval computed later from that evidence would be of another number than the one
+A metric with evidence (`evaluation/per_example.npz`, a template's own files such as segmentation's
+per-image `evaluation/confusion.npz`, and the same files for each holder the PR scored) is a
+claim that the import checks: the number the run logged must be the number its evidence makes
+(flowops.evaluation.agrees), or the interval computed later from that evidence would be of another number than the one
 reviewers read and the policy judges.
 """
 
@@ -29,41 +29,25 @@ def logged(bundle: Bundle) -> dict[str, float]:
     return {k: v[2] for k, v in latest.items()}
 
 
-def check_evidence(folder: Path, bundle: Bundle, expected_classes: list[str] | None = None) -> str | None:
-    """Why the bundle's metrics disagree with its evidence (one line), or None when they agree.
-    `expected_classes`: the experiment's (from git), which the matrices' own list must be."""
+def check_evidence(folder: Path, bundle: Bundle, spec: Any = None) -> str | None:
+    """Why the bundle's metrics disagree with its evidence (one line), or None when they agree:
+    each installed template's own evidence files first (segmentation: its per-image matrices,
+    whose classes must be the experiment's from git, `spec`), then every `per_example.npz`."""
+    from flowops import plugins
     from flowops.evaluation import agrees, evidence_in
 
     values = logged(bundle)
-    confusion = "artifacts/evaluation/confusion.npz"
-    class_names: list[str] | None = None
-    if confusion in bundle.files:
-        arrays = _load(folder / confusion)
-        if isinstance(arrays, str):
-            return arrays
-        if "confusion" not in arrays or "class_names" not in arrays:
-            return f"{folder / confusion}: expected the arrays confusion and class_names"
-        claimed = [str(c) for c in arrays["class_names"]]
-        if expected_classes is not None and claimed != expected_classes:
-            return f"{folder / confusion}: class_names: {claimed}, but the experiment trains {expected_classes}"
-        class_names = claimed
-        why = _agree_confusion(folder / confusion, arrays["confusion"], class_names, "", values)
+    for plug_in in plugins.installed(plugins.EVIDENCE):
+        why = plug_in.load().check(folder, bundle.files, values, spec, _load)
         if why:
             return why
     for rel in sorted(bundle.files):
         holder = HOLDER_FILE.match(rel)
-        if rel == "artifacts/evaluation/per_example.npz" or holder:
+        if rel == "artifacts/evaluation/per_example.npz" or (holder and holder.group(2)):
             prefix = f"holder.{holder.group(1)}." if holder else ""
             arrays = _load(folder / rel)
             if isinstance(arrays, str):
                 return arrays
-            if holder and not holder.group(2):  # a holder's per-image matrices, for the same classes
-                if class_names is None:
-                    return f"{folder / rel}: a holder's matrices without the run's own evaluation/confusion.npz"
-                why = _agree_confusion(folder / rel, arrays.get("confusion"), class_names, prefix, values)
-                if why:
-                    return why
-                continue
             try:
                 found = evidence_in(arrays, str(folder / rel))
             except ValueError as exc:
@@ -79,32 +63,6 @@ def check_evidence(folder: Path, bundle: Bundle, expected_classes: list[str] | N
                         f"{len(evidence.ids)} examples), the run logged {name} {values[name]:.6g}: the logged "
                         "number must be its evidence's (docs/comparison.md)"
                     )
-    return None
-
-
-def _agree_confusion(path: Path, matrices: Any, class_names: list[str], prefix: str, values: dict) -> str | None:
-    import numpy as np
-
-    from flowops.evaluation import agrees
-    from flowops.segmentation.evaluation import split_metrics
-
-    c = len(class_names)
-    if matrices is None or matrices.ndim != 3 or matrices.shape[1:] != (c, c) or matrices.dtype.kind not in "iu":
-        shape = None if matrices is None else matrices.shape
-        return f"{path}: confusion: expected (n, {c}, {c}) counts for {c} classes, got {shape}"
-    made = split_metrics(np.asarray(matrices, dtype=np.int64), class_names)
-    extra = sorted(k for k in values if k.startswith(prefix + "val_iou.") and k[len(prefix) :] not in made)
-    if extra:
-        return f"{path}: {extra[0]}: logged, but the matrices have no such class in truth or prediction"
-    for metric, value in made.items():
-        name = prefix + metric
-        if name not in values:
-            return f"{path}: {metric}: the matrices make {value:.6g}, the run logged no {name}"
-        if not agrees(values[name], value):
-            return (
-                f"{path}: {metric}: the matrices make {value:.6g}, the run logged {name} {values[name]:.6g}: "
-                "the logged number must be its evidence's"
-            )
     return None
 
 

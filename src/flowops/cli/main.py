@@ -10,8 +10,8 @@ import os
 
 import click
 
-from flowops import DISTRIBUTION
-from flowops.cli import bundle, data, init, registry, serve, server, spec, train
+from flowops import DISTRIBUTION, plugins
+from flowops.cli import bundle, init, registry, serve, server, spec, train
 from flowops.cli.base import FlowopsGroup
 from flowops.verbosity import VERBOSE_ENV
 
@@ -35,8 +35,11 @@ def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"  # child processes (mlflow run) inherit it
 
 
-for _module in (spec, train, bundle, data, registry, server, serve, init):
+for _module in (spec, train, bundle, registry, server, serve, init):
     for _command in _module.COMMANDS:
+        cli.add_command(_command)
+for _plug_in in plugins.installed(plugins.COMMANDS):  # a template's own commands (segmentation: flowops data)
+    for _command in _plug_in.load():
         cli.add_command(_command)
 
 

@@ -94,9 +94,13 @@ def cli_section(command: click.Command, path: str) -> list[str]:
 def render(cli: click.Group) -> str:
     """docs/reference.md for the command group `cli` (the `flowops` group: the caller hands it over,
     so this module never imports the one that imports it)."""
-    from flowops.spec.experiment import DatasetPaths, ExperimentSpec
     from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
     from flowops.spec.project import ProjectConfig
+    from flowops.spec.template import schema_plugin
+
+    template = []  # the default template's experiment files, as its schema plug-in documents them
+    for heading, model in schema_plugin("segmentation").documented:
+        template += [heading, "", *model_table(model), ""]
 
     out = [
         "# Reference",
@@ -111,14 +115,7 @@ def render(cli: click.Group) -> str:
         "",
         *model_table(ProjectConfig),
         "",
-        "## Experiment files (`experiments/*.yaml`, segmentation)",
-        "",
-        *model_table(ExperimentSpec),
-        "",
-        "`dataset` as a mapping (a COCO-format folder):",
-        "",
-        *model_table(DatasetPaths),
-        "",
+        *template,
         "## Registry policy (`registry_policy.yaml`)",
         "",
         *model_table(RegistryPolicy),

@@ -65,9 +65,10 @@ def annotation(problem, level: str = "error") -> str:
 @click.option("--check", is_flag=True, help="Only check that the file is current; exit 1 if not.")
 def schema(out: Path, check: bool) -> None:
     """Write the experiment JSON Schema that editors use to validate and complete YAML."""
-    from flowops.spec.experiment import json_schema
+    from flowops.spec.template import schema_plugin
 
-    write_generated(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", check, "flowops schema")
+    made = schema_plugin("segmentation").json_schema()  # the template a repository without flowops.yaml is
+    write_generated(out, json.dumps(made, indent=2, sort_keys=True) + "\n", check, "flowops schema")
 
 
 @click.command()

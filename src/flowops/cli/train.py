@@ -120,13 +120,13 @@ def train(
 
 def _kubernetes_workers(experiment: Path, backend_config: Path | None, workers: int, folder: Path) -> None:
     """Render, check and write the multi-worker manifests; the chief pod creates the run when applied."""
-    from flowops.spec.load import load_experiment
+    from flowops.spec.template import schema_plugin
     from flowops.training import kubernetes
 
     if backend_config is None:
         raise FlowopsError("--backend kubernetes --workers N needs --backend-config (image, secret, operator)")
     config = kubernetes.read_config(backend_config)
-    spec = load_experiment(experiment)
+    spec = schema_plugin("segmentation").load(experiment, None)  # the template's trainer spreads over pods
     path = kubernetes.write(kubernetes.render(spec, str(experiment), workers, config), folder)
     click.echo(f"wrote {path}: {workers} workers ({config['operator']}) for {spec.name}")
     click.echo(f"submit with: kubectl apply -f {path}   (pod 0 creates the MLflow run)")

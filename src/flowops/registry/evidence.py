@@ -74,7 +74,7 @@ def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -
     val_miou from per-image confusion matrices), else `evaluation/per_example.npz`. None when there
     is none or it is malformed (then no interval: fail closed); a failed read raises."""
     for plug_in in plugins.installed(plugins.EVIDENCE):
-        found = plug_in.load()(metric, scored, lambda name: _arrays(client, run, name))
+        found = plug_in.load().read(metric, scored, lambda name: _arrays(client, run, name))
         if found is not None:
             return found
     prefix = "evaluation/" if scored is None else f"evaluation/holder.{scored}."

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,19 +79,3 @@ def paired_bootstrap(
     return paired_bootstrap_of(
         Evidence(PRIMARY, "confusion", a, ids), Evidence(PRIMARY, "confusion", b, ids), confidence, resamples, seed
     )
-
-
-CONFUSION = "evaluation/confusion.npz"  # a run's per-image matrices; a holder it scored: evaluation/holder.ALIAS.npz
-
-
-def evidence(metric: str, scored: str | None, read: Callable[[str], dict[str, np.ndarray] | None]) -> Evidence | None:
-    """The engine's evidence plug-in (entry point group `flowops.evidence`): val_miou's per-image
-    confusion matrices as the run logged them (of the holder it scored as alias `scored`), read
-    with `read(artifact)`; None for any other metric or when the run logged none."""
-    if metric != PRIMARY:
-        return None
-    data = read(CONFUSION if scored is None else f"evaluation/holder.{scored}.npz")
-    if data is None:
-        return None
-    ids = tuple(str(n) for n in data["file_names"])
-    return Evidence(metric, "confusion", np.asarray(data["confusion"], dtype=np.int64), ids)

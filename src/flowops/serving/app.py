@@ -81,13 +81,13 @@ def create_app(follower: AliasFollower, limits: Limits) -> FastAPI:
 
     def answer(loaded: Loaded, body: bytes, format: str) -> Response:
         """Decode, predict and encode one upload (in a pool thread)."""
-        image, full = decode_image(body, limits.max_pixels, loaded.image_size, loaded.preprocess)
+        adapter = loaded.adapter
+        assert adapter is not None  # only image models reach /predict's decoding
+        image, full = decode_image(body, limits.max_pixels, loaded.image_size, loaded.preprocess, adapter)
         with loaded.lock:
             mask = np.asarray(loaded.model.predict(image[None]))[0]
         if (mask.shape[1], mask.shape[0]) != full:  # decoded shrunk (as in training): the mask at the sent size
-            from flowops.segmentation.preprocess import resize_mask
-
-            mask = resize_mask(mask, *full)
+            mask = adapter.resize_mask(mask, *full)
         headers = {"X-Model-Version": loaded.version}
         if format == "png":
             from PIL import Image

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flowops import plugins
 from flowops.errors import FlowopsError
 
 
@@ -33,7 +34,8 @@ class Loaded:
     image_size: int = 0  # what the model was trained at, and how its images were shrunk
     preprocess: str = ""  # an image model's: as its metadata says (flowops.segmentation.preprocess)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    images: bool = True  # a segmentation model (/predict takes images); any other pyfunc: /invocations only
+    images: bool = True  # an image model (/predict takes images); any other pyfunc: /invocations only
+    adapter: plugins.ImageAdapter | None = None  # how its uploads are decoded (the template's)
 
 
 def image_meta(model: Any) -> dict | None:
@@ -108,12 +110,11 @@ class AliasFollower:
         except BaseException:
             shutil.rmtree(local, ignore_errors=True)
             raise
-        meta = image_meta(model)
+        adapter = plugins.image_adapter()
+        meta = image_meta(model) if adapter is not None else None  # no template to decode images: JSON only
         method = ""
-        if meta is not None:  # the segmentation template's model: warm up (graph tracing) before taking traffic
-            from flowops.segmentation.preprocess import PLAIN  # a model logged before the method was recorded
-
-            method = meta.get("preprocess", PLAIN)
+        if adapter is not None and meta is not None:  # an image model: warm up (graph tracing) before traffic
+            method = meta.get("preprocess", adapter.default_method)
             model.predict(np.zeros((1, 32, 32, 3), dtype=np.uint8))
         return Loaded(
             model,
@@ -125,6 +126,7 @@ class AliasFollower:
             int(meta.get("image_size", 0)) if meta else 0,
             method,
             images=meta is not None,
+            adapter=adapter,
         )
 
     def run(self, first) -> None:

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from flowops.plugins import ImageAdapter, image_adapter
 from flowops.serving.follower import Loaded
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
@@ -19,15 +20,20 @@ class BadImage(Exception):
         self.status = status
 
 
-def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") -> tuple[np.ndarray, tuple[int, int]]:
+def decode_image(
+    body: bytes, max_pixels: int, size: int = 0, method: str = "", adapter: ImageAdapter | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(RGB uint8 array, upright (width, height)) of a JPEG or PNG; BadImage(400/413) for anything else.
 
     With the model's image size and preprocessing method, a large JPEG is decoded shrunk in the
-    DCT domain exactly as the training cache decoded its images (flowops.segmentation.preprocess.decode_for).
+    DCT domain exactly as the training cache decoded its images: by the model's template's image
+    adapter (`adapter`, else the installed one: flowops.plugins.image_adapter).
     """
     from PIL import Image
 
-    from flowops.segmentation.preprocess import decode_for
+    adapter = adapter or image_adapter()
+    if adapter is None:
+        raise BadImage(415, "no installed template decodes images: POST the model's input as JSON to /invocations")
 
     if not body:
         raise BadImage(400, "empty body: send a JPEG or PNG image")
@@ -42,7 +48,9 @@ def decode_image(body: bytes, max_pixels: int, size: int = 0, method: str = "") 
                 )
             if max(im.width, im.height) > MAX_SIDE:
                 raise BadImage(413, f"image is {im.width}x{im.height}: a side over {MAX_SIDE} pixels")
-        full, rgb = decode_for(body, size or 1, method)  # EXIF orientation applied, as in training
+        full, rgb = adapter.decode(
+            body, size or 1, method or adapter.default_method
+        )  # EXIF orientation applied, as in training
         return np.asarray(rgb), full
     except BadImage:
         raise

@@ -1,4 +1,4 @@
-"""Reading the YAML files people write: experiment files and the registry policy.
+"""Reading the YAML files people write: the registry policy, and what every experiment file shares.
 
 Every loader validates completely and raises `ProblemsError` with each located problem;
 `policy_or_error` is the one place that turns that into a single-line `FlowopsError` for
@@ -8,7 +8,6 @@ commands that need a policy before they can do anything else.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -19,9 +18,6 @@ from flowops.spec.problems import problems_from, where
 
 EXPERIMENTS_DIR = "experiments"
 POLICY_FILE = "registry_policy.yaml"
-
-if TYPE_CHECKING:  # the segmentation schema, read only for a segmentation project (#34)
-    from flowops.spec.experiment import ExperimentSpec
 
 
 def name_problem(path: str | Path) -> str | None:
@@ -44,24 +40,11 @@ def default_paths(root: Path = Path(".")) -> list[Path]:
     return paths + ([policy] if policy.exists() else [])
 
 
-def load_experiment(path: str | Path, text: str | None = None) -> ExperimentSpec:
-    """Read and validate one segmentation experiment file (or its `text`, e.g. from a git commit)."""
-    from flowops.spec.experiment import ExperimentSpec
-
-    doc = yamlfile.load(path, text)
-    if not isinstance(doc.data, dict):
-        raise ProblemsError([_not_a_mapping(doc, "experiment settings")])
-    try:
-        return ExperimentSpec.model_validate(doc.data)
-    except ValidationError as exc:
-        raise ProblemsError(problems_from(doc, exc, ExperimentSpec)) from None
-
-
 def load_policy(path: str | Path = POLICY_FILE, text: str | None = None) -> RegistryPolicy:
     """Read and validate the registry policy (or its `text`); ProblemsError lists every located problem."""
     doc = yamlfile.load(path, text)
     if not isinstance(doc.data, dict):
-        raise ProblemsError([_not_a_mapping(doc, "registry policy settings")])
+        raise ProblemsError([not_a_mapping(doc, "registry policy settings")])
     try:
         policy = RegistryPolicy.model_validate(doc.data)
     except ValidationError as exc:
@@ -80,7 +63,7 @@ def policy_or_error(path: str | Path = POLICY_FILE, text: str | None = None) -> 
         raise FlowopsError(str(exc.problems[0])) from None
 
 
-def _not_a_mapping(doc: yamlfile.Document, what: str) -> Problem:
+def not_a_mapping(doc: yamlfile.Document, what: str) -> Problem:
     if doc.data is None:
         return Problem(doc.path, f"file is empty; expected a mapping of {what}", 1)
     # The value itself is not quoted: a file that is one value may be a token someone linked here.

@@ -11,7 +11,7 @@
       solver: {choices: [lbfgs, saga]}
 
 Without the file, a repository is the built-in segmentation project (`schema: segmentation`):
-experiments are the segmentation spec (flowops.spec.experiment), as before. Metric directions
+experiments are the segmentation spec (flowops.segmentation.experiment), as before. Metric directions
 belong in registry_policy.yaml (`metrics:`), beside the rules that use them.
 """
 

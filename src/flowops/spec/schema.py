@@ -1,8 +1,9 @@
 """One reader of experiment files for the whole engine, whatever the project trains.
 
 `validate`, `train`, `report`, `promote`, `status`, `history`, `rollback` and the bundle
-import all read experiments through a `Schema`: the segmentation spec by default, or the
-MLproject entry point's parameters when flowops.yaml says `schema: mlproject`. A merge is
+import all read experiments through a `Schema`: a template's (the segmentation template's by
+default, found by entry point: flowops.spec.template), or the MLproject entry point's parameters
+when flowops.yaml says `schema: mlproject`. A merge is
 decided with the schema committed at that merge (`schema_at`), so history replays the same
 whatever the working tree holds (that reading of git is `flowops.gitops.project`).
 """
@@ -15,8 +16,9 @@ from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.spec.generic import EntryPoint, entry_point, from_params, load_generic, with_rules
-from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE, load_experiment
+from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE
 from flowops.spec.project import CODE_PATHS, ProjectConfig, load_project
+from flowops.spec.template import SchemaPlugin, schema_plugin
 
 NOT_CODE = (EXPERIMENTS_DIR, POLICY_FILE, "docs", ".github", ".gitignore", "LICENSE")
 
@@ -38,13 +40,18 @@ class Schema:
         return self.point is not None
 
     @property
+    def plugin(self) -> SchemaPlugin:
+        """The template's schema (not for `schema: mlproject`); FlowopsError when it is not installed."""
+        return schema_plugin(self.config.schema_)
+
+    @property
     def model(self) -> str:
         return self.config.model
 
     def load(self, path: str | Path, text: str | None = None) -> Any:
         """The experiment in `path` (or `text`); ProblemsError listing every located problem."""
         if self.point is None:
-            return load_experiment(path, text)
+            return self.plugin.load(path, text)
         return load_generic(path, self.point, text)
 
     def from_run(self, run: Any, experiment_name: str) -> Any:
@@ -55,16 +62,13 @@ class Schema:
     def from_params(self, params: dict[str, str], run_name: str, experiment_name: str) -> Any:
         """The experiment logged parameters make (the run's name is the generic experiment's name)."""
         if self.point is None:
-            from flowops.spec.params import PARAMETERS, spec_from_params
-
-            return spec_from_params({k: v for k, v in params.items() if k in PARAMETERS})
+            plugin = self.plugin
+            return plugin.from_params({k: v for k, v in params.items() if k in plugin.parameters})
         return from_params(self.point, params, run_name, experiment_name)
 
     def to_params(self, spec: Any) -> dict[str, str]:
-        """The MLproject parameters an experiment of the segmentation schema is trained with."""
-        from flowops.spec.params import spec_to_params
-
-        return spec_to_params(spec)
+        """The MLproject parameters an experiment of the template's schema is trained with."""
+        return self.plugin.to_params(spec)
 
     def code_paths(self, names: list[str]) -> tuple[str, ...]:
         """The paths whose content is the training code, given the repository's top-level `names`."""

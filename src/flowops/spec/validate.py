@@ -6,55 +6,12 @@ Light on purpose: runs on every PR push, so it imports neither TensorFlow nor ML
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowops import yamlfile
 from flowops.errors import Problem, ProblemsError
 from flowops.spec.load import POLICY_FILE, load_policy, name_problem
-from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
-from flowops.spec.problems import where
 from flowops.spec.schema import schema_of
-from flowops.suggest import did_you_mean
-
-if TYPE_CHECKING:  # the budget and per-class checks are the segmentation schema's
-    from flowops.spec.experiment import ExperimentSpec
-
-
-def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | None:
-    """The policy caps epochs x max_batches_per_epoch; an uncapped epoch cannot be checked."""
-    if spec.training_budget is not None and spec.training_budget <= cap:
-        return None
-    doc = yamlfile.load(path)
-    if spec.training_budget is None:
-        return Problem(
-            str(path),
-            f"required: {POLICY_FILE} caps training at {cap} batches (max_training_batches)",
-            doc.line_of(("max_batches_per_epoch",)),
-            "max_batches_per_epoch",
-        )
-    return Problem(
-        str(path),
-        f"training budget {spec.epochs} epochs x {spec.max_batches_per_epoch} batches = {spec.training_budget}, "
-        f"over the cap of {cap} in {POLICY_FILE}",
-        doc.line_of(("epochs",)),
-        "epochs",
-    )
-
-
-def _per_class_problems(path: Path, policy: RegistryPolicy, specs: list[ExperimentSpec]) -> list[Problem]:
-    """A per-class metric (`val_iou.<category>`) must name a category some experiment trains."""
-    known = sorted({c for spec in specs for c in spec.categories} | {"background"})
-    doc = yamlfile.load(path)
-    out = []
-    for loc, name in metric_locations(policy):
-        category = name[len(PER_CLASS_PREFIX) :] if name.startswith(PER_CLASS_PREFIX) else None
-        if category is not None and category not in known:
-            message = (
-                f"no experiment has the category {category!r}{did_you_mean(category, known)}; "
-                f"per-class metrics name one of: {', '.join(known)}"
-            )
-            out.append(Problem(str(path), message, doc.line_of(loc), where(loc)))
-    return out
 
 
 def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any], list[Problem]]:
@@ -89,12 +46,11 @@ def validate_paths(paths: list[Path], root: Path = Path(".")) -> tuple[list[Any]
                 Problem(str(path), f"{spec.name!r} is also the name in {names[spec.name]}", doc_line, "name")
             )
         names.setdefault(spec.name, str(path))
-        if policy is not None and policy.max_training_batches is not None and not project.generic:
-            problem = _budget_problem(Path(path), spec, policy.max_training_batches)
-            problems.extend([problem] if problem else [])
+        if policy is not None and not project.generic:
+            problems.extend(schema.plugin.experiment_problems(Path(path), spec, policy))
         specs.append(spec)
     if policy is not None and policy_path is not None and specs and not project.generic:
-        problems.extend(_per_class_problems(policy_path, policy, specs))
+        problems.extend(schema.plugin.policy_problems(policy_path, policy, specs))
     return specs, problems
 
 

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import spec_to_params
+from flowops.spec.template import schema_plugin
 
 OPERATORS = ("job", "tfjob")
 KEYS = {"image", "secret", "namespace", "operator", "gpus-per-worker", "port", "service-account"}
@@ -60,18 +59,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def job_name(spec: ExperimentSpec) -> str:
+def job_name(spec: Any) -> str:
     """A DNS-1123 name from the experiment and its spec hash: short enough for `<name>-<index>` host names."""
     slug = re.sub(r"[^a-z0-9-]+", "-", spec.name.lower()).strip("-")[:30].strip("-") or "exp"
     return f"flowops-{slug}-{spec.sha256()[:8]}"
 
 
-def command(spec: ExperimentSpec, experiment_file: str) -> list[str]:
-    params = spec_to_params(spec) | {"experiment_file": experiment_file}
+def command(spec: Any, experiment_file: str) -> list[str]:
+    params = schema_plugin("segmentation").to_params(spec) | {"experiment_file": experiment_file}
     return ["python", "-m", "flowops.train", *[x for key, value in params.items() for x in (f"--{key}", value)]]
 
 
-def render(spec: ExperimentSpec, experiment_file: str, workers: int, config: dict[str, Any]) -> list[dict[str, Any]]:
+def render(spec: Any, experiment_file: str, workers: int, config: dict[str, Any]) -> list[dict[str, Any]]:
     """The manifests that train `spec` on `workers` pods."""
     name, namespace, port = job_name(spec), config["namespace"], config["port"]
     labels = {"app.kubernetes.io/name": "flowops", "app.kubernetes.io/instance": name}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowops.errors import FlowopsError
-from flowops.spec.experiment import COCO_PATHS, DatasetPaths, ExperimentSpec
+from flowops.segmentation.experiment import COCO_PATHS, DatasetPaths, ExperimentSpec
 from flowops.suggest import did_you_mean
 
 COCO_DIR_ENV = "FLOWOPS_COCO_DIR"  # where `flowops data coco` keeps the COCO 2017 download

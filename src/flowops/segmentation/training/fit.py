@@ -9,8 +9,8 @@ from typing import Any
 
 from flowops import cancel
 from flowops.errors import FlowopsError
+from flowops.segmentation.experiment import ExperimentSpec
 from flowops.segmentation.training.precision import MIXED_PRECISION_ENV
-from flowops.spec.experiment import ExperimentSpec
 
 N_SAMPLES = 4  # fixed validation images shown in the sample-prediction figure and the report
 PIP_REQUIREMENTS = [

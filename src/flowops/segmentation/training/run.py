@@ -20,12 +20,12 @@ import yaml
 from flowops import cancel, tracking
 from flowops.cancel import InterruptOnce
 from flowops.errors import FlowopsError
+from flowops.segmentation.experiment import ExperimentSpec
+from flowops.segmentation.params import parse_args, spec_to_params
 from flowops.segmentation.training import distribute
 from flowops.segmentation.training.failure import describe
 from flowops.segmentation.training.precision import MIXED_PRECISION_ENV, check_precision_setting
 from flowops.segmentation.training.workers import WORKERS_ENV, worker_main, workers_main
-from flowops.spec.experiment import ExperimentSpec
-from flowops.spec.params import parse_args, spec_to_params
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from flowops.cancel import SIGNALS
+from flowops.segmentation.experiment import ExperimentSpec
 from flowops.segmentation.training import distribute
 from flowops.segmentation.training.failure import describe
-from flowops.spec.experiment import ExperimentSpec
 from flowops.training.environment import WORKERS_ENV
 
 STOP_GRACE_S = 30  # a stopped worker's time to end its part before it is killed

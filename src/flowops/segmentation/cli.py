@@ -1,4 +1,5 @@
-"""CLI commands for datasets: `flowops data synth` and `flowops data coco`."""
+"""The segmentation template's commands: `flowops data synth` and `flowops data coco` (entry point
+group `flowops.commands`: the engine's CLI adds what is installed)."""
 
 from __future__ import annotations
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flowops import yamlfile
+from flowops.errors import ProblemsError
 from flowops.segmentation.catalog import ARCHITECTURES, BACKBONES, COCO_CATEGORIES
-from flowops.spec.problems import register_choices
+from flowops.spec.load import not_a_mapping
+from flowops.spec.problems import problems_from, register_choices
 from flowops.suggest import did_you_mean
 
 register_choices(architecture=ARCHITECTURES, backbone=BACKBONES, encoder_weights=("imagenet", "null"))
@@ -171,3 +175,14 @@ class ExperimentSpec(_Strict):
 def json_schema() -> dict:
     """JSON Schema for editors (`experiments/schema.json`)."""
     return ExperimentSpec.model_json_schema()
+
+
+def load_experiment(path: str | Path, text: str | None = None) -> ExperimentSpec:
+    """Read and validate one segmentation experiment file (or its `text`, e.g. from a git commit)."""
+    doc = yamlfile.load(path, text)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([not_a_mapping(doc, "experiment settings")])
+    try:
+        return ExperimentSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ProblemsError(problems_from(doc, exc, ExperimentSpec)) from None

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowops.errors import FlowopsError
-from flowops.spec.experiment import COCO_PATHS, ExperimentSpec
+from flowops.segmentation.experiment import COCO_PATHS, ExperimentSpec
 
 # Parameter -> (MLproject type, how an unset optional value is written).
 PARAMETERS: dict[str, tuple[str, str | None]] = {
