@@ -48,6 +48,7 @@ class ImageAdapter:
 
     decode: Callable[[bytes, int, str], tuple[tuple[int, int], Any]]  # (body, size, method) -> (full, rgb)
     resize_mask: Callable[[Any, int, int], Any]  # (mask, width, height) -> mask
+    encode_mask: Callable[[Any], dict]  # one class's boolean mask, as /predict's JSON answer holds it
     default_method: str  # a model logged before its method was recorded
 
 

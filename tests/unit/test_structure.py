@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,36 @@ def test_the_engine_check_sees_a_lazy_import(tmp_path):
     (tmp_path / "m.py").write_text("def f():\n    from flowops.segmentation.training import fit\n")
     assert _template(next(iter(every_import(tmp_path / "m.py"))))
     assert not _template("flowops.segmentations") and _template("tensorflow.keras")
+
+
+# What only the segmentation template may name: its metrics, its classes, its model, spec and data.
+SEGMENTATION_WORDS = re.compile(
+    r"val_miou|val_iou|val_fscore|[\"'`]iou[\"'`]|[\"'`]background|SegmentationModel|ExperimentSpec"
+    r"|\bUnet\b|\bCOCO\b|\bcoco\b|pycocotools"
+)
+
+
+def test_no_engine_module_names_a_segmentation_metric_or_class():
+    """The engine knows a template's metrics, classes and models only through its plug-ins (the
+    metric vocabulary, the schema, evidence, the image adapter): no engine module, comments and
+    docstrings included, names one of them."""
+    found = [
+        f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not _template(module_name(path, PACKAGE))
+        and module_name(path, PACKAGE) not in SHIMS
+        and "templates" not in path.relative_to(PACKAGE).parts  # the project files `flowops init` copies
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if SEGMENTATION_WORDS.search(line)
+    ]
+    assert found == []
+
+
+def test_the_word_check_finds_segmentation_words():
+    said = ('primary == "val_miou"', 'k != "background"', "SegmentationModel()", "from pycocotools import mask")
+    assert all(SEGMENTATION_WORDS.search(s) for s in said)
+    assert not any(SEGMENTATION_WORDS.search(s) for s in ("loads it in the background", "val_accuracy", "iou_like"))
+    assert SEGMENTATION_WORDS.search((PACKAGE / "segmentation" / "metrics.py").read_text())  # the template does
 
 
 def test_the_prediction_grid_is_a_plug_in_the_engine_finds_by_entry_point():

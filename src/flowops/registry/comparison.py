@@ -13,21 +13,23 @@ from typing import Any
 
 from flowops.registry import evidence
 from flowops.registry.decide import decide
-from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
+from flowops.spec.policy import RegistryPolicy
+from flowops.spec.vocabulary import vocabulary
 
 FORMAT = 1
-VALIDATION = ("val_miou", "val_fscore", "val_iou", "val_f1", "val_loss")  # compared; training metrics are not
 
 
 def compared(metrics: dict[str, float], policy: RegistryPolicy) -> list[str]:
-    """The metrics a report compares, in order: flowops' validation metrics, then every other metric the
-    policy knows or the run logged as `val_*` (any project's), then the per-class groups (`val_iou.*`)."""
+    """The metrics a report compares, in order: the template's validation metrics, then every other metric
+    the policy knows or the run logged as `val_*` (any project's), then the template's per-class metrics.
+    (A template's training metrics are shown, not compared.)"""
+    known = vocabulary()
     named = [policy.primary_metric, *policy.directions()]
-    first = [n for n in VALIDATION if n in metrics]
+    first = [n for n in known.compared if n in metrics]
     rest = sorted(
-        {n for n in metrics if (n in named or n.startswith("val_")) and not n.startswith(PER_CLASS_PREFIX)} - set(first)
+        {n for n in metrics if (n in named or n.startswith("val_")) and not known.is_per_class(n)} - set(first)
     )
-    return first + rest + sorted(k for k in metrics if k.startswith(PER_CLASS_PREFIX))
+    return first + rest + sorted(k for k in metrics if known.is_per_class(k))
 
 
 def _num(value: Any) -> float | None:

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 
 from flowops.evaluation import Interval
-from flowops.spec.policy import PER_CLASS_PREFIX, Direction, RegistryPolicy, Target
+from flowops.spec.policy import Direction, RegistryPolicy, Target
+from flowops.spec.vocabulary import vocabulary
 
 
 @dataclass(frozen=True)
@@ -230,16 +231,19 @@ def _improvement(
 
 
 def _per_class(tolerance: float, m: dict[str, float], h: dict[str, float], holder: Holder) -> Check:
-    """Every category's IoU may drop by at most `tolerance`; each drop is named with its size.
+    """Every class's per-class metric (the template's, flowops.spec.vocabulary) may drop by at most
+    `tolerance`; each drop is named with its size.
 
-    Both were evaluated on the same data (checked before). A category the candidate has no IoU for
-    is absent from both the truth and its predictions; the holder's IoU of it is then 0 (it
-    predicted the category somewhere): not measured on this data, for either side, never a drop.
-    A holder IoU above 0 means the truth has the category, and then the candidate's is missing."""
+    Both were evaluated on the same data (checked before). A class the candidate has no value for
+    is absent from both the truth and its predictions; the holder's value of it is then 0 (it
+    predicted the class somewhere): not measured on this data, for either side, never a drop.
+    A holder value above 0 means the truth has the class, and then the candidate's is missing."""
     unusable, too_much, within, absent = [], [], [], []
-    # Categories only: background IoU rewards predicting nothing, so it is not a guard.
-    for name in sorted(k for k in h if k.startswith(PER_CLASS_PREFIX) and k != PER_CLASS_PREFIX + "background"):
-        category = name.removeprefix(PER_CLASS_PREFIX)
+    known = vocabulary()
+    prefix, label = known.per_class, f"per-class {known.per_class_name}"
+    unguarded = {prefix + c for c in known.unguarded}  # the template says why (segmentation: background)
+    for name in sorted(k for k in h if known.is_per_class(k) and k not in unguarded):
+        category = name.removeprefix(prefix)
         if name not in m and h[name] == 0:
             absent.append(category)
             continue
@@ -253,10 +257,10 @@ def _per_class(tolerance: float, m: dict[str, float], h: dict[str, float], holde
     note = f" ({', '.join(absent)}: not in the validation truth, not measured)" if absent else ""
     if unusable or too_much:
         over = [f"over the {_fmt(tolerance)} tolerance: " + ", ".join(too_much)] if too_much else []
-        return Check("per-class IoU", False, "; ".join(unusable + over) + note)
+        return Check(label, False, "; ".join(unusable + over) + note)
     if within:
-        return Check("per-class IoU", True, ", ".join(within) + f": within the {_fmt(tolerance)} tolerance" + note)
-    return Check("per-class IoU", True, "no category dropped" + note)
+        return Check(label, True, ", ".join(within) + f": within the {_fmt(tolerance)} tolerance" + note)
+    return Check(label, True, "no category dropped" + note)
 
 
 def rank(candidates: list[Candidate], policy: RegistryPolicy) -> list[Candidate]:

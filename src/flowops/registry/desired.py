@@ -40,7 +40,7 @@ class Item:
     commit: str = ""
     version: str | None = None
     created: bool = False
-    spec: Any = None  # the ExperimentSpec, for status 'changed'
+    spec: Any = None  # the experiment (its schema's), for status 'changed'
     rebuilt: bool = False  # the holder's own file, unchanged, bound to a run trained on this merge's code
     returning: bool = False  # main had this very state of the file before (a revert brings it back)
 

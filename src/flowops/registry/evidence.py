@@ -71,7 +71,7 @@ def _arrays(client: Any, run: Any, name: str) -> dict[str, Any] | None:
 def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -> Evidence | None:
     """The run's per-example evidence of `metric` (of the holder it scored as alias `scored`):
     what an installed template's evidence plug-in finds in the run's artifacts (segmentation:
-    val_miou from per-image confusion matrices), else `evaluation/per_example.npz`. None when there
+    its primary metric from per-image confusion matrices), else `evaluation/per_example.npz`. None when there
     is none or it is malformed (then no interval: fail closed); a failed read raises."""
     for plug_in in plugins.installed(plugins.EVIDENCE):
         found = plug_in.load().read(metric, scored, lambda name: _arrays(client, run, name))

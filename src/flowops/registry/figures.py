@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from flowops import plots, plugins
-from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
+from flowops.spec.policy import RegistryPolicy
+from flowops.spec.vocabulary import vocabulary
 
-HISTORY_KEYS = ("val_iou", "val_loss", "iou", "loss")
 FIGURES = "report"  # a run's own figures (PNG, JPEG, SVG) for the PR comment
 PLUG_INS = plugins.REPORT  # entry point group of report plug-ins
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
 def per_class(run) -> dict[str, float]:
-    """class -> validation IoU of a run (its `val_iou.<class>` metrics)."""
-    return {k[len(PER_CLASS_PREFIX) :]: v for k, v in run.data.metrics.items() if k.startswith(PER_CLASS_PREFIX)}
+    """class -> the template's per-class metric of a run (segmentation: each category's IoU)."""
+    known = vocabulary()
+    return {k[len(known.per_class) :]: v for k, v in run.data.metrics.items() if known.is_per_class(k)}
 
 
 def section(client: Any, candidate: Any, production: Any, out: Path, policy: RegistryPolicy) -> str:
@@ -41,8 +42,10 @@ def section(client: Any, candidate: Any, production: Any, out: Path, policy: Reg
         parts += ["", "![learning curves](learning_curves.png)"]
     classes = {m.label: per_class(m.run) for m in models}
     if any(classes.values()):
-        plots.per_class_bars(classes, out / "per_class_iou.png")
-        parts += ["", "![per-class IoU](per_class_iou.png)"]
+        name = vocabulary().per_class_name
+        file = "per_class_" + "".join(c if c.isalnum() else "_" for c in name.lower()) + ".png"
+        plots.per_class_bars(classes, out / file, f"validation {name}")
+        parts += ["", f"![per-class {name}]({file})"]
     parts += _own_figures(client, candidate.run, out)
     parts += _plug_ins(client, candidate, production, out)
     return "\n".join(parts) if len(parts) > 1 else ""
@@ -64,13 +67,13 @@ def _plug_ins(client: Any, candidate: Any, production: Any, out: Path) -> list[s
 
 
 def _curve_panels(client: Any, run: Any) -> list[str]:
-    """The learning-curve panels: flowops' own (iou, loss) when logged, else every metric the run
-    logged at more than one step (`val_x` and `x` share a panel, named `x`), at most four."""
-    metrics = run.data.metrics
-    if any(k in metrics for k in HISTORY_KEYS):
-        return ["iou", "loss"]
+    """The learning-curve panels: the template's own when the run logged any of them, else every
+    metric the run logged at more than one step (`val_x` and `x` share a panel, named `x`), at most four."""
+    metrics, known = run.data.metrics, vocabulary()
+    if any(k in metrics or f"val_{k}" in metrics for k in known.curves):
+        return list(known.curves)
     panels = []
-    for key in sorted(k for k in metrics if not k.startswith((PER_CLASS_PREFIX, "holder."))):
+    for key in sorted(k for k in metrics if not known.is_per_class(k) and not k.startswith("holder.")):
         name = key[len("val_") :] if key.startswith("val_") else key
         if name not in panels and len(client.get_metric_history(run.info.run_id, key)) > 1:
             panels.append(name)

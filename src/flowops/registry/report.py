@@ -19,14 +19,14 @@ from flowops.errors import FlowopsError
 from flowops.gitops.source import Source
 from flowops.redact import redact
 from flowops.registry import comparison, figures
-from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy
+from flowops.spec.policy import RegistryPolicy
+from flowops.spec.vocabulary import vocabulary
 
 if TYPE_CHECKING:
     from flowops.registry.store import Registry
 
 MARKER = "<!-- flowops-report: {key} -->"  # one sticky comment per experiment file
 NOT_HYPERPARAMETERS = {"name", "description", "experiment_file"}
-TRAINING = ("iou", "f1", "loss")  # the last epoch's training metrics: shown, never judged
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _metrics_table(data: dict, holders: dict[str, Model | None], policy: Registr
     head = "| metric | candidate | " + " | ".join(f"{h.label} | Δ vs {alias}" for alias, h in live) + " |"
     rule = "|---|---:|" + "---:|---|" * len(live)
     rows = []
-    for name in [n for n in comparison.compared(m, policy) if not n.startswith(PER_CLASS_PREFIX)]:
+    for name in [n for n in comparison.compared(m, policy) if not vocabulary().is_per_class(n)]:
         direction = policy.direction(name) if name in policy.directions() else "max"
         cells = []
         for alias, _ in live:
@@ -193,7 +193,7 @@ def _metrics_table(data: dict, holders: dict[str, Model | None], policy: Registr
             cells.append(f"{_fmt(cell.get('holder'))} | {shown if cell.get('same_eval_set') else '– (other data)'}")
         bold = "**" if name == policy.primary_metric else ""
         rows.append(f"| {bold}{md.text(name)}{bold} | {_fmt(m[name])} | " + " | ".join(cells) + " |")
-    for name in [n for n in TRAINING if m.get(n) is not None]:  # training set, last epoch: no verdict
+    for name in [n for n in vocabulary().training if m.get(n) is not None]:  # training set, last epoch: no verdict
         cells = [f"{_fmt(h.run.data.metrics.get(name))} | " for _, h in live]
         rows.append(f"| {name} (training) | {_fmt(m[name])} | " + " | ".join(cells) + " |")
     lines = [_comparability(data, alias, h) for alias, h in live]
@@ -221,16 +221,20 @@ def _comparability(data: dict, alias: str, holder: Model) -> str:
         return f"- Same evaluation data as {holder.label}; no per-example evaluation to give an interval."
     span = f"{cell['confidence']:.0%} interval [{cell['ci_low']:+.4f}, {cell['ci_high']:+.4f}]"
     verdict = f" — **not distinguishable from {holder.label}**" if cell["ci_low"] <= 0 <= cell["ci_high"] else ""
-    over = f"{images} validation images" if name == "val_miou" else f"{cell.get('examples', '?')} validation examples"
+    known = vocabulary()
+    over = (
+        f"{images} {known.primary_examples}"
+        if name == known.primary
+        else f"{cell.get('examples', '?')} validation examples"
+    )
     shown = md.text(name)
     delta = f"{cell['delta']:+.4f}"
     return f"- {shown} vs {holder.label}: {delta}, {span} over the same {over} (paired bootstrap){verdict}."
 
 
 def _per_class_table(data: dict, holders: dict[str, Model | None], policy: RegistryPolicy) -> str:
-    cand = {
-        k[len(PER_CLASS_PREFIX) :]: v for k, v in data["candidate"]["metrics"].items() if k.startswith(PER_CLASS_PREFIX)
-    }
+    known = vocabulary()
+    cand = {k[len(known.per_class) :]: v for k, v in data["candidate"]["metrics"].items() if known.is_per_class(k)}
     if not cand:
         return ""
     alias = "production" if holders.get("production") else next((a for a, h in holders.items() if h), None)
@@ -243,7 +247,7 @@ def _per_class_table(data: dict, holders: dict[str, Model | None], policy: Regis
         rows.append(f"| {md.text(c)} | {_fmt(v)} | {_fmt(ref.get(c))} | {_class_change(c, v, ref.get(c), tolerance)} |")
     head = f"| class | candidate | {prod.label if prod else 'production'} | change |\n|---|---:|---:|---|"
     body = "\n".join([head, *rows])
-    return f"<details><summary>Per-class validation IoU</summary>\n\n{body}\n\n</details>"
+    return f"<details><summary>Per-class validation {known.per_class_name}</summary>\n\n{body}\n\n</details>"
 
 
 def _class_change(name: str, value: float | None, reference: float | None, tolerance: float | None) -> str:
@@ -253,8 +257,9 @@ def _class_change(name: str, value: float | None, reference: float | None, toler
     diff = value - reference
     if diff >= 0:
         return "=" if diff == 0 else f"+{diff:.4f} ▲ better"
-    if name == "background" or tolerance is None:
-        return f"dropped {-diff:.4f}" + (" (background: not checked)" if name == "background" else "")
+    unguarded = name in vocabulary().unguarded  # (segmentation: background)
+    if unguarded or tolerance is None:
+        return f"dropped {-diff:.4f}" + (f" ({name}: not checked)" if unguarded else "")
     within = "within" if -diff <= tolerance else "over"
     return f"dropped {-diff:.4f}, {within} the {tolerance:g} tolerance" + (" ▼" if within == "over" else "")
 

@@ -18,10 +18,11 @@ from flowops import yamlfile
 from flowops.errors import ProblemsError
 from flowops.segmentation.catalog import ARCHITECTURES, BACKBONES, COCO_CATEGORIES
 from flowops.spec.load import not_a_mapping
-from flowops.spec.problems import problems_from, register_choices
+from flowops.spec.problems import problems_from, register_choices, register_union
 from flowops.suggest import did_you_mean
 
 register_choices(architecture=ARCHITECTURES, backbone=BACKBONES, encoder_weights=("imagenet", "null"))
+register_union("dataset", "DatasetPaths", "must be 'coco' or a mapping with a root folder")
 Architecture = Literal[ARCHITECTURES]  # type: ignore[valid-type]
 Backbone = Literal[BACKBONES]  # type: ignore[valid-type]
 

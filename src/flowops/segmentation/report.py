@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from flowops import markdown, plots
+from flowops import markdown
+from flowops.segmentation import plots
 
 SAMPLES = "samples/samples.npz"
 TITLE = "<details><summary>Predictions on fixed validation images</summary>"

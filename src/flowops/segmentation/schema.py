@@ -9,9 +9,10 @@ from pathlib import Path
 from flowops import yamlfile
 from flowops.errors import Problem
 from flowops.segmentation.experiment import DatasetPaths, ExperimentSpec, json_schema, load_experiment
+from flowops.segmentation.metrics import VOCABULARY
 from flowops.segmentation.params import EXTRA_PARAMETERS, PARAMETERS, spec_from_params, spec_to_params
 from flowops.spec.load import POLICY_FILE
-from flowops.spec.policy import PER_CLASS_PREFIX, RegistryPolicy, metric_locations
+from flowops.spec.policy import RegistryPolicy, metric_locations
 from flowops.spec.problems import where
 from flowops.spec.template import SchemaPlugin
 from flowops.suggest import did_you_mean
@@ -48,11 +49,12 @@ def _budget_problem(path: Path, spec: ExperimentSpec, cap: int) -> Problem | Non
 
 def _per_class_problems(path: Path, policy: RegistryPolicy, specs: list[ExperimentSpec]) -> list[Problem]:
     """A per-class metric (`val_iou.<category>`) must name a category some experiment trains."""
-    known = sorted({c for spec in specs for c in spec.categories} | {"background"})
+    known = sorted({c for spec in specs for c in spec.class_names})
     doc = yamlfile.load(path)
     out = []
     for loc, name in metric_locations(policy):
-        category = name[len(PER_CLASS_PREFIX) :] if name.startswith(PER_CLASS_PREFIX) else None
+        prefix = VOCABULARY.per_class
+        category = name[len(prefix) :] if name.startswith(prefix) else None
         if category is not None and category not in known:
             message = (
                 f"no experiment has the category {category!r}{did_you_mean(category, known)}; "

@@ -1,4 +1,5 @@
-"""What `flowops serve` reads and answers: uploaded images in, class masks as JSON out."""
+"""What `flowops serve` reads and answers for an image model: uploads in, class masks as JSON out
+(decoded and encoded by the model's template: flowops.plugins.ImageAdapter)."""
 
 from __future__ import annotations
 
@@ -61,22 +62,18 @@ def decode_image(
         raise BadImage(400, f"not a readable image: {text}") from None
 
 
-def rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of a boolean mask."""
-    from pycocotools import mask as mask_utils
-
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
-
-
 def describe(loaded: Loaded, mask: np.ndarray, name: str, alias: str) -> dict:
+    """/predict's JSON answer: each class's share of the pixels, and each class's mask as its
+    template's image adapter encodes it (segmentation: compressed RLE)."""
+    adapter = loaded.adapter
+    assert adapter is not None  # only image models are described
     total = mask.size
     fractions, masks = {}, {}
     for index, cls in enumerate(loaded.class_names):
         pixels = mask == index
         fractions[cls] = round(float(pixels.sum()) / total, 6)
         if index and pixels.any():
-            masks[cls] = rle(pixels)
+            masks[cls] = adapter.encode_mask(pixels)
     return {
         "model": name,
         "alias": alias,

@@ -12,23 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from flowops.spec.vocabulary import Direction, vocabulary
 from flowops.suggest import did_you_mean
 
-Direction = Literal["max", "min"]  # max: higher is better
+__all__ = ["Direction", "RegistryPolicy"]
 AliasName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
-PER_CLASS_PREFIX = "val_iou."  # per-class validation IoU, one metric per category
-
-# Directions of the metrics flowops logs; a policy may add its own under `metrics:`.
-BUILTIN_METRICS: dict[str, Direction] = {
-    "val_iou": "max",
-    "val_miou": "max",
-    "val_fscore": "max",
-    "val_f1": "max",
-    "val_loss": "min",
-    "iou": "max",
-    "f1": "max",
-    "loss": "min",
-}
+# The metrics a template's trainer logs are its own (flowops.spec.vocabulary); a policy adds any
+# other metric's direction under `metrics:`.
 
 
 class _Strict(BaseModel):
@@ -73,7 +63,8 @@ class Regression(_Strict):
 
 
 class PerClass(_Strict):
-    """No category's validation IoU (background aside) may drop by more than `tolerance` against the holder."""
+    """No class's per-class metric (the template's: segmentation's validation IoU per category) may
+    drop by more than `tolerance` against the holder; the classes the template leaves out are not checked."""
 
     tolerance: float = Field(0.0, ge=0, le=1)
 
@@ -90,11 +81,11 @@ class Target(_Strict):
 class RegistryPolicy(_Strict):
     model_name: str = Field(min_length=1, max_length=200, description="Registered model that merges promote into.")
     primary_metric: str = Field(
-        "val_miou",
-        description="Ranks candidates and decides improvements (val_miou: dataset-level foreground mean IoU).",
+        default_factory=lambda: vocabulary().primary,
+        description="Ranks candidates and decides improvements (default: the installed template's own).",
     )
     metrics: dict[str, Direction] = Field(
-        default_factory=dict, description="Directions of metrics beyond flowops' own."
+        default_factory=dict, description="Directions of metrics beyond the template's own."
     )
     # Targets in order; by default staging takes anything above the floor, production needs an improvement.
     targets: dict[AliasName, Target] = Field(
@@ -127,27 +118,22 @@ class RegistryPolicy(_Strict):
     )
 
     def directions(self) -> dict[str, Direction]:
-        return {**BUILTIN_METRICS, **self.metrics}
+        return {**vocabulary().directions, **self.metrics}
 
     def direction(self, metric: str) -> Direction:
-        return "max" if metric.startswith(PER_CLASS_PREFIX) else self.directions()[metric]
+        return "max" if vocabulary().is_per_class(metric) else self.directions()[metric]
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-# Values flowops' own metrics can take: an IoU or F-score outside [0, 1] can never be reached.
-BOUNDS: dict[str, tuple[float, float | None]] = {
-    "val_iou": (0.0, 1.0), "val_miou": (0.0, 1.0), "val_fscore": (0.0, 1.0), "val_f1": (0.0, 1.0),
-    "iou": (0.0, 1.0), "f1": (0.0, 1.0),
-    "val_loss": (0.0, None), "loss": (0.0, None),
-}  # fmt: skip
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$")  # MLflow reads these as a version, not an alias
 
 
 def metric_bounds(metric: str) -> tuple[float, float | None] | None:
-    """(low, high) a metric can take, None when flowops does not know (a policy's own metric)."""
-    return (0.0, 1.0) if metric.startswith(PER_CLASS_PREFIX) else BOUNDS.get(metric)
+    """(low, high) a metric can take, None when no template says (a policy's own metric)."""
+    known = vocabulary()
+    return (0.0, 1.0) if known.is_per_class(metric) else known.bounds.get(metric)
 
 
 def _out_of_bounds(metric: str, value: float | None) -> str | None:
@@ -195,10 +181,12 @@ def policy_problems(policy: RegistryPolicy) -> list[tuple[tuple, str]]:
     """Cross-field rules, each with the location of the offending value in the file."""
     known = policy.directions()
     named = metric_locations(policy)
+    if not policy.primary_metric:
+        return [(("primary_metric",), "required: no installed template names a default primary metric")]
     out = [
         (loc, f"unknown metric {name!r}{did_you_mean(name, known)}; declare its direction under metrics:")
         for loc, name in named
-        if name not in known and not name.startswith(PER_CLASS_PREFIX)
+        if name not in known and not vocabulary().is_per_class(name)
     ]
     out += [
         (("targets", alias), f"{alias!r} is reserved by MLflow (it names a version, not an alias)")

@@ -20,9 +20,20 @@ from flowops.suggest import did_you_mean
 _CHOICES: dict[str, tuple[str, ...]] = {"mode": ("enabled", "dry_run", "disabled")}
 
 
+# Fields that take a word or a mapping (a union): field -> (the mapping's model, what to say of
+# any other value); registered by a template's schema (`register_union`).
+_UNIONS: dict[str, tuple[str, str]] = {}
+
+
 def register_choices(**fields: tuple[str, ...]) -> None:
     """Name-the-choice fields of a template's schema: `unknown backbone 'resnet81'; did you mean ...`."""
     _CHOICES.update(fields)
+
+
+def register_union(field: str, mapping: str, message: str) -> None:
+    """A field that is a word or a mapping of model `mapping`: a problem in the mapping is reported in
+    it; any other value gets `message` (`must be 'x' or a mapping ...`)."""
+    _UNIONS[field] = (mapping, message)
 
 
 _TYPE_WORDS = {
@@ -77,20 +88,21 @@ def where(loc: tuple) -> str:
 
 def _clean_loc(loc: tuple, data: Any) -> tuple | None:
     """Drop pydantic's union-branch names from the location; None to skip the error."""
-    if len(loc) >= 2 and loc[0] == "dataset":
-        given = data.get("dataset") if isinstance(data, dict) else None
+    if len(loc) >= 2 and loc[0] in _UNIONS:
+        field, mapping = loc[0], _UNIONS[loc[0]][0]
+        given = data.get(field) if isinstance(data, dict) else None
         branch = loc[1]
-        if isinstance(given, dict):  # the user meant a folder: report only that branch
-            return None if branch != "DatasetPaths" else ("dataset", *loc[2:])
-        return ("dataset",) if branch != "DatasetPaths" else None
+        if isinstance(given, dict):  # the user meant a mapping: report only that branch
+            return None if branch != mapping else (field, *loc[2:])
+        return (field,) if branch != mapping else None
     return tuple(p for p in loc if p != "[key]")  # a bad dict key is reported at the key
 
 
 def _message(err: Any, loc: tuple, model: type[BaseModel]) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     field = loc[-1] if loc else ""
-    if loc == ("dataset",) and kind == "literal_error":
-        return f"must be 'coco' or a mapping with a root folder (got {show(value)})"
+    if len(loc) == 1 and loc[0] in _UNIONS and kind == "literal_error":
+        return f"{_UNIONS[loc[0]][1]} (got {show(value)})"
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":

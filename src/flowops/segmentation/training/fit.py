@@ -191,6 +191,7 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
 
     from flowops import plots
     from flowops.segmentation import evaluation
+    from flowops.segmentation import plots as segmentation_plots
     from flowops.segmentation.pyfunc import predict_masks
     from flowops.segmentation.training.holders import score_holders
     from flowops.segmentation.training.model import inference_function, per_image_loss
@@ -226,12 +227,14 @@ def evaluate_and_log(spec: ExperimentSpec, model, history: dict, val, tmp: Path)
     mlflow.log_artifact(str(tmp / "per_example.npz"), "evaluation")
     score_holders(spec, val, eval_set, tmp)  # the models in service, on these same images
 
-    plots.learning_curves({spec.name: history}, tmp / "learning_curves.png")
+    plots.learning_curves({spec.name: history}, tmp / "learning_curves.png", ("iou", "loss"))
     mlflow.log_artifact(str(tmp / "learning_curves.png"), "plots")
     images = list(val.images[:N_SAMPLES])
     masks = predict_masks(forward, images, spec.image_size)
     rows = [[im, truth, pred] for im, truth, pred in zip(images, val.masks[:N_SAMPLES], masks, strict=False)]
-    plots.mask_grid(rows, ["image", "truth", "prediction"], n_classes, spec.class_names, tmp / "sample_predictions.png")
+    segmentation_plots.mask_grid(
+        rows, ["image", "truth", "prediction"], n_classes, spec.class_names, tmp / "sample_predictions.png"
+    )
     mlflow.log_artifact(str(tmp / "sample_predictions.png"), "plots")
     # The arrays, so a report can redraw them next to another model's without TensorFlow.
     np.savez_compressed(

@@ -1,0 +1,65 @@
+"""A third-party template plugs into the engine the way the segmentation template does: through
+entry points, with nothing of it imported by name (#34). The tiny one here is installed as pip
+installs a distribution (a `.dist-info` with `entry_points.txt` on the path) for one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .conftest import flowops
+
+TINY = '''
+import click
+
+from flowops.spec.vocabulary import Vocabulary
+
+
+@click.command("tiny-hello")
+def hello():
+    """Say which template answered."""
+    click.echo("tiny template here")
+
+
+COMMANDS = [hello]
+VOCABULARY = Vocabulary(directions={"val_auc": "max"}, bounds={"val_auc": (0.0, 1.0)}, compared=("val_auc",))
+'''
+
+ENTRY_POINTS = """
+[flowops.commands]
+tiny = tinytemplate:COMMANDS
+
+[flowops.metrics]
+tiny = tinytemplate:VOCABULARY
+"""
+
+
+def install_tiny(site: Path) -> None:
+    site.mkdir(parents=True)
+    (site / "tinytemplate.py").write_text(TINY)
+    info = site / "tinytemplate-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinytemplate\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+
+
+def test_a_third_party_template_adds_a_command_and_its_metrics(tmp_path):
+    repo = tmp_path / "tabular"
+    assert flowops("init", "--template", "tabular", str(repo)).returncode == 0
+    policy = repo / "registry_policy.yaml"
+    policy.write_text(policy.read_text().replace("primary_metric: val_accuracy", "primary_metric: val_auc"))
+    assert "primary_metric: val_auc" in policy.read_text()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+
+    without = flowops("validate", cwd=repo)  # the engine knows no val_auc of its own
+    assert without.returncode == 1 and "unknown metric 'val_auc'" in without.stdout + without.stderr
+    assert "tiny-hello" not in flowops("--help").stdout
+
+    install_tiny(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    assert "tiny-hello" in flowops("--help", env=env).stdout
+    said = flowops("tiny-hello", env=env)
+    assert said.returncode == 0 and said.stdout == "tiny template here\n"
+    checked = flowops("validate", cwd=repo, env=env)  # its vocabulary names val_auc's direction
+    assert checked.returncode == 0, checked.stdout + checked.stderr
