@@ -315,7 +315,7 @@ def show_report(repo: Path, run_id: str) -> None:
     """The PR comment for the stronger experiment, while the baseline is in production."""
     from rich.markdown import Markdown
 
-    from flowops.registry.report import sections
+    from flowops.report.comment import sections
 
     out = ROOT / "report" / "unet-longer"
     console.print(f"\n[bold]The PR's bot comment: flowops report --run {run_id[:8]}")

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from flowops.bundle.check import facts_from_git
-from flowops.registry.binding import logged_model, refusal
+from flowops.promotion.binding import logged_model, refusal
 from flowops.segmentation.experiment import load_experiment
 
 from ..gitrepo import GitRepo

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flowops.processes import running
-from flowops.registry.decide import Candidate, decide
+from flowops.promotion.decide import Candidate, decide
 from flowops.spec.load import load_policy
 
 from ..conftest import REPO

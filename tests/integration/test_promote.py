@@ -432,7 +432,7 @@ def test_a_fast_forward_of_two_commits_ships_the_last_state_and_exits_0(repo):
 def test_a_bind_reads_each_runs_logged_model_once(repo):
     """Binding checks every candidate's logged model, then hands the chosen one's on: one read each
     (it read the chosen run's twice, and a promote binds every experiment on main)."""
-    from flowops.registry.binding import Merged, bind, logged_model
+    from flowops.promotion.binding import Merged, bind, logged_model
 
     first = fake_run(repo, spec("a"), 0.5)
     fake_run(repo, spec("a"), 0.6)

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from flowops.cli import cli
-from flowops.registry.report import delta_cell, params_diff
+from flowops.report.comment import delta_cell, params_diff
 
 from ..conftest import REPO
 from .conftest import experiment_id

@@ -214,7 +214,7 @@ def test_init_segmentation_writes_a_repository_that_validates(tmp_path):
 def test_a_pr_run_of_the_tabular_template_crosses_the_trust_boundary(tmp_path, store, sqlite_template):
     """The PR path of train.yml: train into the job's own store, bundle export, then the trusted stage
     imports it with lineage from git; a merge of that file then binds exactly this run."""
-    from flowops.registry.binding import refusal
+    from flowops.promotion.binding import refusal
     from flowops.spec.schema import schema_of
 
     repo = tmp_path / "tabular"

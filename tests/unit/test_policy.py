@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowops.registry.decide import Candidate, Holder, better_by, decide
+from flowops.promotion.decide import Candidate, Holder, better_by, decide
 from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
 
 CODE = "c0de" * 10

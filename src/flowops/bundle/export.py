@@ -20,7 +20,7 @@ def export_run(client: Any, run_id: str, out: Path) -> Bundle:
     """Write run `run_id` (params, metric histories, tags, artifacts, its model) to the folder `out`."""
     import mlflow
 
-    from flowops.registry.binding import logged_model
+    from flowops.promotion.binding import logged_model
 
     run = client.get_run(run_id)
     if run.info.status not in ("FINISHED", "FAILED"):

@@ -17,7 +17,7 @@ from flowops.bundle.check import Facts
 from flowops.bundle.form import FOLDERS, KEPT_MLFLOW_TAGS, Bundle, is_claim
 from flowops.cancel import Cancel
 from flowops.hashing import MODEL_DIGEST_TAG
-from flowops.registry.binding import IMPORTED_AT_TAG, IMPORTED_TAG
+from flowops.promotion.binding import IMPORTED_AT_TAG, IMPORTED_TAG
 
 BATCH = 500
 

@@ -73,7 +73,7 @@ def promote(
     is created by the admin (flowops server-init); --create-model is for a first set-up.
     """
     from flowops import tracking
-    from flowops.registry.promote import promote as run_promote
+    from flowops.promotion.promote import promote as run_promote
 
     uri = tracking.resolve_uri(tracking_uri)
     embedded = tracking.is_embedded(uri)
@@ -131,7 +131,7 @@ def status(repo: Path, ref: str, as_json: bool, tracking_uri: str | None, policy
     """Show which version holds each alias, what main asks for, and any drift (a hold, a missed merge)."""
     import json
 
-    from flowops.registry.history import status_rows
+    from flowops.promotion.history import status_rows
 
     registry, policy = _registry(tracking_uri, policy_path)
     rows = status_rows(registry, policy, repo, ref)
@@ -159,7 +159,7 @@ def status(repo: Path, ref: str, as_json: bool, tracking_uri: str | None, policy
 @policy_option
 def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> None:
     """Print the audit trail of alias moves: when, who, from which version to which, and why."""
-    from flowops.registry.history import check_alias, require_model
+    from flowops.promotion.history import check_alias, require_model
 
     registry, policy = _registry(tracking_uri, policy_path)
     check_alias(policy, alias)
@@ -197,7 +197,7 @@ def rollback(
     alias: str, to_version: str | None, reason: str | None, tracking_uri: str | None, policy_path: Path
 ) -> None:
     """Move an alias back to its previous holder (or a named version), recorded as a rollback."""
-    from flowops.registry.history import rollback as run_rollback
+    from flowops.promotion.history import rollback as run_rollback
 
     registry, policy = _registry(tracking_uri, policy_path)
     record = run_rollback(registry, policy, alias, to_version, reason)
@@ -242,7 +242,7 @@ def report(
     """Write the PR report: the run against the models holding the policy's aliases."""
     from flowops import tracking
     from flowops.gitops.source import Source
-    from flowops.registry.report import build
+    from flowops.report.comment import build
 
     source = Source.at(repo, ref) if ref else Source.working_tree(repo)
     policy = source.policy(policy_path)
@@ -259,7 +259,7 @@ def report(
 @policy_option
 def release(alias: str, tracking_uri: str | None, policy_path: Path) -> None:
     """Release a rollback's hold: the next promote moves the alias to what main asks for again."""
-    from flowops.registry.history import check_alias, require_model
+    from flowops.promotion.history import check_alias, require_model
 
     registry, policy = _registry(tracking_uri, policy_path)
     check_alias(policy, alias)

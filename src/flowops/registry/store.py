@@ -26,9 +26,7 @@ from typing import Any, cast
 
 from flowops.errors import FlowopsError
 from flowops.processes import running
-from flowops.registry import evidence
 from flowops.registry.access import RegistryError, checked
-from flowops.registry.decide import Holder
 
 AUDIT_PREFIX = "flowops.audit."
 INTENT_PREFIX = "flowops.intent."
@@ -162,14 +160,6 @@ class Registry:
     def version(self, version: str) -> Any:
         """ModelVersion `version`, or None when the model has no such version."""
         return self.client.absent_or_raise("get_model_version", self.name, str(version))
-
-    def holders(self, aliases: Any) -> dict[str, Holder | None]:
-        """Each alias's holder with the metrics of the run that produced it."""
-        out = {}
-        for alias in aliases:
-            mv = self.holder(alias)
-            out[alias] = None if mv is None else evidence.holder(str(mv.version), self.client.get_run(mv.run_id))
-        return out
 
     def version_for_run(self, run_id: str) -> Any:
         found = self.client.search_model_versions(f"name = '{self.name}' and run_id = '{run_id}'")

@@ -1,6 +1,6 @@
 """`registry_policy.yaml`: promotion rules as data (the file's model and its cross-field rules).
 
-How a candidate is judged against these rules is `flowops.registry.decide`, a pure function.
+How a candidate is judged against these rules is `flowops.promotion.decide`, a pure function.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def status_rows(
 def _desired(registry: Registry, policy: RegistryPolicy, repo: Path | None, ref: str) -> Any:
     """main's desired state at `ref`, or a string saying why there is none (not a git checkout)."""
     from flowops.gitops.git import git
-    from flowops.registry.desired import replay
+    from flowops.promotion.desired import replay
 
     if repo is None:
         return "no repository given"

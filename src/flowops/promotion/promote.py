@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowops.errors import FlowopsError
 from flowops.gitops.git import git, resolve_range
-from flowops.registry.decide import TargetDecision
-from flowops.registry.desired import Desired, Item, Step, first_parent_commits, policy_at, replay
+from flowops.promotion import evidence
+from flowops.promotion.decide import TargetDecision
+from flowops.promotion.desired import Desired, Item, Step, first_parent_commits, policy_at, replay
 from flowops.registry.store import AuditRecord, Registry, actor, describe_hold, tracking_user
 
 if TYPE_CHECKING:
@@ -100,7 +101,9 @@ def promote(
             return outcome  # main asks for nothing yet: nothing to create or move
     if not dry_run:
         registry.ensure_model(create_model)
-        registry.holders(policy.targets)  # aliases that cannot be read stop us before anything is registered
+        evidence.current_holders(
+            registry, policy.targets
+        )  # aliases that cannot be read stop us before anything is registered
         with registry.exclusive():
             if _behind(registry, repo, tip, outcome):  # checked again: another promote may have gone first
                 return outcome

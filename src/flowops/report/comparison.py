@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flowops.registry import evidence
-from flowops.registry.decide import decide
+from flowops.promotion import evidence
+from flowops.promotion.decide import decide
 from flowops.spec.policy import RegistryPolicy
 from flowops.spec.vocabulary import vocabulary
 

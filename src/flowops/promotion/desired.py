@@ -17,9 +17,9 @@ from typing import Any
 from flowops.errors import FlowopsError, ProblemsError
 from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show, train_tree
 from flowops.gitops.project import code_paths_at, schema_at
-from flowops.registry import evidence
-from flowops.registry.binding import Merged, NotBound, bind
-from flowops.registry.decide import Holder, TargetDecision, decide, rank
+from flowops.promotion import evidence
+from flowops.promotion.binding import Merged, NotBound, bind
+from flowops.promotion.decide import Holder, TargetDecision, decide, rank
 from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE, load_policy
 from flowops.spec.policy import RegistryPolicy
 from flowops.spec.schema import Schema

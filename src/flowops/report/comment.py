@@ -1,6 +1,6 @@
 """`flowops report`: the PR comment, comparing a candidate run with the models in service.
 
-`report.json` (flowops.registry.comparison) holds the numbers and the decisions; the markdown
+`report.json` (flowops.report.comparison) holds the numbers and the decisions; the markdown
 (GitHub-flavoured) is rendered from it, with PNGs referenced by relative path. No TensorFlow:
 prediction grids come from the arrays each training run logs (`samples/samples.npz`).
 """
@@ -18,7 +18,7 @@ from flowops import markdown as md
 from flowops.errors import FlowopsError
 from flowops.gitops.source import Source
 from flowops.redact import redact
-from flowops.registry import comparison, figures
+from flowops.report import comparison, figures
 from flowops.spec.policy import RegistryPolicy
 from flowops.spec.vocabulary import vocabulary
 

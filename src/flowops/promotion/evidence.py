@@ -21,7 +21,7 @@ from typing import Any
 
 from flowops import plugins
 from flowops.evaluation import Evidence, Interval, evidence_in, paired_bootstrap_of
-from flowops.registry.decide import Candidate, Holder
+from flowops.promotion.decide import Candidate, Holder
 
 EVAL_SET_TAG = "flowops.eval_set"
 PER_EXAMPLE = "evaluation/per_example.npz"
@@ -137,3 +137,13 @@ def confidence_of(policy: Any, alias: str) -> float:
     target = policy.targets.get(alias)
     level = target.improve.confidence if target is not None and target.improve is not None else None
     return level if level else SHOWN
+
+
+def current_holders(registry: Any, aliases: Any) -> dict[str, Holder | None]:
+    """Each alias's holder in `registry` (flowops.registry.store.Registry), with the metrics of the
+    run that produced it; a failed read raises."""
+    out = {}
+    for alias in aliases:
+        mv = registry.holder(alias)
+        out[alias] = None if mv is None else holder(str(mv.version), registry.client.get_run(mv.run_id))
+    return out
