@@ -49,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     from flowops.segmentation.data.coco import open_split
     from flowops.segmentation.data.synth import generate
-    from flowops.segmentation.preprocess import DRAFT, PLAIN
     from flowops.segmentation.experiment import ExperimentSpec
+    from flowops.segmentation.preprocess import DRAFT, PLAIN
 
     root = args.data or Path(tempfile.mkdtemp()) / "coco640"
     if not (root / "annotations" / "instances_train.json").exists():

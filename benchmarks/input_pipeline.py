@@ -210,8 +210,8 @@ def build_profile(root: Path, categories: list[str]) -> list[tuple[str, float]]:
     from flowops.segmentation.data import cache
     from flowops.segmentation.data.coco import open_split
     from flowops.segmentation.data.masks import draw_mask
-    from flowops.segmentation.preprocess import METHOD, decode_for, resize_image
     from flowops.segmentation.experiment import ExperimentSpec
+    from flowops.segmentation.preprocess import METHOD, decode_for, resize_image
 
     spec = ExperimentSpec.model_validate(
         {"name": "bench", "categories": categories, "image_size": SIZE, "dataset": {"root": str(root)}}
@@ -256,8 +256,8 @@ def flowops_run(root: Path, cache: Path, epochs: int, prepare_on_cpu: bool) -> l
     from flowops.segmentation.data import stream
     from flowops.segmentation.data.coco import open_split
     from flowops.segmentation.data.pipeline import first_epoch_dataset, make_dataset
-    from flowops.segmentation.training.augment import prepare_batch
     from flowops.segmentation.experiment import ExperimentSpec
+    from flowops.segmentation.training.augment import prepare_batch
 
     spec = ExperimentSpec.model_validate(
         {"name": "bench", "categories": CATEGORIES, "image_size": SIZE, "dataset": {"root": str(root)}}

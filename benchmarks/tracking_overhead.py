@@ -32,9 +32,9 @@ def main() -> None:
     from flowops.segmentation.data.cache import load_split
     from flowops.segmentation.data.coco import open_split
     from flowops.segmentation.data.synth import generate
+    from flowops.segmentation.experiment import ExperimentSpec
     from flowops.segmentation.tfenv import configure_tensorflow
     from flowops.segmentation.training.model import build_model, training_model
-    from flowops.segmentation.experiment import ExperimentSpec
 
     configure_tensorflow()
     import mlflow

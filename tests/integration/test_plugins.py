@@ -63,3 +63,18 @@ def test_a_third_party_template_adds_a_command_and_its_metrics(tmp_path):
     assert said.returncode == 0 and said.stdout == "tiny template here\n"
     checked = flowops("validate", cwd=repo, env=env)  # its vocabulary names val_auc's direction
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_segmentation_repository_without_the_template_says_so_in_one_line(tmp_path):
+    """A repository without flowops.yaml is the segmentation template's: with the template not
+    installed, validate stops with one line that says what is missing and what to do."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "a.yaml").write_text("name: a\ncategories: [person]\n")
+    masked = Path(__file__).parent / "without_segmentation"
+    done = flowops("validate", cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(masked)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "the segmentation template is not installed (no entry point 'segmentation' in the group "
+        "flowops.schema): install it, or declare `schema: mlproject` in flowops.yaml (docs/own-project.md)"
+    ]
+    assert flowops("validate", cwd=tmp_path).returncode == 0  # installed: the same file is valid

@@ -63,8 +63,7 @@ class Regression(_Strict):
 
 
 class PerClass(_Strict):
-    """No class's per-class metric (the template's: segmentation's validation IoU per category) may
-    drop by more than `tolerance` against the holder; the classes the template leaves out are not checked."""
+    """No class's per-class metric (segmentation: IoU per category) may drop by more than `tolerance`."""
 
     tolerance: float = Field(0.0, ge=0, le=1)
 
