@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowops.errors import ProblemsError
+from flowops.spec.declaration import load_project
 from flowops.spec.generic import entry_point, load_generic
-from flowops.spec.project import load_project
 from flowops.spec.validate import validate_paths
 
 MLPROJECT = """name: forecast
@@ -122,7 +122,7 @@ def test_a_merge_reads_the_schema_its_commit_had(repo):
     """Promotion replays history: each merge is read with flowops.yaml and the MLproject of its commit."""
     import subprocess
 
-    from flowops.gitops.project import schema_at
+    from flowops.gitops.at_commit import schema_at
 
     def git(*args: str) -> str:
         ident = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]

@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from flowops.bundle.evidence import check_evidence
 from flowops.bundle.form import FOLDERS, LINEAGE, RECORD, Bundle, is_claim
 from flowops.errors import FlowopsError, ProblemsError
+from flowops.gitops.at_commit import code_paths_at, schema_at
 from flowops.gitops.git import code_tree, git, git_show, train_tree
-from flowops.gitops.project import code_paths_at, schema_at
 from flowops.hashing import sha256_file
 from flowops.spec.schema import Schema
 from flowops.tracking import TRAINER_TAGS

@@ -64,7 +64,7 @@ def import_command(
     from flowops.bundle.importer import end_failed, import_bundle
     from flowops.bundle.mlmodel import check_model
     from flowops.cancel import run_until_signalled
-    from flowops.gitops.project import code_paths_at
+    from flowops.gitops.at_commit import code_paths_at
     from flowops.hashing import model_digest
     from flowops.markdown import log_line
     from flowops.tracking import use

@@ -94,8 +94,8 @@ def cli_section(command: click.Command, path: str) -> list[str]:
 def render(cli: click.Group) -> str:
     """docs/reference.md for the command group `cli` (the `flowops` group: the caller hands it over,
     so this module never imports the one that imports it)."""
+    from flowops.spec.declaration import ProjectConfig
     from flowops.spec.policy import Improvement, PerClass, RegistryPolicy, Regression, Target, Threshold
-    from flowops.spec.project import ProjectConfig
     from flowops.spec.template import schema_plugin
 
     template = []  # the default template's experiment files, as its schema plug-in documents them

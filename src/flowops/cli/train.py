@@ -81,8 +81,8 @@ def train(
     from flowops import tracking
     from flowops.tracking import resolve_uri, ui_hint
     from flowops.training.environment import MIXED_PRECISION_ENV, PLACEMENT, WORKERS_ENV, check_precision_setting
+    from flowops.training.launch import TrainingFailed, run_experiment
     from flowops.training.lease import lease_s
-    from flowops.training.project import TrainingFailed, run_experiment
 
     if backend_config is not None and not backend_config.is_file():
         raise FlowopsError(f"{backend_config}: no such backend config file")

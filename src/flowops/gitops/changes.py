@@ -25,7 +25,7 @@ def pr_changes(repo: Path, base: str, head: str, retrain: bool = False) -> Chang
     before, after = resolve_range(repo, f"{base}..{head}")
     merge_base = git("merge-base", before, after, cwd=repo) or before
     touched = [path for status, path in changed_experiments(repo, merge_base, after) if status != "D"]
-    from flowops.gitops.project import code_paths_at, schema_at
+    from flowops.gitops.at_commit import code_paths_at, schema_at
 
     try:
         paths = code_paths_at(schema_at(repo, after), repo, after)

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from flowops.errors import FlowopsError
+from flowops.spec.declaration import CODE_PATHS  # what decides how a model is trained (by default)
 from flowops.spec.load import EXPERIMENTS_DIR
-from flowops.spec.project import CODE_PATHS  # what decides how a model is trained (by default)
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: "before" of a first push
 

@@ -11,8 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
+from flowops.gitops.at_commit import code_paths_at, schema_at
 from flowops.gitops.git import code_tree, git, git_show
-from flowops.gitops.project import code_paths_at, schema_at
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
+from flowops.gitops.at_commit import code_paths_at, schema_at
 from flowops.gitops.git import EMPTY_TREE, changed_experiments, code_tree, git, git_show, train_tree
-from flowops.gitops.project import code_paths_at, schema_at
 from flowops.promotion import evidence
 from flowops.promotion.binding import Merged, NotBound, bind
 from flowops.promotion.decide import Holder, TargetDecision, decide, rank

@@ -5,7 +5,7 @@ import all read experiments through a `Schema`: a template's (the segmentation t
 default, found by entry point: flowops.spec.template), or the MLproject entry point's parameters
 when flowops.yaml says `schema: mlproject`. A merge is
 decided with the schema committed at that merge (`schema_at`), so history replays the same
-whatever the working tree holds (that reading of git is `flowops.gitops.project`).
+whatever the working tree holds (that reading of git is `flowops.gitops.at_commit`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from flowops.errors import FlowopsError, ProblemsError
+from flowops.spec.declaration import CODE_PATHS, ProjectConfig, load_project
 from flowops.spec.generic import EntryPoint, entry_point, from_params, load_generic, with_rules
 from flowops.spec.load import EXPERIMENTS_DIR, POLICY_FILE
-from flowops.spec.project import CODE_PATHS, ProjectConfig, load_project
 from flowops.spec.template import SchemaPlugin, schema_plugin
 
 NOT_CODE = (EXPERIMENTS_DIR, POLICY_FILE, "docs", ".github", ".gitignore", "LICENSE")

@@ -17,9 +17,9 @@ from typing import Any
 
 from flowops import tracking
 from flowops.errors import FlowopsError
+from flowops.gitops.at_commit import code_paths_at
 from flowops.gitops.git import git
 from flowops.gitops.lineage import project_packages, run_tags
-from flowops.gitops.project import code_paths_at
 from flowops.markdown import log_line
 from flowops.spec.schema import schema_or_error
 from flowops.tracking import FAILURE_TAG

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowops.gitops.git import git, git_names, git_show
+from flowops.spec.declaration import PROJECT_FILE, ProjectConfig, load_project
 from flowops.spec.generic import entry_point, with_rules
-from flowops.spec.project import PROJECT_FILE, ProjectConfig, load_project
 from flowops.spec.schema import Schema
 
 
