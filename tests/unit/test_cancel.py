@@ -118,3 +118,27 @@ def test_a_write_under_the_lock_is_never_cut_by_cleanup():
         run_until_signalled(work, lambda signum: order.append("cleanup"))
     sender.join()
     assert order == ["write begins", "write ends", "cleanup"]
+
+
+def test_once_stopping_a_signal_is_only_recorded():
+    """The entry point's failure path calls cancel.stopping(): a signal after it (the parent stopping
+    a chief mid-cleanup) is recorded but raises nothing, so the run is still ended; before it, the
+    first signal raises (the negative case)."""
+    from flowops import cancel
+
+    previous = {s: signal.getsignal(s) for s in cancel.SIGNALS}
+    try:
+        handler = cancel.InterruptOnce().install()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs on the main thread between bytecodes: well within this
+        handler = cancel.InterruptOnce().install()
+        cancel.stopping()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        cancel.safe_point()  # a check after stopping raises nothing either
+        assert handler.received == [signal.SIGTERM, signal.SIGINT] and cancel.requested()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        cancel._installed = None
