@@ -24,9 +24,9 @@ from flowops.evaluation import (
     per_class_fscore,
     per_class_iou,
 )
+from flowops.segmentation.metrics import PRIMARY
 
 IGNORE = 255  # mask value of pixels that count in neither training nor evaluation
-PRIMARY = "val_miou"
 
 
 def confusion_per_image(

@@ -3,8 +3,9 @@ of `flowops.metrics`): what its trainer logs, which way is better, the values ea
 
 from __future__ import annotations
 
-from flowops.segmentation.evaluation import PRIMARY
 from flowops.spec.vocabulary import Vocabulary
+
+PRIMARY = "val_miou"  # dataset-level foreground mean IoU (light: `flowops validate` reads this module)
 
 VOCABULARY = Vocabulary(
     directions={
@@ -28,7 +29,7 @@ VOCABULARY = Vocabulary(
         "val_loss": (0.0, None),
         "loss": (0.0, None),
     },
-    primary=PRIMARY,  # dataset-level foreground mean IoU
+    primary=PRIMARY,
     primary_examples="validation images",
     per_class="val_iou.",  # validation IoU of each category
     per_class_name="IoU",
