@@ -100,3 +100,19 @@ def test_the_probe_sees_a_heavy_import(merged, tmp_path):
     code, heavy, output = run_fresh(repo.path, tmp_path, "validate", prelude=prelude)
     assert code == 0, output
     assert "tensorflow" in heavy
+
+
+def test_validate_reads_the_templates_schema_and_metrics_without_numpy(merged, tmp_path):
+    """`flowops validate` runs on every push: the template's plug-ins it loads (its schema, its metric
+    vocabulary for the policy's default primary metric) import no numpy either."""
+    repo, _, _, _ = merged
+    probe = (
+        "import sys\nfrom flowops.cli.main import cli\n"
+        "try:\n    cli.main(['validate'], prog_name='flowops')\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "from flowops.spec.vocabulary import vocabulary\n"
+        "print(code, vocabulary().primary, sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'PIL'}))\n"
+    )
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", probe], cwd=repo.path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "0 val_miou []", done.stdout + done.stderr

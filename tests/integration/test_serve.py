@@ -69,6 +69,37 @@ def service(registry):
     svc.stop()
 
 
+def test_a_model_logged_before_the_template_moved_is_served(registry, service):
+    """#34: a version whose pyfunc was pickled as `flowops.pyfunc.SegmentationModel` (the pre-move
+    pickle in tests/data) is served by `flowops serve` and answers /predict as the same model
+    logged now does."""
+    import shutil
+
+    uri, tmp = registry
+    svc, _ = service
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("integration").experiment_id])
+    old = tmp / "before-34"
+    shutil.copytree(next((tmp / "m").rglob("MLmodel")).parent, old)  # the model the fixture registered
+    shutil.copyfile(Path(__file__).parents[1] / "data" / "python_model.before-34.pkl", old / "python_model.pkl")
+    assert b"flowops.pyfunc" in (old / "python_model.pkl").read_bytes()
+    version = client.create_model_version(MODEL, str(old), run_id=run.info.run_id).version
+    client.set_registered_model_alias(MODEL, "before34", version)
+    before = Service(uri, alias="before34")
+    try:
+        assert before.wait_ready()["version"] == version
+        body = image_bytes(64, 48, seed=3)
+        answers = [
+            requests.post(f"{s.url}/predict", data=body, headers={"Content-Type": "image/jpeg"}, timeout=60)
+            for s in (before, svc)
+        ]
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        then, now = (a.json() for a in answers)
+        assert then["version"] == version and then["fractions"] == now["fractions"] and then["masks"] == now["masks"]
+    finally:
+        before.stop()
+
+
 def image_bytes(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
     arr = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
     buf = io.BytesIO()

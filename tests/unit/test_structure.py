@@ -306,3 +306,15 @@ def test_the_prediction_grid_is_a_plug_in_the_engine_finds_by_entry_point():
     (found,) = [e for e in entry_points(group="flowops.report") if e.name == "segmentation"]
     assert found.load() is prediction_grid
     assert "flowops.segmentation" not in (PACKAGE / "report" / "figures.py").read_text()
+
+
+def test_the_registry_commands_go_through_the_api():
+    """cli -> api -> promotion, report, registry: the registry commands parse, call flowops.api and
+    print; the only registry name they use themselves is how a hold reads (describe_hold)."""
+    reached = {
+        name
+        for name in every_import(PACKAGE / "cli" / "registry.py")
+        if name.startswith(("flowops.promotion", "flowops.report", "flowops.registry"))
+    }
+    assert reached == {"flowops.registry.store"}
+    assert "flowops.cli" not in {n.rsplit(".", 1)[0] for n in every_import(PACKAGE / "api.py")}

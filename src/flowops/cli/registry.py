@@ -1,10 +1,9 @@
-"""CLI commands for the registry: promote, status, history, rollback (thin: call, print, exit)."""
+"""CLI commands for the registry: promote, status, history, rollback, release, report, holders.
+Thin: parse, call flowops.api, print, exit."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,24 +17,6 @@ def _say(line: str) -> None:
     from flowops.markdown import log_line
 
     click.echo(log_line(line))
-
-
-def _client(tracking_uri: str | None) -> Any:
-    """A client for the registry commands: waiting on a silent server is bounded (~15 s)."""
-    from mlflow.tracking import MlflowClient
-
-    from flowops import tracking
-
-    tracking.bounded_http()
-    return MlflowClient(tracking.use(tracking_uri))
-
-
-def _registry(tracking_uri: str | None, policy_path: Path):
-    from flowops.registry.store import Registry
-    from flowops.spec.load import policy_or_error
-
-    policy = policy_or_error(policy_path)
-    return Registry(_client(tracking_uri), policy.model_name), policy
 
 
 @click.command()
@@ -72,20 +53,9 @@ def promote(
     nothing moved for it; 2 for a bug in flowops. On a tracking server the registered model
     is created by the admin (flowops server-init); --create-model is for a first set-up.
     """
-    from flowops import tracking
-    from flowops.promotion.promote import promote as run_promote
+    from flowops import api
 
-    uri = tracking.resolve_uri(tracking_uri)
-    embedded = tracking.is_embedded(uri)
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if create_model and not embedded and user and not _is_admin(uri, user):
-        raise FlowopsError(
-            f"--create-model: on a tracking server with users only the admin creates the model (flowops "
-            f"server-init), not {user!r}: whoever creates a registered model owns it and could move its aliases"
-        )
-    client = _client(tracking_uri)
-    create = create_model or embedded
-    outcome = run_promote(client, repo, git_range, dry_run, create)
+    outcome = api.promote(repo, git_range, dry_run, create_model, tracking_uri)
     for item in outcome.items:
         if item.status == "changed":
             version = (
@@ -106,21 +76,6 @@ def promote(
         raise FlowopsError("\n".join(outcome.errors))
 
 
-def _is_admin(uri: str, user: str) -> bool:
-    """Whether the server's auth says `user` is an admin; False when it cannot say (fail closed)."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # mlflow.server's imports warn about starlette: not ours to print
-            warnings.simplefilter("ignore")
-            from mlflow.server import get_app_client
-
-            auth = get_app_client("basic-auth", tracking_uri=uri)
-        return bool(auth.get_user(user).is_admin)
-    except Exception:
-        return False
-
-
 @click.command()
 @repo_option("The git repository whose main is the desired state.")
 @click.option("--ref", default="HEAD", show_default=True, help="The commit of main to compare with (its tip).")
@@ -131,10 +86,9 @@ def status(repo: Path, ref: str, as_json: bool, tracking_uri: str | None, policy
     """Show which version holds each alias, what main asks for, and any drift (a hold, a missed merge)."""
     import json
 
-    from flowops.promotion.history import status_rows
+    from flowops import api
 
-    registry, policy = _registry(tracking_uri, policy_path)
-    rows = status_rows(registry, policy, repo, ref)
+    rows = api.status(repo, ref, tracking_uri, policy_path)
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
@@ -159,19 +113,17 @@ def status(repo: Path, ref: str, as_json: bool, tracking_uri: str | None, policy
 @policy_option
 def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> None:
     """Print the audit trail of alias moves: when, who, from which version to which, and why."""
-    from flowops.promotion.history import check_alias, require_model
+    from flowops import api
+    from flowops.registry.store import describe_hold
 
-    registry, policy = _registry(tracking_uri, policy_path)
-    check_alias(policy, alias)
-    require_model(registry)
-    records = registry.history(alias)
-    if registry.malformed:
+    found = api.history(alias, tracking_uri, policy_path)
+    if found.unreadable:
         click.echo(
-            f"skipped {len(registry.malformed)} unreadable audit record(s): {', '.join(registry.malformed)}", err=True
+            f"skipped {len(found.unreadable)} unreadable audit record(s): {', '.join(found.unreadable)}", err=True
         )
-    if not records:
+    if not found.records:
         click.echo("no alias has moved yet")
-    for r in records:
+    for r in found.records:
         origin = f"PR #{r.pr} " if r.pr else ""
         origin += f"commit {r.commit[:12]}" if r.commit else ""
         click.echo(
@@ -180,11 +132,8 @@ def history(alias: str | None, tracking_uri: str | None, policy_path: Path) -> N
             + ("  (pending: the next promote or rollback settles it)" if r.state == "pending" else "")
         )
         click.echo(f"    {r.summary}")
-    from flowops.registry.store import describe_hold
-
-    for held, hold in sorted(registry.holds().items()):
-        if alias is None or held == alias:
-            click.echo(f"{held}: {describe_hold(held, hold)}")
+    for held, hold in found.holds.items():
+        click.echo(f"{held}: {describe_hold(held, hold)}")
 
 
 @click.command()
@@ -197,10 +146,9 @@ def rollback(
     alias: str, to_version: str | None, reason: str | None, tracking_uri: str | None, policy_path: Path
 ) -> None:
     """Move an alias back to its previous holder (or a named version), recorded as a rollback."""
-    from flowops.promotion.history import rollback as run_rollback
+    from flowops import api
 
-    registry, policy = _registry(tracking_uri, policy_path)
-    record = run_rollback(registry, policy, alias, to_version, reason)
+    record = api.rollback(alias, to_version, reason, tracking_uri, policy_path)
     if record.from_version == record.to_version:
         click.echo(
             f"{alias}: v{record.to_version} already holds it; now held there (rollback: {record.summary}): "
@@ -240,17 +188,10 @@ def report(
     policy_path: Path,
 ) -> None:
     """Write the PR report: the run against the models holding the policy's aliases."""
-    from flowops import tracking
-    from flowops.gitops.source import Source
-    from flowops.report.comment import build
+    from flowops import api
 
-    source = Source.at(repo, ref) if ref else Source.working_tree(repo)
-    policy = source.policy(policy_path)
-    from flowops.registry.store import Registry
-
-    registry = Registry(_client(tracking_uri), policy.model_name)
-    build(registry.client, run_id, policy, out, tracking.resolve_uri(tracking_uri), experiment_file, source)
-    click.echo(f"wrote {out / 'report.md'}")
+    written = api.report(run_id, out, experiment_file, ref, repo, tracking_uri, policy_path)
+    click.echo(f"wrote {written}")
 
 
 @click.command()
@@ -259,14 +200,9 @@ def report(
 @policy_option
 def release(alias: str, tracking_uri: str | None, policy_path: Path) -> None:
     """Release a rollback's hold: the next promote moves the alias to what main asks for again."""
-    from flowops.promotion.history import check_alias, require_model
+    from flowops import api
 
-    registry, policy = _registry(tracking_uri, policy_path)
-    check_alias(policy, alias)
-    require_model(registry)
-    if alias not in registry.holds():
-        raise FlowopsError(f"{alias}: not held")
-    registry.release(alias)
+    api.release(alias, tracking_uri, policy_path)
     click.echo(f"{alias}: hold released; the next flowops promote reconciles it to main")
 
 
@@ -282,15 +218,11 @@ def holders() -> None:
 @policy_option
 def holders_export(out: Path, fork: bool, tracking_uri: str | None, policy_path: Path) -> None:
     """Download each alias's model into OUT/<alias>/ with OUT/holders.json (trusted stage)."""
-    from flowops.registry.holders import export
-    from flowops.spec.schema import schema_or_error
+    from flowops import api
 
-    schema = schema_or_error(Path("."))
-    scored = not (schema.generic and not schema.config.evaluate)  # else nothing scores them on the PR's data
-    registry, policy = _registry(tracking_uri, policy_path)
-    index = export(registry, policy, out, fork, scored)
-    shown = ", ".join(f"{a} v{e['version']}" for a, e in index.items()) or "none"
-    said = "" if scored else " (flowops.yaml names no evaluate entry point to score holders with)"
+    exported = api.export_holders(out, fork, tracking_uri, policy_path)
+    shown = ", ".join(f"{a} v{e['version']}" for a, e in exported.holders.items()) or "none"
+    said = "" if exported.scored else " (flowops.yaml names no evaluate entry point to score holders with)"
     click.echo(f"wrote {out}: {shown}{said}")
 
 
@@ -319,25 +251,11 @@ def holders_plan(
     """What a PR trains: its experiments, and when its code changed, the aliases' holders' too (trusted stage)."""
     import json
 
-    from flowops.gitops.changes import Changes, over_cap, with_holders
+    from flowops import api
     from flowops.gitops.changes import github_output as output_lines
-    from flowops.registry.holders import holder_paths
 
-    lists = []
-    for option, text in (("--experiments", touched), ("--stale", stale)):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise FlowopsError(f"{option} {text[:80]!r}: expected a JSON list of experiment files (flowops changed)")
-        lists.append(value)
-    changes = Changes(lists[0], lists[1], bool(lists[1]))  # stale is non-empty only when the code changed
-    registry, policy = _registry(tracking_uri, policy_path)
-    planned, added = with_holders(changes, holder_paths(registry, policy))
-    too_many = over_cap(planned, max_experiments)
-    if too_many:
-        raise FlowopsError(too_many)
+    plan = api.plan_holders(touched, stale, max_experiments, tracking_uri, policy_path)
+    planned, added = plan.changes, plan.retrained
     for path in added:
         click.echo(f"{path}: holds an alias and the PR changes the code: retrained on it")
     click.echo(json.dumps({"experiments": planned.experiments, "holders_retrained": added}))
