@@ -83,7 +83,7 @@ def test_a_model_logged_before_the_template_moved_is_served(registry, service):
     shutil.copytree(next((tmp / "m").rglob("MLmodel")).parent, old)  # the model the fixture registered
     shutil.copyfile(Path(__file__).parents[1] / "data" / "python_model.before-34.pkl", old / "python_model.pkl")
     assert b"flowops.pyfunc" in (old / "python_model.pkl").read_bytes()
-    version = client.create_model_version(MODEL, str(old), run_id=run.info.run_id).version
+    version = str(client.create_model_version(MODEL, str(old), run_id=run.info.run_id).version)
     client.set_registered_model_alias(MODEL, "before34", version)
     before = Service(uri, alias="before34")
     try:
