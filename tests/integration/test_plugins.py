@@ -11,8 +11,13 @@ from pathlib import Path
 from .conftest import flowops
 
 TINY = '''
+import types
+
 import click
 
+from flowops import yamlfile
+from flowops.errors import Problem, ProblemsError
+from flowops.spec.template import SchemaPlugin
 from flowops.spec.vocabulary import Vocabulary
 
 
@@ -24,6 +29,25 @@ def hello():
 
 COMMANDS = [hello]
 VOCABULARY = Vocabulary(directions={"val_auc": "max"}, bounds={"val_auc": (0.0, 1.0)}, compared=("val_auc",))
+
+
+def load(path, text=None):
+    doc = yamlfile.load(path, text)
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("trees"), int):
+        raise ProblemsError([Problem(str(path), "a whole number of trees is required", 1, "trees")])
+    return types.SimpleNamespace(name=str(doc.data.get("name", "")), trees=doc.data["trees"])
+
+
+SCHEMA = SchemaPlugin(
+    load=load,
+    from_params=lambda params: None,
+    to_params=lambda spec: {"trees": str(spec.trees)},
+    parameters=frozenset({"trees"}),
+    extra_parameters=frozenset(),
+    json_schema=dict,
+    experiment_problems=lambda path, spec, policy: [],
+    policy_problems=lambda path, policy, specs: [],
+)
 '''
 
 ENTRY_POINTS = """
@@ -32,6 +56,9 @@ tiny = tinytemplate:COMMANDS
 
 [flowops.metrics]
 tiny = tinytemplate:VOCABULARY
+
+[flowops.schema]
+tiny = tinytemplate:SCHEMA
 """
 
 
@@ -63,6 +90,31 @@ def test_a_third_party_template_adds_a_command_and_its_metrics(tmp_path):
     assert said.returncode == 0 and said.stdout == "tiny template here\n"
     checked = flowops("validate", cwd=repo, env=env)  # its vocabulary names val_auc's direction
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_third_party_templates_schema_reads_the_experiment_files(tmp_path):
+    """flowops.yaml names the schema (`schema: tiny`); its plug-in reads the experiment files, and
+    names only what is installed: without the template the file says which schemas are."""
+    repo = tmp_path / "forest"
+    (repo / "experiments").mkdir(parents=True)
+    (repo / "flowops.yaml").write_text("schema: tiny\n")
+    (repo / "experiments" / "a.yaml").write_text("name: a\ntrees: 3\n")
+    (repo / "experiments" / "b.yaml").write_text("name: b\ntrees: many\n")
+    install_tiny(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    checked = flowops("validate", "experiments/a.yaml", cwd=repo, env=env)
+    assert checked.returncode == 0 and checked.stdout.strip() == "ok: 1 file(s) valid (1 experiment(s))", checked.stderr
+    bad = flowops("validate", cwd=repo, env=env)
+    assert (
+        bad.returncode == 1
+        and "experiments/b.yaml:1: trees: a whole number of trees is required" in bad.stdout + bad.stderr
+    )
+    missing = flowops("validate", cwd=repo)
+    assert missing.returncode == 1
+    assert (
+        "flowops.yaml:1: schema: 'tiny' is neither mlproject nor an installed template's schema; known here: "
+        "mlproject, segmentation" in missing.stdout + missing.stderr
+    )
 
 
 def test_a_segmentation_repository_without_the_template_says_so_in_one_line(tmp_path):

@@ -18,13 +18,14 @@ belong in registry_policy.yaml (`metrics:`), beside the rules that use them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flowops import yamlfile
 from flowops.errors import ProblemsError
 from flowops.spec.problems import problems_from
+from flowops.suggest import did_you_mean
 
 PROJECT_FILE = "flowops.yaml"
 CODE_PATHS = ("src", "MLproject", "conda.yaml")  # the segmentation project's training code
@@ -43,10 +44,13 @@ class ParameterRule(BaseModel):
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", title="flowops project")
 
-    schema_: Literal["segmentation", "mlproject"] = Field(
+    schema_: str = Field(
         "segmentation",
         alias="schema",
-        description="How experiment files are checked: the built-in segmentation spec, or the MLproject's parameters.",
+        description=(
+            "How experiment files are checked: mlproject (the MLproject's parameters), or the name of an "
+            "installed template's schema (segmentation: flowops' own)."
+        ),
     )
     entry_point: str = Field("main", min_length=1, description="The MLproject entry point flowops train runs.")
     code: list[Annotated[str, Field(min_length=1, pattern=r"^[^/][^:*?]*$")]] | None = Field(
@@ -78,6 +82,20 @@ class ProjectConfig(BaseModel):
             "{name: {min, max, choices}}."
         ),
     )
+
+    @field_validator("schema_")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        from flowops import plugins
+        from flowops.spec.template import GROUP
+
+        known = ["mlproject", *sorted({e.name for e in plugins.installed(GROUP)})]
+        if value not in known:
+            raise ValueError(
+                f"{value!r} is neither mlproject nor an installed template's schema{did_you_mean(value, known)}; "
+                f"known here: {', '.join(known)}"
+            )
+        return value
 
     @property
     def generic(self) -> bool:
