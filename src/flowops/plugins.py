@@ -1,15 +1,18 @@
 """What installed templates add to the engine, found through entry points (never imported by name).
 
-Groups: `flowops.commands` (a list of click commands `flowops` adds), `flowops.schema` (a template's
-experiment files: flowops.spec.template), `flowops.report` (a figure for the PR report:
-`(client, candidate, production, out) -> markdown`) `flowops.evidence` (an `EvidencePlugin`: per-example evidence
-in files of a template's own format, read for the comparison and checked at import) and
-`flowops.serving` (an `ImageAdapter`: how `flowops serve` decodes an upload for an image model). The segmentation
-template registers one of each (pyproject.toml); a third-party template registers its own the same way.
+Groups: `flowops.commands` (a list of click commands `flowops` adds), `flowops.schema` (a
+template's experiment files: flowops.spec.template), `flowops.metrics` (its metrics:
+flowops.spec.vocabulary), `flowops.report` (a figure for the PR report: `(client, candidate,
+production, out) -> markdown`), `flowops.evidence` (an `EvidencePlugin`: per-example evidence in
+files of a template's own format, read for the comparison and checked at import) and
+`flowops.serving` (an `ImageAdapter`: how `flowops serve` decodes an upload for an image model).
+The segmentation template registers one of each (pyproject.toml); a third-party template
+registers its own the same way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -22,11 +25,13 @@ REPORT = "flowops.report"
 EVIDENCE = "flowops.evidence"
 
 
-def installed(group: str) -> list[EntryPoint]:
+@functools.cache
+def installed(group: str) -> tuple[EntryPoint, ...]:
     """The group's entry points, each once, by name: a checkout installed under the old distribution
-    name (flowops) and the new one (flowops-gitops) lists the same entry point twice."""
+    name (flowops) and the new one (flowops-gitops) lists the same entry point twice. Read once per
+    process (a scan of every installed distribution: ~3 ms, and a promote asks per run it binds)."""
     unique = {(e.name, e.value): e for e in entry_points(group=group)}
-    return sorted(unique.values(), key=lambda e: e.name)
+    return tuple(sorted(unique.values(), key=lambda e: e.name))
 
 
 @dataclass(frozen=True)

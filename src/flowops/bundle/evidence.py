@@ -1,10 +1,10 @@
 """The bundle's metrics against its own per-example evidence, before anything is imported.
 
-A metric with evidence (`evaluation/per_example.npz`, a template's own files such as segmentation's
-per-image `evaluation/confusion.npz`, and the same files for each holder the PR scored) is a
-claim that the import checks: the number the run logged must be the number its evidence makes
-(flowops.evaluation.agrees), or the interval computed later from that evidence would be of another number than the one
-reviewers read and the policy judges.
+A metric with evidence (`evaluation/per_example.npz`, a template's own files such as
+segmentation's per-image `evaluation/confusion.npz`, and the same files for each holder the PR
+scored) is a claim that the import checks: the number the run logged must be the number its
+evidence makes (flowops.evaluation.agrees), or the interval computed later from that evidence
+would be of another number than the one reviewers read and the policy judges.
 """
 
 from __future__ import annotations

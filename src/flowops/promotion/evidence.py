@@ -5,12 +5,11 @@ evidence is the candidate run's own scoring of the holder on its validation imag
 (`holder.<alias>.*`, logged by a template's trainer or an `evaluate:` entry point); otherwise the
 holder's own run, when its `flowops.eval_set` tag equals the candidate's. An interval is of one
 metric at one confidence: the policy's primary metric at the level the alias's target asks for.
-It comes from both models'
-per-example evidence of that metric (flowops.evaluation.Evidence): what an installed template's
-evidence plug-in reads from the run's own artifacts (`flowops.plugins.EVIDENCE`: the segmentation
-template's per-image confusion matrices), else `evaluation/per_example.npz`, whose arrays say how
-the metric aggregates (mean, rmse, ratio, confusion); examples are resampled in pairs and each
-resample recomputes that aggregate.
+It comes from both models' per-example evidence of that metric (flowops.evaluation.Evidence):
+what an installed template's evidence plug-in reads from the run's own artifacts
+(`flowops.plugins.EVIDENCE`: the segmentation template's per-image confusion matrices), else
+`evaluation/per_example.npz`, whose arrays say how the metric aggregates (mean, rmse, ratio,
+confusion); examples are resampled in pairs and each resample recomputes that aggregate.
 """
 
 from __future__ import annotations
@@ -70,9 +69,9 @@ def _arrays(client: Any, run: Any, name: str) -> dict[str, Any] | None:
 
 def evidence_of(client: Any, run: Any, metric: str, scored: str | None = None) -> Evidence | None:
     """The run's per-example evidence of `metric` (of the holder it scored as alias `scored`):
-    what an installed template's evidence plug-in finds in the run's artifacts (segmentation:
-    its primary metric from per-image confusion matrices), else `evaluation/per_example.npz`. None when there
-    is none or it is malformed (then no interval: fail closed); a failed read raises."""
+    what an installed template's evidence plug-in finds in the run's artifacts (segmentation: its
+    primary metric from per-image confusion matrices), else `evaluation/per_example.npz`. None
+    when there is none or it is malformed (then no interval: fail closed); a failed read raises."""
     for plug_in in plugins.installed(plugins.EVIDENCE):
         found = plug_in.load().read(metric, scored, lambda name: _arrays(client, run, name))
         if found is not None:
